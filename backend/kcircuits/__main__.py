@@ -1,0 +1,5 @@
+"""python -m kcircuits: the CLI."""
+
+from kcircuits.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""FastAPI application: create_app() wires settings, the model worker, jobs and routes."""

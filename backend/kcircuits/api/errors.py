@@ -1,0 +1,70 @@
+"""One error envelope for every failure: ``{"error": {"type", "message"}}``; no stack traces."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kcircuits.errors import Busy, KCircuitsError, NotReady
+
+log = logging.getLogger(__name__)
+
+#: Documented on every API route (OpenAPI ``responses``).
+ERROR_RESPONSES = {
+    400: {"description": "Malformed request body (invalid JSON or encoding)"},
+    404: {"description": "Unknown id or model"},
+    409: {"description": "Model known but not loadable here"},
+    413: {"description": "Request body too large"},
+    422: {"description": "Invalid request: the message names the field and the problem"},
+    503: {"description": "Busy or not ready: retry after the Retry-After header's seconds"},
+}
+
+
+def error_body(kind: str, message: str) -> dict:
+    return {"error": {"type": kind, "message": message}}
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            return "request body is not valid JSON"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KCircuitsError)
+    async def _domain(_: Request, exc: KCircuitsError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, Busy | NotReady):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        return JSONResponse(error_body(exc.kind, exc.message), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message = _describe_validation(exc)
+        status = 400 if message == "request body is not valid JSON" else 422
+        return JSONResponse(error_body("invalid_request", message), status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(kind, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(TimeoutError)
+    async def _timeout(_: Request, exc: TimeoutError) -> JSONResponse:
+        return JSONResponse(error_body("timeout", "the model did not answer in time; retry later"),
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal_error", "internal error"), status_code=500)

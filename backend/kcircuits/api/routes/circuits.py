@@ -1,0 +1,105 @@
+"""Circuit discovery by gradient attribution (eap, eap-ig, clean-corrupted) or exact patching, and
+graph sizes from registry facts. ACDC runs as a background job (not here)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
+from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.validation import check_prompt, check_tokens, model_key
+from kcircuits.config import Settings
+from kcircuits.errors import BadRequest
+
+router = APIRouter(prefix="/api", tags=["circuits"])
+
+
+class CircuitIn(BaseModel):
+    """One circuit request. Selection: ``top_n`` or ``threshold`` (default: top 1% of the edges)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
+    prompt: str = Field(..., max_length=100_000)
+    target: str = Field(..., min_length=1, max_length=200, description='answer text, e.g. " Paris" (first token)')
+    method: str = Field("eap-ig", max_length=32, description="eap | eap-ig | clean-corrupted | exact (acdc: a job)")
+    ablation: Literal["patch", "zero", "mean"] = "patch"
+    metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] = "logit_diff"
+    corrupt_prompt: str | None = Field(None, max_length=100_000,
+                                       description="patching input; built by subject swap when null")
+    subject: str | None = Field(None, max_length=500, description="subject span; auto-detected when null")
+    foil: str | None = Field(None, max_length=200, description="logit_diff foil; default: the corrupted answer")
+    top_n: int | None = Field(None, ge=0)
+    threshold: float | None = Field(None, ge=0)
+    greedy: bool = False
+    ig_steps: int = Field(5, ge=1, le=32)
+    kv_mode: Literal["grouped", "ungrouped"] = "grouped"
+    max_edges_returned: int = Field(3000, ge=0, le=20_000)
+    random_seeds: int = Field(3, ge=0, le=10)
+    with_heads: bool = True
+    session: str | None = Field(None, max_length=100, description="edit session id")
+
+
+def _graph_for(model_id: str, settings: Settings, kv_mode: str = "grouped"):
+    from kcircuits.circuits.graph import get_graph
+    from kcircuits.lm.registry import get_spec
+
+    return get_graph(get_spec(model_id, settings).arch, kv_mode)
+
+
+def _check(body: CircuitIn, settings: Settings, model_id: str) -> None:
+    """Cheap checks before any model work (registry facts only)."""
+    from kcircuits.circuits.attribution import EXACT_MAX_EDGES, METHODS
+
+    check_prompt(body.prompt, settings)
+    if body.corrupt_prompt is not None:
+        check_prompt(body.corrupt_prompt, settings, "corrupt_prompt")
+    if body.method == "acdc":
+        raise BadRequest("acdc runs one forward per edge: start it as a job (POST /api/jobs, kind 'acdc')")
+    if body.method not in METHODS:
+        raise BadRequest(f"unknown method {body.method!r}; choose one of {list(METHODS)}")
+    if body.top_n is not None and body.threshold is not None:
+        raise BadRequest("give top_n or threshold, not both")
+    graph = _graph_for(model_id, settings, body.kv_mode)
+    if body.top_n is not None and body.top_n > graph.n_edges:
+        raise BadRequest(f"top_n is {body.top_n}; the graph has {graph.n_edges} edges")
+    if body.method == "exact" and graph.n_edges > EXACT_MAX_EDGES:
+        raise BadRequest(f"exact patching runs one forward per edge: {graph.n_edges} edges exceed the limit of "
+                         f"{EXACT_MAX_EDGES}; use eap-ig (or an acdc job)")
+
+
+def run_circuit(model: Any, body: CircuitIn, settings: Settings) -> dict:
+    """Runs in the worker: token limits, then :func:`compute_circuit`."""
+    from kcircuits.circuits.discover import compute_circuit
+
+    check_tokens(model.tokenize(body.prompt).shape[1], settings)
+    args = body.model_dump(exclude={"model", "session"})
+    result = compute_circuit(model, **args)
+    result["session"] = body.session
+    return result
+
+
+@router.post("/circuits", responses=ERROR_RESPONSES)
+def circuits(body: CircuitIn, request: Request, settings: SettingsDep, worker: WorkerDep, store: StoreDep) -> dict:
+    """Discover a circuit for ``prompt`` -> ``target``: nodes, scored edges, faithfulness, Hit@10."""
+    key = model_key(request, body.model, body.session)
+    model_id = body.model or settings.default_model
+    _check(body, settings, model_id)
+    compute = lambda: worker.run(key, lambda model: run_circuit(model, body, settings))  # noqa: E731
+    if store is not None and hasattr(store, "get_or_compute"):
+        revision = worker.run(key, lambda model: model.revision)
+        request_dict = {"model": model_id, **body.model_dump(exclude={"model"})}
+        return store.get_or_compute("circuit", request_dict, revision, compute)
+    return compute()
+
+
+@router.get("/circuits/graph-stats", responses=ERROR_RESPONSES)
+def graph_stats(settings: SettingsDep, model: str | None = Query(None, max_length=200),
+                kv_mode: Literal["grouped", "ungrouped"] = "grouped") -> dict:
+    """Node and edge counts of a model's computation graph (registry facts; no weights loaded)."""
+    model_id = model or settings.default_model
+    graph = _graph_for(model_id, settings, kv_mode)
+    return {"model": model_id, **graph.stats()}

@@ -1,0 +1,209 @@
+"""Slow work as jobs: POST /api/jobs (202 + id), GET status, SSE events, DELETE cancels.
+
+Kinds: ``acdc`` (exact ACDC as the paper ran it), ``relation`` (LRE relation run, Table 1 row),
+``sweep`` (circuit size vs faithfulness and Hit@10). Each kind has a pydantic params model; the
+body runs its model work through the worker at background priority.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kcircuits.api.deps import JobsDep, StoreDep
+from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.validation import check_prompt, model_key
+from kcircuits.errors import BadRequest, NotFound
+from kcircuits.jobs import JobContext
+from kcircuits.lm.worker import BACKGROUND
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    kind: Literal["acdc", "relation", "sweep"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AcdcParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str | None = Field(None, max_length=200)
+    prompt: str = Field(..., max_length=100_000)
+    target: str = Field(..., min_length=1, max_length=200)
+    subject: str | None = Field(None, max_length=500)
+    tau: float = 0.01
+    ablation: Literal["zero", "patch", "mean"] = "zero"
+    metric: Literal["match_nll", "logit_diff", "logprob", "kl"] = "match_nll"
+    corrupt_prompt: str | None = Field(None, max_length=100_000)
+    kv_mode: Literal["grouped", "ungrouped"] = "grouped"
+    session: str | None = Field(None, max_length=100)
+    max_edges: int = Field(20_000, ge=1, description="refuse graphs larger than this (one forward per edge)")
+
+
+class RelationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str | None = Field(None, max_length=200)
+    relation: str = Field(..., max_length=200)
+    n: int = Field(10, ge=2, le=500)
+    method: Literal["eap", "eap-ig"] = "eap"
+    top_n: int = Field(300, ge=1)
+    session: str | None = Field(None, max_length=100)
+
+
+class SweepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str | None = Field(None, max_length=200)
+    prompt: str = Field(..., max_length=100_000)
+    target: str = Field(..., min_length=1, max_length=200)
+    subject: str | None = Field(None, max_length=500)
+    method: Literal["eap", "eap-ig"] = "eap"
+    ablation: Literal["zero", "patch", "mean"] = "patch"
+    corrupt_prompt: str | None = Field(None, max_length=100_000)
+    sizes: list[int] = Field(default_factory=lambda: [10, 30, 100, 300, 1000], max_length=50)
+    session: str | None = Field(None, max_length=100)
+
+
+Body = Callable[[JobContext], Any]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    params: type[BaseModel]
+    build: Callable[[Request, Any, str], Body]  # (request, params, worker key) -> job body
+
+
+def _progress(ctx: JobContext) -> Callable[[int, int, str], None]:
+    def report(done: int, total: int, message: str = "") -> None:
+        ctx.check_cancel()
+        ctx.progress(done / total if total else 0.0, message, done=done, total=total)
+    return report
+
+
+def _acdc_body(request: Request, params: AcdcParams, key: str) -> Body:
+    worker = request.app.state.worker
+
+    def body(ctx: JobContext) -> dict:
+        from kcircuits.circuits.acdc import acdc_circuit
+
+        return worker.run(key, lambda model: acdc_circuit(
+            model, params.prompt, params.target, tau=params.tau, ablation=params.ablation,
+            metric=params.metric, corrupt_prompt=params.corrupt_prompt, subject=params.subject,
+            kv_mode=params.kv_mode, progress=_progress(ctx),
+            cancel=ctx.check_cancel), priority=BACKGROUND, timeout=24 * 3600)
+    return body
+
+
+def _relation_body(request: Request, params: RelationParams, key: str) -> Body:
+    worker = request.app.state.worker
+
+    def body(ctx: JobContext) -> dict:
+        from kcircuits.circuits.relation import run_relation
+
+        return worker.run(key, lambda model: run_relation(
+            model, params.relation, n=params.n, method=params.method, top_n=params.top_n,
+            progress=_progress(ctx), cancel=ctx.check_cancel), priority=BACKGROUND, timeout=24 * 3600)
+    return body
+
+
+def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
+    worker = request.app.state.worker
+
+    def body(ctx: JobContext) -> dict:
+        from kcircuits.circuits.discover import sweep_circuit
+
+        return worker.run(key, lambda model: sweep_circuit(
+            model, params.prompt, params.target, method=params.method, ablation=params.ablation,
+            corrupt_prompt=params.corrupt_prompt, subject=params.subject, sizes=params.sizes,
+            progress=_progress(ctx)), priority=BACKGROUND, timeout=24 * 3600)
+    return body
+
+
+def _check_acdc_size(params: AcdcParams, settings) -> None:
+    """ACDC costs one forward per evaluated edge: refuse graphs above ``max_edges`` up front."""
+    from kcircuits.circuits.graph import get_graph
+    from kcircuits.lm.registry import get_spec
+
+    n_edges = get_graph(get_spec(params.model or settings.default_model, settings).arch, kv_mode=params.kv_mode).n_edges
+    if n_edges > params.max_edges:
+        raise BadRequest(f"ACDC on this model evaluates up to {n_edges} edges, above max_edges={params.max_edges}; "
+                         "raise max_edges to run it anyway, or use EAP / EAP-IG")
+
+
+KINDS: dict[str, JobKind] = {
+    "acdc": JobKind(AcdcParams, _acdc_body),
+    "relation": JobKind(RelationParams, _relation_body),
+    "sweep": JobKind(SweepParams, _sweep_body),
+}
+
+
+@router.post("", status_code=202, responses=ERROR_RESPONSES)
+def create_job(body: JobIn, request: Request, jobs: JobsDep) -> dict:
+    """Start a slow computation; poll GET /api/jobs/{id} or stream /events."""
+    kind = KINDS[body.kind]
+    try:
+        params = kind.params.model_validate(body.params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise BadRequest(f"params.{loc}: {first['msg']}") from None
+    settings = request.app.state.settings
+    if hasattr(params, "prompt"):
+        check_prompt(params.prompt, settings)
+    key = model_key(request, params.model, params.session)
+    if isinstance(params, AcdcParams):
+        _check_acdc_size(params, settings)
+    job = jobs.create(body.kind, kind.build(request, params, key), params=params.model_dump())
+    return job.public(with_result=False)
+
+
+@router.get("", responses=ERROR_RESPONSES)
+def list_jobs(jobs: JobsDep) -> dict:
+    return {"items": [job.public(with_result=False) for job in jobs.list()]}
+
+
+@router.get("/{job_id}", responses=ERROR_RESPONSES)
+def get_job(job_id: str, jobs: JobsDep, store: StoreDep) -> dict:
+    """Status, progress and (when succeeded) the result; jobs from before a restart come from
+    the store (status as last recorded; a job cut off by the restart shows its last state)."""
+    try:
+        return jobs.get(job_id).public()
+    except NotFound:
+        stored = store.get_job(job_id) if store is not None and len(job_id) <= 64 else None
+        if stored is None:
+            raise
+        return stored
+
+
+@router.delete("/{job_id}", responses=ERROR_RESPONSES)
+def cancel_job(job_id: str, jobs: JobsDep) -> dict:
+    """Cancel: the job stops at its next step (cooperative)."""
+    return jobs.cancel(job_id).public(with_result=False)
+
+
+def _sse(events: Iterator[dict | None]) -> Iterator[str]:
+    for event in events:
+        if event is None:
+            yield ": ping\n\n"
+            continue
+        data = {k: v for k, v in event.items() if k != "event"}
+        yield f"event: {event['event']}\ndata: {json.dumps(data)}\n\n"
+
+
+@router.get("/{job_id}/events", responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}})
+def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
+    """Server-sent events: queued, running, progress (done/total), then a terminal event."""
+    jobs.get(job_id)  # 404 before the stream starts (events() is lazy)
+    events = jobs.events(job_id)
+    return StreamingResponse(_sse(events), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

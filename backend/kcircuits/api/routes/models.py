@@ -1,0 +1,20 @@
+"""The model registry as seen by clients."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from kcircuits.api.deps import SettingsDep
+from kcircuits.lm.registry import all_specs
+
+router = APIRouter(prefix="/api", tags=["models"])
+
+
+@router.get("/models")
+def list_models(request: Request, settings: SettingsDep) -> dict:
+    """Known model ids with architecture facts, and which are loaded."""
+    ready = request.app.state.ready_models
+    return {
+        "default": settings.default_model,
+        "models": [{**spec.to_dict(), "loaded": spec.id in ready} for spec in all_specs(settings).values()],
+    }

@@ -1,0 +1,116 @@
+"""Node details for the UI's node panel: a head's attention pattern, what its output promotes,
+its role scores; an MLP's top tokens. By prompt (POST) or for a stored circuit (GET)."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
+from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.validation import check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.config import Settings
+from kcircuits.errors import BadRequest, NotFound
+
+router = APIRouter(prefix="/api", tags=["nodes"])
+_CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ProjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str | None = Field(None, max_length=200)
+    prompt: str = Field(..., max_length=100_000)
+    node: str = Field(..., max_length=50)
+    position: int = -1
+    k: int = 10
+    session: str | None = Field(None, max_length=100)
+
+
+class DetailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str | None = Field(None, max_length=200)
+    prompt: str = Field(..., max_length=100_000)
+    node: str = Field(..., max_length=50)
+    target: str | None = Field(None, max_length=200)
+    subject: str | None = Field(None, max_length=500)
+    k: int = 10
+    session: str | None = Field(None, max_length=100)
+
+
+def node_detail(model, body: DetailIn, settings: Settings) -> dict:
+    """Runs in the worker. Head: pattern [q][k], promoted/suppressed tokens, role scores. MLP:
+    promoted/suppressed tokens at the last position. input/logits: just the kind."""
+    from kcircuits.circuits.heads import head_detail, relation_positions
+    from kcircuits.circuits.lens import parse_node, project_node
+    from kcircuits.circuits.subject import resolve_subject
+
+    if body.node in {"input", "logits"}:
+        return {"node": body.node, "kind": body.node}
+    kind, layer, head = parse_node(model, body.node)
+    tokens = model.tokenize(body.prompt)
+    check_tokens(tokens.shape[1], settings)
+    if kind == "mlp":
+        return project_node(model, tokens, body.node, -1, body.k)
+    _, subject_pos, _ = resolve_subject(model, body.prompt, body.subject)
+    target_id = model.first_token_id(body.target) if body.target else None
+    detail = head_detail(model, tokens, body.node, subject_positions=subject_pos if target_id is not None else None,
+                         target_id=target_id, k=body.k)
+    scores = detail.get("role_scores") or {}
+    return {
+        "node": body.node, "kind": "head", "layer": layer, "head": head, "tokens": detail["tokens"],
+        "pattern": detail["pattern"], "subject_positions": subject_pos,
+        "relation_positions": relation_positions(tokens[0], subject_pos, model.tokenizer.bos_token_id
+                                                 if model.spec.prepend_bos else None),
+        "promoted": detail["promoted"], "suppressed": detail["suppressed"],
+        "dla_by_source": detail.get("dla_by_source"), "role": scores.get("role"),
+        "scores": {key: scores.get(key) for key in ("subject_attention", "relation_attention",
+                                                    "subject_dla_share", "relation_dla_share")},
+    }
+
+
+@router.post("/nodes/project", responses=ERROR_RESPONSES)
+def project(body: ProjectIn, request: Request, settings: SettingsDep, worker: WorkerDep) -> dict:
+    """Top tokens one head's or MLP's output promotes and suppresses at a position."""
+    from kcircuits.circuits.lens import project_node
+
+    check_prompt(body.prompt, settings)
+    check_top_k(body.k, settings)
+    key = model_key(request, body.model, body.session)
+
+    def run(model):
+        tokens = model.tokenize(body.prompt)
+        check_tokens(tokens.shape[1], settings)
+        return project_node(model, tokens, body.node, body.position, body.k)
+
+    return worker.run(key, run)
+
+
+@router.post("/nodes/detail", responses=ERROR_RESPONSES)
+def detail(body: DetailIn, request: Request, settings: SettingsDep, worker: WorkerDep) -> dict:
+    """The node panel's content for a node of the circuit of ``prompt``."""
+    check_prompt(body.prompt, settings)
+    check_top_k(body.k, settings)
+    key = model_key(request, body.model, body.session)
+    return worker.run(key, lambda model: node_detail(model, body, settings))
+
+
+@router.get("/circuits/{circuit_id}/nodes/{node}", responses=ERROR_RESPONSES)
+def stored_circuit_node(circuit_id: str, node: str, request: Request, settings: SettingsDep,
+                        worker: WorkerDep, store: StoreDep) -> dict:
+    """Node detail for a stored circuit (its model, prompt, target and subject)."""
+    if not _CIRCUIT_ID.match(circuit_id):
+        raise NotFound(f"no circuit with id {circuit_id[:80]!r}")
+    circuit = store.get(circuit_id) if store is not None else None
+    if circuit is None:
+        raise NotFound(f"no circuit with id {circuit_id!r}")
+    if len(node) > 50:
+        raise BadRequest("node id too long")
+    subject = (circuit.get("subject") or {}).get("text")
+    body = DetailIn(model=circuit["model"], prompt=circuit["prompt"], node=node, target=circuit.get("target"),
+                    subject=subject, session=(circuit.get("params") or {}).get("session"))
+    key = model_key(request, body.model, body.session)
+    return worker.run(key, lambda model: node_detail(model, body, settings))

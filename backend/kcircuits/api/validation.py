@@ -1,0 +1,41 @@
+"""Request checks shared by routes: model/session resolution and prompt limits."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from kcircuits.config import Settings
+from kcircuits.errors import BadRequest
+from kcircuits.lm.registry import get_spec
+
+
+def model_key(request: Request, model_id: str | None, session: str | None) -> str:
+    """The worker key to run on: an edit session's copy, or a registry model id (validated)."""
+    settings: Settings = request.app.state.settings
+    if session:
+        from kcircuits.editing.session import resolve_model_key
+
+        return resolve_model_key(request.app.state, model_id, session)
+    model_id = model_id or settings.default_model
+    get_spec(model_id, settings)  # unknown ids -> 404 listing the known ids
+    return model_id
+
+
+def check_prompt(prompt: str, settings: Settings, field: str = "prompt") -> str:
+    """Non-empty and within the character limit (tokens are checked after tokenisation)."""
+    if not prompt or not prompt.strip():
+        raise BadRequest(f"{field} is empty")
+    if len(prompt) > settings.max_prompt_chars:
+        raise BadRequest(f"{field} has {len(prompt)} characters; the limit is {settings.max_prompt_chars}")
+    return prompt
+
+
+def check_tokens(n_tokens: int, settings: Settings, field: str = "prompt") -> None:
+    if n_tokens > settings.max_prompt_tokens:
+        raise BadRequest(f"{field} has {n_tokens} tokens; the limit is {settings.max_prompt_tokens}")
+
+
+def check_top_k(top_k: int, settings: Settings) -> int:
+    if not 1 <= top_k <= settings.max_top_k:
+        raise BadRequest(f"top_k must be between 1 and {settings.max_top_k}")
+    return top_k

@@ -1,0 +1,1 @@
+"""The science: pure functions over a LoadedModel and tensors (no web imports)."""

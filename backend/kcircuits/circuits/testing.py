@@ -1,0 +1,98 @@
+"""Hand-built models with known circuits, for tests of circuit discovery (EAP, EAP-IG, ACDC).
+
+:func:`planted_copy_model` plants one "mover" head in a tiny random GPT-2: at every position it
+attends to the subject token (the only token whose embedding carries a large component on
+residual dimension ``SUBJ_DIM``) and its OV circuit writes that component onto dimension
+``ANS_DIM``, which the (tied) unembedding reads as the answer token. Everything else is small
+random weights, so the answer's logit comes through the edges
+
+    input -> a{L-1}.h{h}<k>,  input -> a{L-1}.h{h}<v>,  a{L-1}.h{h} -> logits
+
+and swapping the subject for a token without the planted component removes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+SUBJ_DIM = 0
+ANS_DIM = 1
+
+
+@dataclass
+class PlantedCircuit:
+    """A planted model with its prompt pair and the edges that carry the answer."""
+
+    model: Any  # LoadedModel
+    prompt: str
+    corrupt_prompt: str
+    target: str
+    subject: str
+    layer: int
+    head: int
+
+    @property
+    def head_id(self) -> str:
+        return f"a{self.layer}.h{self.head}"
+
+    @property
+    def edge_ids(self) -> list[str]:
+        """Edge ids (``sender->receiver``) of the planted circuit."""
+        h = self.head_id
+        return [f"input->{h}<k>", f"input->{h}<v>", f"{h}->logits"]
+
+
+def planted_copy_model(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, head: int = 2,
+                       subject: str = " France", corrupt_subject: str = " Spain", target: str = " Paris",
+                       key_gain: float = 2.0, seed: int = 0, device: str = "cpu") -> PlantedCircuit:
+    """A tiny GPT-2 whose last layer's head ``head`` copies the subject token to the answer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kcircuits.lm.loader import from_hf_model
+    from kcircuits.lm.random_models import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    subj_id = tokenizer(subject)["input_ids"]
+    ans_id = tokenizer(target)["input_ids"]
+    if len(subj_id) != 1 or len(ans_id) != 1 or len(tokenizer(corrupt_subject)["input_ids"]) != 1:
+        raise ValueError("subject, corrupt subject and target must be single tokens")
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=n_layers, n_head=n_heads, n_embd=d_model, vocab_size=tokenizer.vocab_size,
+                        n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = GPT2LMHeadModel(config).eval()
+    dh = d_model // n_heads
+    layer = n_layers - 1
+    with torch.no_grad():
+        planted = [SUBJ_DIM, ANS_DIM]
+        wte = hf.transformer.wte.weight  # tied with lm_head
+        wte[:, planted] = 0.0
+        wte[subj_id[0], SUBJ_DIM] = 1.0  # the subject carries the key/value feature
+        wte[ans_id[0], ANS_DIM] = 1.0  # the answer reads the written feature
+        hf.transformer.wpe.weight[:, planted] = 0.0
+        for block in hf.transformer.h:  # no other component reads or writes the planted dimensions
+            block.attn.c_attn.weight[planted, :] = 0.0
+            block.attn.c_proj.weight[:, planted] = 0.0
+            block.attn.c_proj.bias[planted] = 0.0
+            block.mlp.c_fc.weight[planted, :] = 0.0
+            block.mlp.c_proj.weight[:, planted] = 0.0
+            block.mlp.c_proj.bias[planted] = 0.0
+        attn = hf.transformer.h[layer].attn
+        w, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d] = q | k | v
+        q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
+        for c0 in (q0, k0, v0):
+            w[:, c0:c0 + dh] = 0.0
+            bias[c0:c0 + dh] = 0.0
+        bias[q0] = 1.0  # constant query
+        w[SUBJ_DIM, k0] = key_gain  # key = subject feature
+        w[SUBJ_DIM, v0] = 1.0  # value = subject feature
+        proj = attn.c_proj.weight  # [d (heads concatenated), d]
+        proj[head * dh:(head + 1) * dh, :] = 0.0
+        proj[head * dh, ANS_DIM] = 1.0  # head output -> answer direction
+    model = from_hf_model(f"planted-copy-{n_layers}x{n_heads}", hf, tokenizer, device=device,
+                          revision=f"planted:{seed}")
+    prompt = f"The capital of{subject} is the city of"
+    corrupt = f"The capital of{corrupt_subject} is the city of"
+    return PlantedCircuit(model, prompt, corrupt, target, subject.strip(), layer, head)

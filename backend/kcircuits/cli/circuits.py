@@ -1,0 +1,129 @@
+"""``kcircuits graph-stats`` (registry facts only) and ``kcircuits circuit PROMPT --target TEXT``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kcircuits.cli.common import emit_json, fail, load
+from kcircuits.errors import BadRequest, KCircuitsError
+
+
+def graph_stats(
+    model: str = typer.Option(None, "--model", "-m", help="Registry id (default: every registered model)."),
+    kv_mode: str = typer.Option("grouped", "--kv-mode", help="grouped | ungrouped (k/v per kv group or per head)"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Node and edge counts of the computation graph (no weights are loaded)."""
+    from kcircuits.circuits.graph import get_graph
+    from kcircuits.config import get_settings
+    from kcircuits.lm.registry import all_specs, get_spec
+
+    settings = get_settings()
+    try:
+        specs = [get_spec(model, settings)] if model else list(all_specs(settings).values())
+        rows = [{"model": s.id, **get_graph(s.arch, kv_mode).stats()} for s in specs]
+    except KCircuitsError as exc:
+        fail(exc)
+        return
+    if as_json:
+        emit_json(rows[0] if model else rows)
+        return
+    typer.echo(f"{'model':<22}{'L':>4}{'H':>4}{'G':>4}{'nodes':>8}{'edges':>12}  kv_mode")
+    for r in rows:
+        typer.echo(f"{r['model']:<22}{r['n_layers']:>4}{r['n_heads']:>4}{r['n_kv_heads']:>4}"
+                   f"{r['total_nodes']:>8}{r['total_edges']:>12,}  {r['kv_mode']}")
+
+
+def circuit(
+    prompt: str = typer.Argument(..., help="The prompt, e.g. 'The Eiffel Tower is located in the city of'."),
+    target: str = typer.Option(..., "--target", "-t", help='Answer text, e.g. " Paris" (first token scored).'),
+    model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
+    method: str = typer.Option("eap-ig", "--method", help="eap | eap-ig | clean-corrupted | exact | acdc"),
+    ablation: str = typer.Option("patch", "--ablation", help="patch | zero | mean"),
+    metric: str = typer.Option("logit_diff", "--metric", help="logit_diff | logprob | prob | match_nll | kl"),
+    corrupt: str = typer.Option(None, "--corrupt", help="Corrupted prompt (same token count) for patching."),
+    subject: str = typer.Option(None, "--subject", help="Subject span (auto-detected when omitted)."),
+    top_n: int = typer.Option(None, "--top-n", min=0, help="Keep the n best edges (default 1% of the graph)."),
+    threshold: float = typer.Option(None, "--threshold", min=0.0, help="Keep edges with |score| >= T."),
+    tau: float = typer.Option(0.01, "--tau", help="ACDC threshold (method acdc)."),
+    ig_steps: int = typer.Option(5, "--ig-steps", min=1, max=64),
+    random_seeds: int = typer.Option(3, "--random-seeds", min=0, max=20),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    out: Path = typer.Option(None, "--out", help="Write the result: .json, or .graphml / .dot / .svg / .png via export."),
+) -> None:
+    """Discover a circuit and report its size, faithfulness and Hit@10 (full / circuit / random)."""
+    try:
+        if top_n is not None and threshold is not None:
+            raise BadRequest("give --top-n or --threshold, not both")
+        loaded = load(model)
+        if method == "acdc":
+            try:
+                from kcircuits.circuits.acdc import acdc_circuit
+            except ImportError as exc:
+                raise BadRequest("acdc is not available in this installation") from exc
+            result = acdc_circuit(loaded, prompt, target, tau, ablation=ablation, metric=metric,
+                                  corrupt_prompt=corrupt, subject=subject, random_seeds=random_seeds)
+        else:
+            from kcircuits.circuits.discover import compute_circuit
+
+            result = compute_circuit(loaded, prompt, target, method=method, ablation=ablation, metric=metric,
+                                     corrupt_prompt=corrupt, subject=subject, top_n=top_n, threshold=threshold,
+                                     ig_steps=ig_steps, random_seeds=random_seeds)
+        if out is not None:
+            _write(result, out)
+    except KCircuitsError as exc:
+        fail(exc)
+        return
+    if as_json:
+        emit_json(result)
+        return
+    _summary(result)
+
+
+def _write(result: dict, path: Path) -> None:
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix == "json":
+        import json
+
+        path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    try:
+        from kcircuits.export import export_circuit
+    except ImportError as exc:
+        raise BadRequest(f"export to .{suffix} is not available; use --out FILE.json") from exc
+    data = export_circuit(result, suffix)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data)
+
+
+def _summary(result: dict) -> None:
+    m = result["metrics"]
+    g = result["graph"]
+    hits = m["hit_at_10"]
+    faith = "n/a" if m["faithfulness"] is None else f"{m['faithfulness']:.3f}"
+    typer.echo(f"{result['model']}: {result['method']} / {result['ablation']} / {result['metric']}; "
+               f"corrupt: {result['corrupt_prompt']!r}")
+    typer.echo(f"circuit: {m['edges']} of {g['total_edges']:,} edges ({100 * m['edge_fraction']:.2f}%), "
+               f"{m['nodes']} of {g['total_nodes']} nodes")
+    typer.echo(f"faithfulness {faith}  (metric full {m['metric_full']:.3f}, circuit {m['metric_circuit']:.3f}, "
+               f"empty {m['metric_empty']:.3f})")
+    random_hit = "n/a" if hits["random"] is None else f"{hits['random']:.2f}"
+    typer.echo(f"Hit@10 full {hits['full']}  circuit {hits['circuit']}  random {random_hit}; "
+               f"target rank full {m['target_rank']['full']}, circuit {m['target_rank']['circuit']}, "
+               f"random {m['target_rank']['random']}")
+    top = [e for e in result["edges"] if e["in_circuit"]][:10]
+    for e in top:
+        typer.echo(f"  {e['source']:>8} -> {e['receiver']:<12} {e['score']:+.4f}")
+    roles = {hid: h["role"] for hid, h in result.get("heads", {}).items() if h.get("role")}
+    if roles:
+        typer.echo("head roles: " + ", ".join(f"{h}={r}" for h, r in sorted(roles.items())))
+    typer.echo(f"{result['timings']['total_s']:.1f} s")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("graph-stats")(graph_stats)
+    app.command("circuit")(circuit)

@@ -1,0 +1,38 @@
+"""Helpers shared by CLI commands: output, errors, model loading."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+from kcircuits.errors import KCircuitsError
+
+
+def emit_json(data: Any) -> None:
+    """Write ``data`` as JSON to stdout."""
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def fail(exc: KCircuitsError) -> None:
+    """Print a domain error on stderr and exit 2."""
+    typer.echo(f"error: {exc.message}", err=True)
+    raise typer.Exit(2)
+
+
+def load(model_id: str | None):
+    """Boot ``model_id`` (or the default) for a one-shot CLI command."""
+    from kcircuits.config import get_settings
+    from kcircuits.lm.loader import load_model
+
+    settings = get_settings()
+    try:
+        return load_model(model_id or settings.default_model, settings)
+    except KCircuitsError as exc:
+        fail(exc)
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

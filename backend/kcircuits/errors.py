@@ -1,0 +1,55 @@
+"""Domain errors with an HTTP status; the API turns them into one JSON envelope."""
+
+from __future__ import annotations
+
+
+class KCircuitsError(Exception):
+    """Base error: ``status`` is the HTTP status, ``kind`` the envelope's error type."""
+
+    status = 500
+    kind = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(KCircuitsError):
+    status = 422
+    kind = "invalid_request"
+
+
+class NotFound(KCircuitsError):
+    status = 404
+    kind = "not_found"
+
+
+class UnknownModel(NotFound):
+    kind = "unknown_model"
+
+
+class Busy(KCircuitsError):
+    """The model worker's queue is full: answer 503 with Retry-After."""
+
+    status = 503
+    kind = "busy"
+
+    def __init__(self, message: str, retry_after_s: int = 2):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(KCircuitsError):
+    status = 503
+    kind = "not_ready"
+
+    def __init__(self, message: str, retry_after_s: int = 5):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ModelUnavailable(KCircuitsError):
+    """A known model that cannot be loaded here (no hub access, missing package)."""
+
+    status = 409
+    kind = "model_unavailable"

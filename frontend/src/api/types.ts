@@ -1,0 +1,392 @@
+/** Wire types of the kcircuits HTTP API (snake_case, as the server sends them). Keep in step with docs/api. */
+
+export interface ApiErrorBody {
+  error: { type: string; message: string };
+}
+
+// ---- health / models ---------------------------------------------------------------------------
+export interface ArchFacts {
+  n_layers: number;
+  n_heads: number;
+  n_kv_heads: number;
+  d_model: number;
+  d_mlp: number;
+  d_vocab: number;
+  family: "gpt2" | "llama" | string;
+}
+export interface ModelInfo {
+  id: string;
+  source?: string;
+  arch: ArchFacts;
+  description?: string;
+  licence?: string;
+  loaded: boolean;
+}
+export interface ModelsResponse {
+  default: string;
+  models: ModelInfo[];
+}
+export interface InfoResponse {
+  version: string;
+  default_model: string;
+  loaded_models: string[];
+  ready_models: string[];
+  device: string;
+  cuda_available: boolean;
+  dtype: string;
+  limits: { max_prompt_chars: number; max_prompt_tokens: number; max_top_k: number; max_body_bytes: number; queue_size: number };
+  queue_depth: number;
+}
+
+// ---- logit lens -------------------------------------------------------------------------------
+export type LnMode = "recompute" | "cached";
+export interface LensRequest {
+  model?: string;
+  prompt: string;
+  target?: string | null;
+  subject?: string | null;
+  top_k?: number;
+  ln_mode?: LnMode;
+  kl?: boolean;
+  session?: string | null;
+}
+export interface TokenProb {
+  token: string;
+  id: number;
+  prob: number;
+}
+export interface LensPosition {
+  top: TokenProb[];
+  kl?: number | null;
+}
+export interface LensLayer {
+  index: number;
+  label: string;
+  positions: LensPosition[];
+}
+export interface SubjectSpan {
+  text: string;
+  positions: number[];
+  auto?: boolean;
+}
+export interface LensTarget {
+  text: string;
+  token: string;
+  id: number;
+  rank: number[];
+  prob: number[];
+  subject_rank: number[];
+  subject_prob: number[];
+}
+export interface LensResult {
+  model: string;
+  revision?: string;
+  prompt: string;
+  tokens: string[];
+  token_ids: number[];
+  n_layers: number;
+  layers: LensLayer[];
+  prediction: TokenProb;
+  subject: SubjectSpan | null;
+  target: LensTarget | null;
+  ln_mode?: LnMode;
+  session?: string | null;
+}
+
+export interface ProjectRequest {
+  model?: string;
+  prompt: string;
+  node: string;
+  position?: number;
+  k?: number;
+  session?: string | null;
+}
+export interface ScoredToken {
+  token: string;
+  id?: number;
+  score: number;
+}
+export interface ProjectResponse {
+  node: string;
+  position: number;
+  promoted: ScoredToken[];
+  suppressed: ScoredToken[];
+}
+
+// ---- circuits ---------------------------------------------------------------------------------
+export type Method = "eap" | "eap-ig" | "exact" | "acdc";
+export type Ablation = "patch" | "zero" | "mean";
+export type Metric = "logit_diff" | "logprob" | "prob" | "match_nll" | "kl";
+export type NodeKind = "input" | "head" | "mlp" | "logits";
+export type Role = "mover" | "relation" | "mixture" | null;
+export type Slot = "q" | "k" | "v" | "mlp_in" | "logits";
+
+export interface CircuitRequest {
+  model?: string;
+  prompt: string;
+  target: string;
+  method: Exclude<Method, "acdc">;
+  ablation: Ablation;
+  metric?: Metric;
+  corrupt_prompt?: string | null;
+  subject?: string | null;
+  top_n?: number;
+  threshold?: number;
+  ig_steps?: number;
+  kv_mode?: "grouped" | "ungrouped";
+  session?: string | null;
+}
+export interface CircuitNode {
+  id: string;
+  kind: NodeKind;
+  layer: number | null;
+  head: number | null;
+  role: Role;
+  score: number;
+  in_circuit: boolean;
+}
+export interface CircuitEdge {
+  source: string;
+  target: string;
+  slot: Slot | string;
+  receiver: string;
+  score: number;
+  in_circuit: boolean;
+}
+export interface GraphInfo {
+  n_layers: number;
+  n_heads: number;
+  n_kv_heads: number;
+  kv_mode: "grouped" | "ungrouped";
+  total_nodes: number;
+  total_edges: number;
+  input_convention?: "embed" | "resid_pre0";
+}
+export interface CircuitMetrics {
+  edges: number;
+  nodes: number;
+  edge_fraction: number;
+  node_fraction: number;
+  faithfulness: number | null;
+  metric_full?: number | null;
+  metric_circuit?: number | null;
+  metric_empty?: number | null;
+  hit_at_10?: { full: number; circuit: number; random: number } | null;
+  target_rank?: { full: number; circuit: number; random: number[] } | null;
+}
+export interface HeadInfo {
+  role: Role;
+  subject_attention?: number;
+  relation_attention?: number;
+  subject_dla_share?: number;
+  relation_dla_share?: number;
+  top_tokens?: (string | ScoredToken)[];
+}
+export interface Provenance {
+  model: string;
+  revision?: string;
+  method?: string;
+  params?: Record<string, unknown>;
+  code_version?: string;
+  libraries?: Record<string, string>;
+  dtype?: string;
+  device_class?: string;
+  created_at?: string;
+}
+export interface CircuitResult {
+  schema_version: number;
+  kind: "circuit";
+  id?: string;
+  model: string;
+  revision?: string;
+  prompt: string;
+  target: string;
+  target_id?: number;
+  tokens: string[];
+  subject: SubjectSpan | null;
+  method: Method;
+  ablation: Ablation;
+  metric: Metric | string;
+  corrupt_prompt: string | null;
+  params: Record<string, unknown>;
+  graph: GraphInfo;
+  nodes: CircuitNode[];
+  edges: CircuitEdge[];
+  metrics: CircuitMetrics;
+  heads?: Record<string, HeadInfo>;
+  timings?: Record<string, number>;
+  provenance?: Provenance;
+}
+
+export interface HeadDetail {
+  node: string;
+  kind: "head";
+  layer: number;
+  head: number;
+  tokens: string[];
+  pattern: number[][];
+  subject_positions: number[];
+  relation_positions: number[];
+  promoted: ScoredToken[];
+  suppressed: ScoredToken[];
+  role: Role;
+  scores: Partial<Record<"subject_attention" | "relation_attention" | "subject_dla_share" | "relation_dla_share", number>>;
+}
+export interface MlpDetail {
+  node: string;
+  kind: "mlp";
+  layer: number;
+  promoted: ScoredToken[];
+  suppressed: ScoredToken[];
+}
+export interface EndpointDetail {
+  node: string;
+  kind: "input" | "logits";
+}
+export type NodeDetail = HeadDetail | MlpDetail | EndpointDetail;
+export interface NodeDetailRequest {
+  model?: string;
+  prompt: string;
+  target?: string | null;
+  subject?: string | null;
+  node: string;
+  session?: string | null;
+}
+export interface GraphStats {
+  model: string;
+  /** contract names; the server also sends total_nodes / total_edges */
+  nodes?: number;
+  edges?: number;
+  total_nodes?: number;
+  total_edges?: number;
+  n_layers: number;
+  n_heads: number;
+  n_kv_heads: number;
+  kv_mode: string;
+}
+
+// ---- jobs -------------------------------------------------------------------------------------
+export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "cancelling";
+export interface AcdcParams extends Omit<CircuitRequest, "method"> {
+  method?: "acdc";
+  tau?: number;
+}
+export interface JobRequest {
+  kind: "acdc" | "relation" | "sweep";
+  params: Record<string, unknown>;
+}
+export interface Job {
+  id: string;
+  kind: string;
+  params?: Record<string, unknown>;
+  status: JobStatus;
+  progress: number;
+  message?: string | null;
+  error?: string | { type: string; message: string } | null;
+  result?: unknown;
+  created_at?: string;
+  finished_at?: string | null;
+}
+export interface JobEvent {
+  seq: number;
+  status: JobStatus;
+  progress: number;
+  message?: string | null;
+  done?: number;
+  total?: number;
+  [k: string]: unknown;
+}
+export const TERMINAL: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled"]);
+
+// ---- store / permalinks -----------------------------------------------------------------------
+export interface ResultSummary {
+  id: string;
+  kind: string;
+  model: string;
+  prompt: string;
+  method: string | null;
+  created_at: string;
+  saved: boolean;
+  title: string | null;
+}
+export interface ResultsQuery {
+  model?: string;
+  method?: string;
+  kind?: string;
+  q?: string;
+  saved?: boolean;
+  limit?: number;
+  offset?: number;
+}
+export interface ResultsList {
+  items: ResultSummary[];
+  total: number;
+}
+export interface ViewResponse {
+  short: string;
+  url: string;
+}
+export interface StoredView {
+  result_id: string;
+  state: Record<string, string>;
+}
+export type ExportFormat = "json" | "graphml" | "dot";
+
+// ---- editing ----------------------------------------------------------------------------------
+export type EditMethod = "rome" | "ft-m" | "ft-l";
+export interface EditRequest {
+  model?: string;
+  method: EditMethod;
+  prompt: string;
+  subject: string;
+  target: string;
+  layer?: number;
+  params?: Record<string, unknown>;
+}
+export interface EditCreated {
+  session_id: string;
+  job_id: string;
+}
+export interface RateBlock {
+  rate: number;
+  items: unknown[];
+}
+export interface EditEvaluation {
+  efficacy: { success: boolean; new_prob: number; old_prob: number; new_rank: number };
+  generalisation: RateBlock;
+  locality: RateBlock;
+  prob_shift: { old: { pre: number; post: number }; new: { pre: number; post: number } };
+}
+export interface EditSession {
+  session_id: string;
+  model: string;
+  method: EditMethod;
+  prompt: string;
+  subject: string;
+  target: string;
+  old_target: string;
+  layer: number;
+  status: string;
+  evaluation: EditEvaluation | null;
+  covariance?: string;
+  created_at: string;
+  expires_at: string;
+}
+export interface Curve {
+  rank: number[];
+  prob: number[];
+}
+export interface EditLensPair {
+  pre: LensResult;
+  post: LensResult;
+  curves?: { new: { pre: Curve; post: Curve }; old: { pre: Curve; post: Curve } };
+}
+export interface EditCompare {
+  lens: EditLensPair;
+  circuit: {
+    pre: CircuitResult;
+    post: CircuitResult;
+    diff: { added: string[]; removed: string[]; reweighted: { key: string; pre: number; post: number }[] };
+  };
+  heads: { node: string; pre: { promoted: ScoredToken[] }; post: { promoted: ScoredToken[] } }[];
+}

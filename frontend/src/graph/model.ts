@@ -1,0 +1,122 @@
+/** From a circuit result (+ client selection) to the renderer's nodes and edges at grid positions. */
+import type { CircuitEdge, CircuitResult } from "../api/types";
+import type { DiffStyle, REdge, RNode } from "./canvas";
+import { nodePosition, parseNodeId } from "./layout";
+import { applySelection, edgeKey, type Selection } from "./prune";
+
+export interface Drawn {
+  nodes: RNode[];
+  edges: REdge[];
+  circuitEdges: CircuitEdge[];
+}
+
+export function renderNode(id: string, nLayers: number, nHeads: number, role: string | null = null): RNode {
+  const p = nodePosition(id, nLayers, nHeads);
+  const kind = parseNodeId(id)?.kind ?? "head";
+  return { id, x: p.x, y: p.y, kind, role, label: id };
+}
+
+export function roleMap(c: CircuitResult): Map<string, string | null> {
+  const roles = new Map<string, string | null>();
+  for (const n of c.nodes) roles.set(n.id, n.role ?? null);
+  for (const [id, h] of Object.entries(c.heads ?? {})) if (h.role) roles.set(id, h.role);
+  return roles;
+}
+
+/** Heads per kv group when k/v receivers are grouped (GQA), else 1. */
+export function groupSize(c: CircuitResult): number {
+  const g = c.graph;
+  return g.kv_mode === "grouped" && g.n_kv_heads > 0 ? Math.max(1, Math.round(g.n_heads / g.n_kv_heads)) : 1;
+}
+
+export function drawCircuit(c: CircuitResult, sel: Selection): Drawn {
+  const { edges, nodes, drawTarget } = applySelection(c.edges, sel, groupSize(c));
+  const roles = roleMap(c);
+  const { n_layers: L, n_heads: H } = c.graph;
+  return {
+    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null)),
+    edges: edges.map((e) => ({ key: edgeKey(e), source: e.source, target: drawTarget(e), score: e.score })),
+    circuitEdges: edges,
+  };
+}
+
+export interface DiffSpec {
+  added: string[];
+  removed: string[];
+  reweighted: { key: string; pre: number; post: number }[];
+}
+
+/** One DAG with the union of the pre and post circuits; added / removed / reweighted edges styled. */
+export function drawDiff(pre: CircuitResult, post: CircuitResult, diff: DiffSpec): Drawn & { counts: Record<string, number> } {
+  const { n_layers: L, n_heads: H } = post.graph;
+  const style = new Map<string, DiffStyle>();
+  for (const k of diff.added) style.set(k, "added");
+  for (const k of diff.removed) style.set(k, "removed");
+  for (const r of diff.reweighted) style.set(r.key, "reweighted");
+  const byKey = new Map<string, CircuitEdge>();
+  for (const e of pre.edges) if (e.in_circuit) byKey.set(edgeKey(e), e);
+  for (const e of post.edges) if (e.in_circuit || style.get(edgeKey(e)) === "added") byKey.set(edgeKey(e), e);
+  for (const k of diff.removed) {
+    if (!byKey.has(k)) {
+      const e = pre.edges.find((x) => edgeKey(x) === k);
+      if (e) byKey.set(k, e);
+    }
+  }
+  const roles = new Map([...roleMap(pre), ...roleMap(post)]);
+  const nodes = new Set<string>();
+  const edges: REdge[] = [];
+  const counts = { added: 0, removed: 0, reweighted: 0, same: 0 };
+  for (const [k, e] of byKey) {
+    nodes.add(e.source);
+    nodes.add(e.target);
+    const d = style.get(k) ?? null;
+    counts[d ?? "same"]++;
+    edges.push({ key: k, source: e.source, target: e.target, score: e.score, diff: d });
+  }
+  return {
+    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null)),
+    edges,
+    circuitEdges: [...byKey.values()],
+    counts,
+  };
+}
+
+/** Deterministic synthetic circuit (for the render benchmark): all candidate edges in the circuit. */
+export function syntheticCircuit(nEdges: number, nLayers = 30, nHeads = 9): CircuitResult {
+  let seed = 12345;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const comps: string[][] = [["input"]];
+  for (let l = 0; l < nLayers; l++) comps.push([...Array.from({ length: nHeads }, (_, j) => `a${l}.h${j}`), `m${l}`]);
+  comps.push(["logits"]);
+  const seen = new Set<string>();
+  const edges: CircuitEdge[] = [];
+  const slots = ["q", "k", "v"];
+  let guard = 0;
+  while (edges.length < nEdges && guard++ < nEdges * 50) {
+    const a = Math.floor(rand() * (comps.length - 1));
+    const b = a + 1 + Math.floor(rand() * Math.min(4, comps.length - 1 - a));
+    const src = comps[a][Math.floor(rand() * comps[a].length)];
+    const tgt = comps[b][Math.floor(rand() * comps[b].length)];
+    if (src === "input" && tgt === "logits") continue;
+    const slot = tgt === "logits" ? "logits" : tgt.startsWith("m") ? "mlp_in" : slots[Math.floor(rand() * 3)];
+    const receiver = slot === "logits" || slot === "mlp_in" ? tgt : `${tgt}<${slot}>`;
+    const key = `${src}->${receiver}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    edges.push({ source: src, target: tgt, slot, receiver, score: (rand() - 0.4) * 2, in_circuit: true });
+  }
+  const ids = new Set<string>();
+  for (const e of edges) { ids.add(e.source); ids.add(e.target); }
+  const roles = ["mover", "relation", "mixture", null] as const;
+  return {
+    schema_version: 1, kind: "circuit", model: "synthetic", prompt: "synthetic", target: " x", tokens: ["synthetic"],
+    subject: null, method: "eap", ablation: "patch", metric: "logit_diff", corrupt_prompt: null, params: {},
+    graph: { n_layers: nLayers, n_heads: nHeads, n_kv_heads: nHeads, kv_mode: "ungrouped", total_nodes: ids.size, total_edges: edges.length },
+    nodes: [...ids].map((id, i) => {
+      const p = parseNodeId(id)!;
+      return { id, kind: p.kind, layer: p.layer, head: p.head, role: p.kind === "head" ? roles[i % 4] : null, score: 0, in_circuit: true };
+    }),
+    edges,
+    metrics: { edges: edges.length, nodes: ids.size, edge_fraction: 1, node_fraction: 1, faithfulness: null },
+  };
+}

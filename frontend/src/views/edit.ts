@@ -1,0 +1,170 @@
+/** Knowledge-editing view: edit a fact, follow the job, then compare pre vs post (lens, circuit diff, heads, replay). */
+import { ApiError, followJob, type Client } from "../api/client";
+import type { Curve, EditCompare, EditMethod, EditSession, LensResult } from "../api/types";
+import { GraphCanvas } from "../graph/canvas";
+import { drawDiff } from "../graph/model";
+import { clear, fmt, h, pct, showToken } from "../util/dom";
+import { escapePlotly } from "../util/escape";
+import { BASE_LAYOUT, PLOT_CONFIG, plotly } from "../util/plot";
+import { Replay } from "./replay";
+
+export function curvesOf(cmp: EditCompare): { new: { pre: Curve; post: Curve }; old: { pre: Curve; post: Curve } } | null {
+  if (cmp.lens.curves) return cmp.lens.curves;
+  const t = (l: LensResult) => (l.target ? { rank: l.target.rank, prob: l.target.prob } : null);
+  const pre = t(cmp.lens.pre), post = t(cmp.lens.post);
+  return pre && post ? { new: { pre, post }, old: { pre: { rank: [], prob: [] }, post: { rank: [], prob: [] } } } : null;
+}
+
+export class EditView {
+  readonly el: HTMLElement;
+  private method = h("select", { "aria-label": "edit method", "data-testid": "edit-method" });
+  private prompt = h("input", { type: "text", class: "wide", "aria-label": "edit prompt", "data-testid": "edit-prompt", value: "The Eiffel Tower is located in the city of" });
+  private subject = h("input", { type: "text", "aria-label": "edit subject", "data-testid": "edit-subject", value: "Eiffel Tower" });
+  private target = h("input", { type: "text", "aria-label": "new target", "data-testid": "edit-target", value: " Rome" });
+  private layer = h("input", { type: "number", min: 0, "aria-label": "layer", placeholder: "default", "data-testid": "edit-layer" });
+  private runBtn = h("button", { type: "button", class: "primary", "data-testid": "edit-run", text: "Edit fact" });
+  private closeBtn = h("button", { type: "button", "data-testid": "edit-close", text: "Close session", hidden: true });
+  private progress = h("progress", { max: 1, value: 0, hidden: true });
+  private status = h("span", { class: "status", role: "status", "data-testid": "edit-status" });
+  private out = h("div", { class: "edit-out", "data-testid": "edit-out" });
+  private session: string | null = null;
+  onSession: (id: string | null) => void = () => {};
+
+  constructor(private client: Client, private getModel: () => string | undefined) {
+    for (const m of ["rome", "ft-m", "ft-l"]) this.method.append(h("option", { value: m, text: m }));
+    this.el = h("section", { class: "panel edit-panel", "aria-label": "knowledge editing" },
+      h("h2", { text: "Edit a fact" }),
+      h("div", { class: "controls" }, h("label", {}, "method ", this.method), h("label", { class: "grow" }, "prompt ", this.prompt),
+        h("label", {}, "subject ", this.subject), h("label", {}, "new target ", this.target), h("label", {}, "layer ", this.layer),
+        this.runBtn, this.closeBtn, this.progress, this.status),
+      this.out);
+    this.runBtn.addEventListener("click", () => void this.run());
+    this.closeBtn.addEventListener("click", () => void this.close());
+  }
+
+  private setStatus(msg: string, error = false): void {
+    this.status.textContent = msg;
+    this.status.classList.toggle("error", error);
+  }
+
+  async run(): Promise<void> {
+    this.runBtn.disabled = true;
+    clear(this.out);
+    try {
+      const created = await this.client.createEdit({
+        model: this.getModel(), method: this.method.value as EditMethod, prompt: this.prompt.value, subject: this.subject.value,
+        target: this.target.value, ...(this.layer.value !== "" ? { layer: Number(this.layer.value) } : {}),
+      });
+      this.session = created.session_id;
+      this.el.dataset.session = created.session_id;
+      this.closeBtn.hidden = false;
+      this.progress.hidden = false;
+      const f = followJob(this.client, created.job_id, (name, ev) => {
+        this.progress.value = ev.progress ?? 0;
+        this.setStatus(`edit ${name} ${ev.message ?? ""}`.trim());
+      });
+      const job = await f.done;
+      this.progress.hidden = true;
+      if (job.status !== "succeeded") {
+        this.setStatus(`edit ${job.status}`, true);
+        return;
+      }
+      const s = await this.client.edit(created.session_id);
+      this.renderEvaluation(s);
+      this.setStatus("comparing pre vs post…");
+      // top-n must not exceed the model's edge count (tiny test models have ~100 edges)
+      const stats = await this.client.graphStats(s.model).catch(() => null);
+      const total = stats?.total_edges ?? stats?.edges ?? 200;
+      const cmp = await this.client.editCompare(created.session_id, "eap", Math.min(200, total));
+      await this.renderCompare(cmp, s);
+      this.setStatus("edit applied (session open)");
+      this.onSession(created.session_id);
+    } catch (err) {
+      this.setStatus(err instanceof ApiError ? `${err.type}: ${err.message}` : String(err), true);
+    } finally {
+      this.runBtn.disabled = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (!this.session) return;
+    try {
+      await this.client.closeEdit(this.session);
+      this.setStatus("session closed");
+    } catch (err) {
+      this.setStatus(String(err), true);
+    }
+    this.session = null;
+    delete this.el.dataset.session;
+    this.closeBtn.hidden = true;
+    this.onSession(null);
+  }
+
+  private renderEvaluation(s: EditSession): void {
+    const ev = s.evaluation;
+    const tbl = h("table", { class: "kv-table", "data-testid": "edit-eval" });
+    const rows: [string, string][] = [["edit", `${s.method} @ layer ${s.layer}: ${JSON.stringify(s.old_target)} → ${JSON.stringify(s.target)}`]];
+    if (ev) {
+      rows.push(["efficacy", `${ev.efficacy.success ? "success" : "fail"} · new p ${fmt(ev.efficacy.new_prob)} (rank ${ev.efficacy.new_rank}) · old p ${fmt(ev.efficacy.old_prob)}`]);
+      rows.push(["generalisation", pct(ev.generalisation.rate)], ["locality", pct(ev.locality.rate)]);
+      rows.push(["p(new) pre→post", `${fmt(ev.prob_shift.new.pre)} → ${fmt(ev.prob_shift.new.post)}`]);
+      rows.push(["p(old) pre→post", `${fmt(ev.prob_shift.old.pre)} → ${fmt(ev.prob_shift.old.post)}`]);
+    }
+    const exp = s.expires_at as unknown;
+    rows.push(["expires", typeof exp === "number" ? new Date(exp * 1000).toISOString() : String(exp ?? "–")]);
+    for (const [k, v] of rows) tbl.append(h("tr", {}, h("th", { text: k }), h("td", { text: v })));
+    this.out.append(tbl);
+  }
+
+  private async renderCompare(cmp: EditCompare, s: EditSession): Promise<void> {
+    const chart = h("div", { class: "edit-chart", "data-testid": "edit-lens-chart" });
+    const gbox = h("div", { class: "graph-box diff", "data-testid": "diff-graph" });
+    const heads = h("div", { class: "head-diff", "data-testid": "head-diff" });
+    const replays = h("div", { class: "replay-pair", "data-testid": "replay-pair" });
+    const diffLegend = h("div", { class: "legend" },
+      h("span", { class: "legend-item added", text: "— added" }), h("span", { class: "legend-item removed", text: "-- removed" }),
+      h("span", { class: "legend-item reweighted", text: "— reweighted" }));
+    this.out.append(h("h3", { text: "Lens: new vs old target, pre vs post" }), chart,
+      h("h3", { text: "Circuit diff" }), diffLegend, gbox, h("h3", { text: "Head outputs" }), heads,
+      h("h3", { text: "Replay pre / post" }), replays);
+    const g = new GraphCanvas(gbox);
+    const d = drawDiff(cmp.circuit.pre, cmp.circuit.post, cmp.circuit.diff);
+    g.setData(d.nodes, d.edges);
+    for (const [k, v] of Object.entries(d.counts)) gbox.dataset[k] = String(v);
+    diffLegend.append(h("span", { class: "mono", text: `added ${d.counts.added} · removed ${d.counts.removed} · reweighted ${d.counts.reweighted}` }));
+    for (const hd of cmp.heads) {
+      const tokens = (xs: { token: string }[]) => xs.slice(0, 5).map((t) => showToken(t.token)).join(" ");
+      heads.append(h("div", { class: "head-row mono" }, h("strong", { text: hd.node }),
+        h("span", { text: ` pre: ${tokens(hd.pre.promoted)}` }), h("span", { text: ` | post: ${tokens(hd.post.promoted)}` })));
+    }
+    const pre = new Replay(cmp.circuit.pre, cmp.lens.pre, "pre-edit");
+    const post = new Replay(cmp.circuit.post, cmp.lens.post, "post-edit");
+    pre.onStep = (st) => post.setStep(st, false);
+    post.onStep = (st) => pre.setStep(st, false);
+    replays.append(pre.el, post.el);
+    await this.renderChart(chart, cmp, s);
+  }
+
+  private async renderChart(el: HTMLElement, cmp: EditCompare, s: EditSession): Promise<void> {
+    const c = curvesOf(cmp);
+    if (!c) return;
+    const x = cmp.lens.pre.layers.map((l) => l.label);
+    const nw = escapePlotly(JSON.stringify(s.target)), old = escapePlotly(JSON.stringify(s.old_target));
+    const tr = (y: number[], name: string, color: string, dash: string, axis: string) =>
+      ({ x, y, name, mode: "lines", line: { color, dash }, yaxis: axis, xaxis: axis === "y2" ? "x2" : "x" });
+    const traces = [
+      tr(c.new.pre.prob, `p ${nw} pre`, "#1a9850", "dot", "y"), tr(c.new.post.prob, `p ${nw} post`, "#1a9850", "solid", "y"),
+      tr(c.old.pre.prob, `p ${old} pre`, "#d73027", "dot", "y"), tr(c.old.post.prob, `p ${old} post`, "#d73027", "solid", "y"),
+      tr(c.new.pre.rank, `rank ${nw} pre`, "#1a9850", "dot", "y2"), tr(c.new.post.rank, `rank ${nw} post`, "#1a9850", "solid", "y2"),
+      tr(c.old.pre.rank, `rank ${old} pre`, "#d73027", "dot", "y2"), tr(c.old.post.rank, `rank ${old} post`, "#d73027", "solid", "y2"),
+    ].filter((t) => t.y.length);
+    el.dataset.traces = String(traces.length);
+    const P = await plotly();
+    await P.react(el, traces as never, {
+      ...BASE_LAYOUT, height: 380, grid: { rows: 2, columns: 1, pattern: "independent" },
+      yaxis: { title: { text: "prob" }, range: [0, 1] },
+      yaxis2: { title: { text: "rank (log)" }, type: "log", autorange: "reversed" },
+      xaxis: { showticklabels: false }, xaxis2: { tickangle: -45 },
+    } as never, PLOT_CONFIG as never);
+  }
+}

@@ -1,0 +1,46 @@
+import { describe, expect, it } from "vitest";
+import type { CircuitEdge, CircuitResult } from "../src/api/types";
+import { drawCircuit, drawDiff, syntheticCircuit } from "../src/graph/model";
+import { revealed } from "../src/views/replay";
+
+const edge = (source: string, target: string, score: number, in_circuit = true): CircuitEdge =>
+  ({ source, target, slot: target === "logits" ? "logits" : "mlp_in", receiver: target, score, in_circuit });
+
+function circuit(edges: CircuitEdge[]): CircuitResult {
+  return syntheticCircuitWith(edges);
+}
+function syntheticCircuitWith(edges: CircuitEdge[]): CircuitResult {
+  const c = syntheticCircuit(1, 3, 2);
+  return { ...c, edges, nodes: [] };
+}
+
+describe("circuit drawing", () => {
+  it("draws the in-circuit edges at grid positions", () => {
+    const c = circuit([edge("input", "m0", 1), edge("m0", "logits", -1), edge("input", "m1", 0.1, false)]);
+    const d = drawCircuit(c, { mode: "server" });
+    expect(d.edges.map((e) => e.key)).toEqual(["input->m0", "m0->logits"]);
+    expect(d.nodes.map((n) => n.id).sort()).toEqual(["input", "logits", "m0"]);
+  });
+  it("synthetic bench circuit has the requested number of distinct edges", () => {
+    const c = syntheticCircuit(2000);
+    expect(c.edges).toHaveLength(2000);
+    expect(new Set(c.edges.map((e) => `${e.source}->${e.receiver}`)).size).toBe(2000);
+  });
+  it("diff marks added, removed and reweighted edges on one graph", () => {
+    const pre = circuit([edge("input", "m0", 1), edge("m0", "logits", 1), edge("input", "m1", 1)]);
+    const post = circuit([edge("input", "m0", 1), edge("m0", "logits", 3), edge("input", "m2", 1)]);
+    const d = drawDiff(pre, post, { added: ["input->m2"], removed: ["input->m1"], reweighted: [{ key: "m0->logits", pre: 1, post: 3 }] });
+    const style = Object.fromEntries(d.edges.map((e) => [e.key, e.diff]));
+    expect(style).toEqual({ "input->m0": null, "m0->logits": "reweighted", "input->m1": "removed", "input->m2": "added" });
+    expect(d.counts).toEqual({ added: 1, removed: 1, reweighted: 1, same: 1 });
+  });
+  it("replay reveals layer by layer", () => {
+    const c = circuit([edge("input", "m0", 1), edge("m0", "m2", 1), edge("m2", "logits", 1)]);
+    const d = drawCircuit(c, { mode: "server" });
+    const ids = (s: number) => revealed(d.nodes, d.edges, s, 3).nodes.map((n) => n.id).sort();
+    expect(ids(0)).toEqual(["input"]);
+    expect(ids(1)).toEqual(["input", "m0"]);
+    expect(ids(3)).toEqual(["input", "logits", "m0", "m2"]);
+    expect(revealed(d.nodes, d.edges, 1, 3).edges.map((e) => e.key)).toEqual(["input->m0"]);
+  });
+});

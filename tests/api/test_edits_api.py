@@ -1,0 +1,108 @@
+"""Edit sessions over HTTP on the tiny random models: create (job), inspect, compare, use, close."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kcircuits.api.app import create_app
+from kcircuits.lm.worker import ModelWorker
+
+PROMPT = "The Eiffel Tower is located in the city of"
+EDIT = {"model": "tiny-gpt2", "method": "ft-m", "prompt": PROMPT, "subject": "Eiffel Tower", "target": " Rome",
+        "layer": 0, "params": {"lr": 0.01, "norm_constraint": 0.01, "steps": 10}}
+
+
+def _wait(client, job_id):
+    job = client.app.state.jobs.wait(job_id, timeout=300)
+    assert job.status == "succeeded", job.error
+    return job
+
+
+def _start(client, body):
+    resp = client.post("/api/edits", json=body)
+    assert resp.status_code == 202, resp.text
+    data = resp.json()
+    assert set(data) == {"session_id", "job_id"}
+    return data
+
+
+def test_edit_lifecycle_compare_and_session_use(client):
+    base_lens = client.post("/api/lens", json={"model": "tiny-gpt2", "prompt": PROMPT, "target": " Rome"}).json()
+    ids = _start(client, EDIT)
+    sid = ids["session_id"]
+    _wait(client, ids["job_id"])
+    info = client.get(f"/api/edits/{sid}").json()
+    assert info["status"] == "ready" and info["method"] == "ft-m" and info["layer"] == 0
+    assert info["session_id"] == sid and info["target"] == " Rome" and info["old_target"]
+    ev = info["evaluation"]
+    assert set(ev) == {"efficacy", "generalisation", "locality", "prob_shift"}
+    assert set(ev["efficacy"]) >= {"success", "new_prob", "old_prob", "new_rank"}
+    assert ev["prob_shift"]["new"]["post"] > ev["prob_shift"]["new"]["pre"]
+    assert ev["locality"]["rate"] is not None and ev["locality"]["items"]
+    assert info["expires_at"] > info["created_at"]
+    assert [s["session_id"] for s in client.get("/api/edits").json()["items"]] == [sid]
+    # other endpoints run on the edited copy when they name the session
+    edited_lens = client.post("/api/lens", json={"prompt": PROMPT, "target": " Rome", "session": sid}).json()
+    assert edited_lens["session"] == sid
+    assert edited_lens["target"]["prob"][-1] > base_lens["target"]["prob"][-1]
+    assert edited_lens["target"]["prob"][-1] == pytest.approx(ev["prob_shift"]["new"]["post"], rel=1e-4)
+    again = client.post("/api/lens", json={"model": "tiny-gpt2", "prompt": PROMPT, "target": " Rome"}).json()
+    assert again["target"]["prob"] == base_lens["target"]["prob"]  # base unchanged
+    # comparison: lens curves, circuit diff, head outputs; memoised
+    cmp = client.get(f"/api/edits/{sid}/compare", params={"method": "eap", "top_n": 20})
+    assert cmp.status_code == 200, cmp.text
+    data = cmp.json()
+    curves = data["lens"]["curves"]
+    assert set(curves) == {"new", "old"} and set(curves["new"]) == {"pre", "post"}
+    assert curves["new"]["post"]["prob"] == edited_lens["target"]["prob"]
+    assert curves["new"]["pre"]["prob"] == pytest.approx(base_lens["target"]["prob"])
+    circ = data["circuit"]
+    assert circ["pre"]["kind"] == "circuit" and circ["post"]["target"] == " Rome"
+    pre_in = {f"{e['source']}->{e['receiver']}" for e in circ["pre"]["edges"] if e["in_circuit"]}
+    post_in = {f"{e['source']}->{e['receiver']}" for e in circ["post"]["edges"] if e["in_circuit"]}
+    assert set(circ["diff"]["added"]) == post_in - pre_in and set(circ["diff"]["removed"]) == pre_in - post_in
+    assert data["heads"] and {"node", "pre", "post"} <= set(data["heads"][0])
+    assert client.app.state.edit_sessions.get(sid).compare  # memoised
+    assert client.get(f"/api/edits/{sid}/compare", params={"method": "eap", "top_n": 20}).json() == data
+    # closing frees the session; later use is a 404
+    assert client.delete(f"/api/edits/{sid}").json() == {"session_id": sid, "closed": True}
+    assert client.get(f"/api/edits/{sid}").status_code == 404
+    assert client.post("/api/lens", json={"prompt": PROMPT, "session": sid}).status_code == 404
+    assert client.delete(f"/api/edits/{sid}").status_code == 404
+
+
+@pytest.mark.parametrize(("patch", "needle"), [
+    ({"method": "memit"}, "method"),
+    ({"subject": "  "}, "subject"),
+    ({"subject": "Colosseum"}, "does not occur"),
+    ({"layer": 7}, "out of range"),
+    ({"params": {"bogus": 1}}, "bogus"),
+    ({"extra": 1}, "extra"),
+    ({"model": "no-such-model"}, "no-such-model"),
+    ({"target": ""}, "target"),
+])
+def test_bad_requests(client, patch, needle):
+    resp = client.post("/api/edits", json={**EDIT, **patch})
+    assert resp.status_code in (404, 422), resp.text
+    assert needle in resp.json()["error"]["message"]
+    assert client.get("/api/edits").json()["items"] == []
+
+
+def test_unknown_session_and_capacity(api_settings, tiny_gpt2):
+    settings = api_settings.model_copy(update={"max_edit_sessions": 1})
+    worker = ModelWorker(settings)
+    worker.register("tiny-gpt2", tiny_gpt2)
+    with TestClient(create_app(settings, worker=worker, preload=False), raise_server_exceptions=False) as client:
+        assert client.get("/api/edits/nope").status_code == 404
+        assert client.get("/api/edits/nope/compare").status_code == 404
+        first = _start(client, EDIT)
+        full = client.post("/api/edits", json=EDIT)
+        assert full.status_code == 503 and "edit sessions" in full.json()["error"]["message"]
+        _wait(client, first["job_id"])
+        client.delete(f"/api/edits/{first['session_id']}")
+        second = _start(client, {**EDIT, "method": "rome", "params": {"n_prefixes": 2, "prefix_len": 4,
+                                                                       "cov_tokens": 128}})
+        _wait(client, second["job_id"])
+        got = client.get(f"/api/edits/{second['session_id']}").json()
+        assert got["covariance"].startswith("generated") and got["status"] == "ready"

@@ -1,0 +1,75 @@
+"""Jobs over HTTP: 202 + id, status, SSE progress events, cancel, bad params."""
+
+from __future__ import annotations
+
+import json
+import time
+
+EIFFEL = {"prompt": "The Eiffel Tower is located in the city of", "target": " Paris"}
+
+
+def _wait(client, job_id, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in {"succeeded", "failed", "cancelled"}:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def _events(client, job_id):
+    events = []
+    with client.stream("GET", f"/api/jobs/{job_id}/events") as res:
+        assert res.status_code == 200 and res.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in res.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    return events
+
+
+def test_acdc_job_runs_with_progress_events(client):
+    res = client.post("/api/jobs", json={"kind": "acdc", "params": {**EIFFEL, "model": "tiny-gpt2", "tau": 0.05}})
+    assert res.status_code == 202, res.text
+    job_id = res.json()["id"]
+    job = _wait(client, job_id)
+    assert job["status"] == "succeeded", job
+    result = job["result"]
+    assert result["method"] == "acdc" and result["graph"]["total_edges"] == 110
+    assert result["metrics"]["edges"] == sum(e["in_circuit"] for e in result["edges"])
+    events = _events(client, job_id)  # replayed from the start, ends after the terminal event
+    names = [name for name, _ in events]
+    assert names[0] == "queued" and names[-1] == "succeeded" and "progress" in names
+    done = [data["done"] for name, data in events if name == "progress"]
+    assert done and done == sorted(done)
+
+
+def test_cancel_acdc_job_on_larger_model(client):
+    """ACDC on a GPT-2-small-shaped random model evaluates ~32k edges: cancel lands mid-run."""
+    params = {**EIFFEL, "model": "gpt2-small-random", "tau": -1e9, "max_edges": 40_000}
+    job_id = client.post("/api/jobs", json={"kind": "acdc", "params": params}).json()["id"]
+    deadline = time.monotonic() + 120
+    while client.get(f"/api/jobs/{job_id}").json()["progress"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cancel = client.delete(f"/api/jobs/{job_id}")
+    assert cancel.status_code == 200 and cancel.json()["status"] in {"cancelling", "cancelled"}
+    job = _wait(client, job_id)
+    assert job["status"] == "cancelled" and job["result"] is None and 0 < job["progress"] < 1.0
+    # the worker is free again: an interactive request is served
+    assert client.post("/api/lens", json={"prompt": "hello"}).status_code == 200
+
+
+def test_bad_job_requests(client):
+    assert client.post("/api/jobs", json={"kind": "mystery", "params": {}}).status_code == 422
+    res = client.post("/api/jobs", json={"kind": "acdc", "params": {"prompt": "x"}})
+    assert res.status_code == 422 and "target" in res.json()["error"]["message"]
+    res = client.post("/api/jobs", json={"kind": "acdc", "params": {**EIFFEL, "bogus": 1}})
+    assert res.status_code == 422 and "bogus" in res.json()["error"]["message"]
+    res = client.post("/api/jobs", json={"kind": "acdc", "params": {**EIFFEL, "model": "nope"}})
+    assert res.status_code == 404
+    assert client.get("/api/jobs/" + "f" * 32).status_code == 404
+    assert client.get("/api/jobs/" + "f" * 32 + "/events").status_code == 404
+    assert client.delete("/api/jobs/../../etc/passwd").status_code == 404
