@@ -9,28 +9,15 @@ memory (RSS). Usage: python bench/bench_circuits.py [--threads N]
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
-import time
 
 import torch
+
+from timing import median_time, peak_rss_mb
 
 PROMPT = "The Eiffel Tower, a famous landmark, is located in the city of"
 CORRUPT = "The Colosseum, a famous landmark, is located in the city of"
 
 
-def _median_time(fn, repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_model(name: str, model) -> None:
@@ -54,20 +41,20 @@ def bench_model(name: str, model) -> None:
         with torch.inference_mode():
             model.bridge(tokens)
 
-    t_fwd = _median_time(forward)
-    t_eap = _median_time(lambda: attribute(model, tokens, graph, metric, ablated, "eap", clean_outputs=clean))
-    t_ig = _median_time(lambda: attribute(model, tokens, graph, metric, ablated, "eap-ig", ig_steps=5,
+    t_fwd = median_time(forward)
+    t_eap = median_time(lambda: attribute(model, tokens, graph, metric, ablated, "eap", clean_outputs=clean))
+    t_ig = median_time(lambda: attribute(model, tokens, graph, metric, ablated, "eap-ig", ig_steps=5,
                                           clean_outputs=clean), repeats=1)
     scores = attribute(model, tokens, graph, metric, ablated, "eap-ig", clean_outputs=clean)
     mask = select(scores, graph, top_n=max(10, graph.n_edges // 100))
-    t_eval = _median_time(lambda: evaluate_circuit(model, tokens, graph, mask, ablated, metric,
+    t_eval = median_time(lambda: evaluate_circuit(model, tokens, graph, mask, ablated, metric,
                                                    torch.tensor([target]), random_seeds=3), repeats=1)
     print(f"{name}: {tokens.shape[1]} tokens, {graph.n_edges:,} edges, {torch.get_num_threads()} threads")
     print(f"  one forward              {t_fwd * 1000:9.1f} ms")
     print(f"  EAP                      {t_eap * 1000:9.1f} ms   {t_eap / t_fwd:5.1f} x forward (target <= 5)")
     print(f"  EAP-IG (m=5)             {t_ig * 1000:9.1f} ms   {t_ig / t_fwd:5.1f} x forward (target <= 15)")
     print(f"  evaluate 1% circuit      {t_eval * 1000:9.1f} ms   {t_eval / t_fwd:5.1f} x forward (6 masked runs)")
-    print(f"  peak RSS so far          {_peak_rss_mb():9.0f} MB")
+    print(f"  peak RSS so far          {peak_rss_mb():9.0f} MB")
 
 
 def main() -> None:

@@ -6,20 +6,9 @@ each against a plain forward of the same tokens in the same run. Usage: python b
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
-
-def _median_time(fn, repeats: int = 7) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time
 
 
 def main() -> None:
@@ -53,9 +42,9 @@ def main() -> None:
             res = client.post("/api/lens", json={"prompt": prompt, "target": " Paris", "top_k": 5})
             assert res.status_code == 200
 
-        t_forward = _median_time(forward)
-        t_engine = _median_time(engine)
-        t_request = _median_time(request)
+        t_forward = median_time(forward, repeats=7)
+        t_engine = median_time(engine, repeats=7)
+        t_request = median_time(request, repeats=7)
     print(f"SmolLM2-135M, {tokens.shape[1]} tokens, {torch.get_num_threads()} threads")
     print(f"plain forward          {t_forward * 1000:8.1f} ms")
     print(f"lens engine call       {t_engine * 1000:8.1f} ms   ratio {t_engine / t_forward:5.2f}")

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # Editing sessions
     max_edit_sessions: int = 4
     edit_session_ttl_s: int = 3600
+    #: Operator-provided plain-text file for ROME's key covariance (source "file"); never from a request.
+    edit_covariance_text: Path | None = None
 
     log_level: str = "INFO"
 

@@ -73,3 +73,19 @@ def test_bad_job_requests(client):
     assert client.get("/api/jobs/" + "f" * 32).status_code == 404
     assert client.get("/api/jobs/" + "f" * 32 + "/events").status_code == 404
     assert client.delete("/api/jobs/../../etc/passwd").status_code == 404
+
+
+def test_sweep_job_spans_empty_to_full_circuit(client):
+    """Size 0 is the empty circuit (faithfulness 0) and size = every edge the full one (1)."""
+    params = {**EIFFEL, "model": "tiny-gpt2", "method": "eap", "ablation": "zero", "sizes": [0, 5, 20, 110]}
+    res = client.post("/api/jobs", json={"kind": "sweep", "params": params})
+    assert res.status_code == 202, res.text
+    job = _wait(client, res.json()["id"])
+    assert job["status"] == "succeeded", job
+    rows = job["result"]["rows"]
+    assert [r["top_n"] for r in rows] == [0, 5, 20, 110]
+    assert rows[0]["edges"] == 0 and abs(rows[0]["faithfulness"]) < 1e-6
+    assert rows[-1]["edges"] == 110 and abs(rows[-1]["faithfulness"] - 1.0) < 1e-4
+    assert [r["edges"] for r in rows] == sorted(r["edges"] for r in rows)
+    bad = client.post("/api/jobs", json={"kind": "sweep", "params": {**params, "sizes": [-1]}})
+    assert bad.status_code == 422 and "sizes" in bad.json()["error"]["message"]

@@ -99,3 +99,18 @@ def test_covariance_none_and_bad_params(tiny_gpt2, tmp_path):
         RomeParams.from_dict({"bogus": 1}, tiny_gpt2)
     with pytest.raises(BadRequest):
         layer_covariance(tiny_gpt2, 0, "file", settings=Settings(cache_dir=tmp_path))
+
+
+def test_covariance_from_operator_text_file(tiny_gpt2, tmp_path):
+    """Source "file": keys come from the operator's text, the second call reads the disk cache."""
+    from kcircuits.config import Settings
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("The Eiffel Tower is in Paris. The Colosseum is in Rome. " * 20)
+    settings = Settings(cache_dir=tmp_path / "cache", edit_covariance_text=text)
+    cov = layer_covariance(tiny_gpt2, 0, "file", n_tokens=256, settings=settings)
+    assert cov.source == "file" and 0 < cov.n_tokens <= 256 and "corpus.txt" in cov.describe(0.1)
+    assert cov.moment.shape == (tiny_gpt2.arch.d_mlp, tiny_gpt2.arch.d_mlp)
+    assert torch.allclose(cov.moment, cov.moment.T, atol=1e-5)
+    again = layer_covariance(tiny_gpt2, 0, "file", n_tokens=256, settings=settings)
+    assert torch.equal(again.moment, cov.moment) and len(list((tmp_path / "cache").rglob("*.pt"))) == 1

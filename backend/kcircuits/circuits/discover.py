@@ -242,3 +242,41 @@ def compute_circuit(model: Any, prompt: str, target: str, method: str = "eap", a
     timings = {"attribution_s": t_attr, "total_s": time.perf_counter() - start}
     return build_result(model, setup, scores, mask, method, params, timings=timings,
                         max_edges_returned=max_edges_returned, random_seeds=random_seeds, with_heads=with_heads)
+
+
+def sweep_circuit(model: Any, prompt: str, target: str, method: str = "eap", ablation: str = "patch",
+                  metric: str = "logit_diff", corrupt_prompt: str | None = None, subject: str | None = None,
+                  sizes: list[int] | None = None, ig_steps: int = 5, kv_mode: str = "grouped",
+                  progress: Any = None) -> dict:
+    """Circuit size vs faithfulness and Hit@10: attribute once, then evaluate top-n circuits.
+
+    Returns ``{"rows": [{top_n, edges, edge_fraction, faithfulness, hit_at_10, target_rank}], ...}``
+    with one row per size (sizes above the graph's edge count are clipped to it).
+    """
+    from kcircuits.circuits.evaluate import sweep
+
+    if method not in METHODS:
+        raise BadRequest(f"unknown method {method!r} for a sweep; choose one of {list(METHODS)}")
+    sizes = sorted(set(sizes or [10, 30, 100, 300, 1000, 3000]))
+    if not sizes or sizes[0] < 0 or len(sizes) > 50:
+        raise BadRequest("sizes must be 1..50 non-negative edge counts")
+    start = time.perf_counter()
+    report = progress or (lambda done, total, message="": None)
+    setup = prepare(model, prompt, target, ablation=ablation, metric=metric, corrupt_prompt=corrupt_prompt,
+                    subject=subject, kv_mode=kv_mode)
+    graph = setup.graph
+    report(0, 2, "attributing edges")
+    scores = attribute(model, setup.tokens, graph, setup.metric, setup.ablated, method, ig_steps=ig_steps,
+                       clean_outputs=setup.clean_outputs)
+    report(1, 2, f"evaluating {len(sizes)} circuit sizes")
+    rows = sweep(model, setup.tokens, graph, scores, setup.ablated, setup.metric, setup.target_ids,
+                 [min(n, graph.n_edges) for n in sizes])
+    report(2, 2, "done")
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": "sweep", "model": model.spec.id, "revision": model.revision,
+        "prompt": prompt, "target": target, "method": method, "ablation": setup.ablation,
+        "metric": setup.metric.name, "corrupt_prompt": setup.corrupt_prompt,
+        "graph": {k: v for k, v in graph.stats().items() if k not in ("n_senders", "n_receivers")},
+        "params": {"ig_steps": ig_steps if method == "eap-ig" else None, "kv_mode": kv_mode, **setup.notes},
+        "rows": rows, "timings": {"total_s": time.perf_counter() - start},
+    }

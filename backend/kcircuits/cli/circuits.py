@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from kcircuits.cli.common import emit_json, fail, load
-from kcircuits.errors import BadRequest, KCircuitsError
+from kcircuits.cli.common import domain_errors, emit, load
+from kcircuits.errors import BadRequest
 
 
 def graph_stats(
@@ -21,15 +21,13 @@ def graph_stats(
     from kcircuits.lm.registry import all_specs, get_spec
 
     settings = get_settings()
-    try:
+    with domain_errors():
         specs = [get_spec(model, settings)] if model else list(all_specs(settings).values())
         rows = [{"model": s.id, **get_graph(s.arch, kv_mode).stats()} for s in specs]
-    except KCircuitsError as exc:
-        fail(exc)
-        return
-    if as_json:
-        emit_json(rows[0] if model else rows)
-        return
+    emit(rows[0] if model else rows, as_json, lambda _: _print_graph_stats(rows))
+
+
+def _print_graph_stats(rows: list[dict]) -> None:
     typer.echo(f"{'model':<22}{'L':>4}{'H':>4}{'G':>4}{'nodes':>8}{'edges':>12}  kv_mode")
     for r in rows:
         typer.echo(f"{r['model']:<22}{r['n_layers']:>4}{r['n_heads']:>4}{r['n_kv_heads']:>4}"
@@ -54,7 +52,7 @@ def circuit(
     out: Path = typer.Option(None, "--out", help="Write the result: .json, or .graphml / .dot / .svg / .png via export."),
 ) -> None:
     """Discover a circuit and report its size, faithfulness and Hit@10 (full / circuit / random)."""
-    try:
+    with domain_errors():
         if top_n is not None and threshold is not None:
             raise BadRequest("give --top-n or --threshold, not both")
         loaded = load(model)
@@ -73,13 +71,41 @@ def circuit(
                                      ig_steps=ig_steps, random_seeds=random_seeds)
         if out is not None:
             _write(result, out)
-    except KCircuitsError as exc:
-        fail(exc)
-        return
-    if as_json:
-        emit_json(result)
-        return
-    _summary(result)
+    emit(result, as_json, _summary)
+
+
+def sweep(
+    prompt: str = typer.Argument(..., help="The prompt."),
+    target: str = typer.Option(..., "--target", "-t", help='Answer text, e.g. " Paris".'),
+    model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
+    method: str = typer.Option("eap-ig", "--method", help="eap | eap-ig | clean-corrupted | exact"),
+    ablation: str = typer.Option("patch", "--ablation", help="patch | zero | mean"),
+    corrupt: str = typer.Option(None, "--corrupt", help="Corrupted prompt (same token count) for patching."),
+    subject: str = typer.Option(None, "--subject", help="Subject span (auto-detected when omitted)."),
+    sizes: str = typer.Option("10,30,100,300,1000,3000", "--sizes", help="Comma-separated top-n edge counts."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Circuit size vs faithfulness and Hit@10 (one attribution, one evaluation per size)."""
+    from kcircuits.circuits.discover import sweep_circuit
+
+    with domain_errors():
+        try:
+            size_list = [int(s) for s in sizes.split(",") if s.strip()]
+        except ValueError:
+            raise BadRequest(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+        result = sweep_circuit(load(model), prompt, target, method=method, ablation=ablation,
+                               corrupt_prompt=corrupt, subject=subject, sizes=size_list)
+    emit(result, as_json, _print_sweep)
+
+
+def _print_sweep(result: dict) -> None:
+    typer.echo(f"{result['model']}: {result['method']} / {result['ablation']} / {result['metric']}; "
+               f"of {result['graph']['total_edges']:,} edges")
+    typer.echo(f"{'top_n':>8}{'edges':>8}{'fraction':>10}{'faithful':>10}{'Hit@10':>8}{'rank':>6}")
+    for r in result["rows"]:
+        faith = "n/a" if r["faithfulness"] is None else f"{r['faithfulness']:.3f}"
+        typer.echo(f"{r['top_n']:>8}{r['edges']:>8}{100 * r['edge_fraction']:>9.2f}%{faith:>10}"
+                   f"{r['hit_at_10']:>8.0f}{r['target_rank']:>6}")
 
 
 def _write(result: dict, path: Path) -> None:
@@ -127,3 +153,4 @@ def _summary(result: dict) -> None:
 def register(app: typer.Typer) -> None:
     app.command("graph-stats")(graph_stats)
     app.command("circuit")(circuit)
+    app.command("sweep")(sweep)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -20,6 +22,23 @@ def fail(exc: KCircuitsError) -> None:
     """Print a domain error on stderr and exit 2."""
     typer.echo(f"error: {exc.message}", err=True)
     raise typer.Exit(2)
+
+
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Inside the block, a domain error (bad input, unknown id...) becomes a message and exit 2."""
+    try:
+        yield
+    except KCircuitsError as exc:
+        fail(exc)
+
+
+def emit(result: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
+    """Print ``result`` as JSON (``--json``) or through the command's human-readable ``printer``."""
+    if as_json:
+        emit_json(result)
+    else:
+        printer(result)
 
 
 def load(model_id: str | None):

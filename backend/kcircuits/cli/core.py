@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kcircuits.cli.common import emit_json, fail, load
-from kcircuits.errors import KCircuitsError
+from kcircuits.cli.common import domain_errors, emit, emit_json, load
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -45,18 +44,12 @@ def lens(
     from kcircuits.config import get_settings
 
     settings = get_settings()
-    try:
+    with domain_errors():
         check_prompt(prompt, settings)
         body = LensIn(prompt=prompt, model=model, target=target, subject=subject, top_k=top_k, ln_mode=ln_mode)
         loaded = load(model)
         result = compute_lens(loaded, body, settings)
-    except KCircuitsError as exc:
-        fail(exc)
-        return
-    if as_json:
-        emit_json(result)
-        return
-    _print_lens(result)
+    emit(result, as_json, _print_lens)
 
 
 def _print_lens(result: dict) -> None:

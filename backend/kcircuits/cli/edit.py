@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kcircuits.cli.common import emit_json, fail, load
-from kcircuits.errors import KCircuitsError
+from kcircuits.cli.common import domain_errors, emit, load
 
 
 def edit(
@@ -26,7 +25,7 @@ def edit(
     from kcircuits.errors import BadRequest
 
     settings = get_settings()
-    try:
+    with domain_errors():
         if method not in METHODS:
             raise BadRequest(f"unknown method {method!r}; choose one of {list(METHODS)}")
         base = load(model)
@@ -34,13 +33,7 @@ def edit(
                           layer=layer)
         edited, result = edit_and_evaluate(base, req, settings)
         result["changed_heads"] = changed_heads(base, edited, prompt, k=heads)
-    except KCircuitsError as exc:
-        fail(exc)
-        return
-    if as_json:
-        emit_json(result)
-        return
-    _print(result)
+    emit(result, as_json, _print)
 
 
 def _print(result: dict) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kcircuits.cli.common import emit_json, fail, load
-from kcircuits.errors import KCircuitsError
+from kcircuits.cli.common import domain_errors, emit, emit_json, load
 
 
 def relation(
@@ -20,7 +19,7 @@ def relation(
     as_json: bool = typer.Option(False, "--json", help="Print the row as JSON."),
 ) -> None:
     """Discover one circuit per relation on validation facts, report Hit@k on validation and test."""
-    from kcircuits.circuits.relation import format_table, list_relations, run_relation
+    from kcircuits.circuits.relation import list_relations, run_relation
 
     if name == "list":
         rows = list_relations()
@@ -30,16 +29,16 @@ def relation(
             for row in rows:
                 typer.echo(f"{row['category']:<12}{row['name']:<34}{row['n_samples']:>6}  {row['template']}")
         return
-    try:
+    with domain_errors():
         loaded = load(model)
         row = run_relation(loaded, name, n=n, method=method, top_n=top_n, ablation=ablation, k=k,
                            filter_test=filter_test)
-    except KCircuitsError as exc:
-        fail(exc)
-        return
-    if as_json:
-        emit_json(row)
-        return
+    emit(row, as_json, _print_row)
+
+
+def _print_row(row: dict) -> None:
+    from kcircuits.circuits.relation import format_table
+
     typer.echo(format_table([row]))
     t = row["timings"]
     typer.echo(f"\n{row['model']}: {row['edges']} of {row['total_edges']} edges ({100 * row['edge_fraction']:.2f}%), "

@@ -137,7 +137,7 @@ def layer_covariance(model: LoadedModel, layer: int, source: str = "generated", 
         return Covariance("none", 0, None)
     detail = ""
     if source == "file":
-        path = getattr(settings, "edit_covariance_text", None)
+        path = settings.edit_covariance_text
         if not path:
             raise BadRequest("covariance source 'file' needs the operator setting KCIRCUITS_EDIT_COVARIANCE_TEXT")
         path = Path(path)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kcircuits.editing.rome import check_layer, mlp_out, target_ids
+from kcircuits.editing.rome import mlp_out, params_from_dict, target_ids
 from kcircuits.errors import BadRequest
 from kcircuits.lm.loader import LoadedModel
 
@@ -28,14 +28,7 @@ class FtParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, model: LoadedModel) -> FtParams:
-        data = dict(data or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise BadRequest(f"unknown FT parameter(s): {sorted(unknown)}")
-        params = cls(**data)
-        if params.layer is None:
-            params.layer = model.spec.edit.ft_layer
-        check_layer(model, params.layer)
+        params = params_from_dict(cls, data, model, "FT", model.spec.edit.ft_layer)
         if not 0 < params.norm_constraint <= 1 or not 0 < params.lr <= 1 or not 1 <= params.steps <= 200:
             raise BadRequest("FT parameters out of range (0 < norm_constraint <= 1, 0 < lr <= 1, 1 <= steps <= 200)")
         return params

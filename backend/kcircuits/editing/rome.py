@@ -65,6 +65,19 @@ def check_layer(model: LoadedModel, layer: int) -> None:
         raise BadRequest(f"layer {layer} out of range for {model.spec.id} (0..{model.arch.n_layers - 1})")
 
 
+def params_from_dict(cls: type, data: dict[str, Any] | None, model: LoadedModel, label: str, default_layer: int):
+    """An edit-parameter dataclass from request data: unknown names refused, layer defaulted and checked."""
+    data = dict(data or {})
+    unknown = set(data) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise BadRequest(f"unknown {label} parameter(s): {sorted(unknown)}")
+    params = cls(**data)
+    if params.layer is None:
+        params.layer = default_layer
+    check_layer(model, params.layer)
+    return params
+
+
 def subject_positions(model: LoadedModel, text: str, subject: str, start: int = 0) -> list[int]:
     """Token positions (in ``model.tokenize(text)``, BOS included) overlapping the first occurrence
     of ``subject`` at or after character ``start``."""
@@ -133,16 +146,9 @@ class RomeParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, model: LoadedModel) -> RomeParams:
-        data = dict(data or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise BadRequest(f"unknown ROME parameter(s): {sorted(unknown)}")
-        params = cls(**data)
-        if params.layer is None:
-            params.layer = model.spec.edit.rome_layer
+        params = params_from_dict(cls, data, model, "ROME", model.spec.edit.rome_layer)
         if params.clamp is None:
             params.clamp = model.spec.edit.rome_clamp
-        check_layer(model, params.layer)
         if not 0 <= params.shrinkage <= 1:
             raise BadRequest("shrinkage must be in [0, 1]")
         return params

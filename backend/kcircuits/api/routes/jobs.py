@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -70,7 +70,9 @@ class SweepParams(BaseModel):
     method: Literal["eap", "eap-ig"] = "eap"
     ablation: Literal["zero", "patch", "mean"] = "patch"
     corrupt_prompt: str | None = Field(None, max_length=100_000)
-    sizes: list[int] = Field(default_factory=lambda: [10, 30, 100, 300, 1000], max_length=50)
+    sizes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [10, 30, 100, 300, 1000, 3000], min_length=1, max_length=50)
+    ig_steps: int = Field(5, ge=1, le=64)
+    kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     session: str | None = Field(None, max_length=100)
 
 
@@ -90,43 +92,39 @@ def _progress(ctx: JobContext) -> Callable[[int, int, str], None]:
     return report
 
 
-def _acdc_body(request: Request, params: AcdcParams, key: str) -> Body:
+def _on_worker(request: Request, key: str, compute: Callable[[Any, JobContext], dict]) -> Body:
+    """A job body that runs ``compute(model, ctx)`` on the model's worker at background priority."""
     worker = request.app.state.worker
 
     def body(ctx: JobContext) -> dict:
-        from kcircuits.circuits.acdc import acdc_circuit
-
-        return worker.run(key, lambda model: acdc_circuit(
-            model, params.prompt, params.target, tau=params.tau, ablation=params.ablation,
-            metric=params.metric, corrupt_prompt=params.corrupt_prompt, subject=params.subject,
-            kv_mode=params.kv_mode, progress=_progress(ctx),
-            cancel=ctx.check_cancel), priority=BACKGROUND, timeout=24 * 3600)
+        return worker.run(key, lambda model: compute(model, ctx), priority=BACKGROUND, timeout=24 * 3600)
     return body
+
+
+def _acdc_body(request: Request, params: AcdcParams, key: str) -> Body:
+    from kcircuits.circuits.acdc import acdc_circuit
+
+    return _on_worker(request, key, lambda model, ctx: acdc_circuit(
+        model, params.prompt, params.target, tau=params.tau, ablation=params.ablation,
+        metric=params.metric, corrupt_prompt=params.corrupt_prompt, subject=params.subject,
+        kv_mode=params.kv_mode, progress=_progress(ctx), cancel=ctx.check_cancel))
 
 
 def _relation_body(request: Request, params: RelationParams, key: str) -> Body:
-    worker = request.app.state.worker
+    from kcircuits.circuits.relation import run_relation
 
-    def body(ctx: JobContext) -> dict:
-        from kcircuits.circuits.relation import run_relation
-
-        return worker.run(key, lambda model: run_relation(
-            model, params.relation, n=params.n, method=params.method, top_n=params.top_n,
-            progress=_progress(ctx), cancel=ctx.check_cancel), priority=BACKGROUND, timeout=24 * 3600)
-    return body
+    return _on_worker(request, key, lambda model, ctx: run_relation(
+        model, params.relation, n=params.n, method=params.method, top_n=params.top_n,
+        progress=_progress(ctx), cancel=ctx.check_cancel))
 
 
 def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
-    worker = request.app.state.worker
+    from kcircuits.circuits.discover import sweep_circuit
 
-    def body(ctx: JobContext) -> dict:
-        from kcircuits.circuits.discover import sweep_circuit
-
-        return worker.run(key, lambda model: sweep_circuit(
-            model, params.prompt, params.target, method=params.method, ablation=params.ablation,
-            corrupt_prompt=params.corrupt_prompt, subject=params.subject, sizes=params.sizes,
-            progress=_progress(ctx)), priority=BACKGROUND, timeout=24 * 3600)
-    return body
+    return _on_worker(request, key, lambda model, ctx: sweep_circuit(
+        model, params.prompt, params.target, method=params.method, ablation=params.ablation,
+        corrupt_prompt=params.corrupt_prompt, subject=params.subject, sizes=params.sizes,
+        ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=_progress(ctx)))
 
 
 def _check_acdc_size(params: AcdcParams, settings) -> None:
