@@ -55,12 +55,11 @@ def http(base: str, method: str, path: str, body: dict | None = None, timeout: f
 
 
 def require_endpoint(base: str, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
-    """Call an endpoint; skip the test when its route does not exist yet (the generic 404/405 for unknown routes)."""
+    """Call an endpoint; fail when its route does not exist (the generic 404/405 for unknown routes)."""
     status, data = http(base, method, path, body)
     generic = isinstance(data, dict) and (data.get("detail") in ("Not Found", "Method Not Allowed") or (
         isinstance(data.get("error"), dict) and data["error"].get("message") in ("Not Found", "Method Not Allowed")))
-    if status in (404, 405) and generic:
-        pytest.skip(f"endpoint {method} {path} not available yet ({status})")
+    assert not (status in (404, 405) and generic), f"endpoint {method} {path} missing ({status})"
     return status, data
 
 
@@ -68,8 +67,12 @@ def require_endpoint(base: str, method: str, path: str, body: dict | None = None
 def server(tmp_path_factory):
     """Base URL of a running `kcircuits serve` (default model smollm2-135m plus tiny-gpt2), ready."""
     if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing in CI: `make browser-deps` should have installed Debian's chromium")
         pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (make browser-deps) to run the browser tests")
     if not STATIC_INDEX.exists() or b"/assets/" not in STATIC_INDEX.read_bytes():
+        if os.environ.get("CI"):
+            pytest.fail("frontend not built in CI: `make frontend` should have built it")
         pytest.skip("frontend not built: run `make frontend` (cd frontend && npm ci && npm run build)")
     port = _free_port()
     data = tmp_path_factory.mktemp("browser-data")

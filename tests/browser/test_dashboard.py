@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from .conftest import http, require_endpoint, screenshot
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -200,8 +198,7 @@ def test_acdc_job_progress_and_cancel(page, server):
     page.wait_for_function(
         "() => Number(document.querySelector('.circuit-panel').dataset.jobEvents || 0) >= 1 "
         "|| document.querySelector('[data-testid=circuit-status]').classList.contains('error')", timeout=SLOW)
-    if page.locator("[data-testid=circuit-status].error").count():
-        pytest.skip(f"acdc jobs not available: {page.text_content('[data-testid=circuit-status]')}")
+    assert not page.locator("[data-testid=circuit-status].error").count(), page.text_content("[data-testid=circuit-status]")
     page.locator("[data-testid=job-progress]").wait_for(state="visible")
     page.click("[data-testid=cancel-job]")
     page.wait_for_function("() => document.querySelector('.circuit-panel').dataset.jobStatus === 'cancelled'", timeout=SLOW)
@@ -251,8 +248,7 @@ def test_share_link_round_trip(page, browser, server):
     type_prompt(page, "The capital of France is", model="tiny-gpt2")
     page.fill("[data-testid=target]", " Paris")
     circuit = compute(page, "eap", top_n=60)
-    if not circuit.get("id"):
-        pytest.skip("POST /api/circuits returns no id (store not wired)")
+    assert circuit.get("id"), "POST /api/circuits returned no result id"
     set_slider(page, 30)
     before = drawn(page)
     node = next(n for n in before["nodes"] if n.startswith(("a", "m")))
@@ -289,8 +285,7 @@ def test_stored_html_prompt_renders_as_text(page, server):
     status, circuit = http(server, "POST", "/api/circuits", {
         "model": "tiny-gpt2", "prompt": evil, "target": " Paris", "method": "eap", "ablation": "zero", "top_n": 20})
     assert status == 200, circuit
-    if not circuit.get("id"):
-        pytest.skip("POST /api/circuits returns no id (store not wired)")
+    assert circuit.get("id"), "POST /api/circuits returned no result id"
     page.goto(f"/c/{circuit['id']}")
     page.wait_for_function("() => window.__kc && window.__kc.circuit", timeout=SLOW)
     assert page.text_content("[data-testid=shared-prompt]") == evil
@@ -303,3 +298,19 @@ def test_unknown_result_shows_not_found(page, server):
     page.wait_for_selector("text=not found", timeout=30_000)
     page.goto("/c/not-a-valid-id")
     assert "not found" in page.content().lower()
+
+
+def test_size_sweep_job_plots_rows(page, server):
+    """The sweep button runs a job whose rows fill the table, from 0 edges up to the full graph."""
+    type_prompt(page, "The capital of France is", model="tiny-gpt2")
+    page.fill("[data-testid=target]", " Paris")
+    page.select_option("[data-testid=method]", "eap")
+    page.click("[data-testid=sweep-run]")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=sweep-table] tr').length > 1 "
+                           "|| document.querySelector('[data-testid=circuit-status]').classList.contains('error')",
+                           timeout=SLOW)
+    assert not page.locator("[data-testid=circuit-status].error").count(), page.text_content("[data-testid=circuit-status]")
+    rows = page.locator("[data-testid=sweep-table] tr")
+    assert rows.count() == 1 + 6  # header + default sizes 10..3000 (clipped to the graph's 110 edges)
+    assert page.locator("[data-testid=sweep] .js-plotly-plot").count() == 1
+    assert page.get_attribute(".circuit-panel", "data-job-status") == "succeeded"

@@ -390,3 +390,24 @@ export interface EditCompare {
   };
   heads: { node: string; pre: { promoted: ScoredToken[] }; post: { promoted: ScoredToken[] } }[];
 }
+
+/** One row of a size sweep (kind "sweep" job result). */
+export interface SweepRow {
+  top_n: number;
+  edges: number;
+  edge_fraction: number;
+  faithfulness: number | null;
+  hit_at_10: number;
+  target_rank: number;
+}
+export interface SweepResult {
+  kind: "sweep";
+  model: string;
+  prompt: string;
+  target: string;
+  method: string;
+  ablation: string;
+  metric: string;
+  graph: { total_edges: number; total_nodes: number };
+  rows: SweepRow[];
+}

@@ -3,7 +3,7 @@
  * node panel, replay, share/export/provenance. Slow methods (acdc) run as jobs with SSE progress + cancel.
  */
 import { ApiError, followJob, type Client } from "../api/client";
-import type { Ablation, CircuitResult, JobEvent, LensResult, Method } from "../api/types";
+import type { Ablation, CircuitResult, JobEvent, JobRequest, LensResult, Method, SweepResult } from "../api/types";
 import { GraphCanvas, ROLE_COLOURS, type Selected } from "../graph/canvas";
 import { drawCircuit } from "../graph/model";
 import type { Selection } from "../graph/prune";
@@ -12,6 +12,7 @@ import { clear, fmt, h, pct } from "../util/dom";
 import { NodePanel, type NodeContext } from "./node";
 import { Replay } from "./replay";
 import { SharePanel } from "./share";
+import { SweepPanel } from "./sweep";
 
 export interface CircuitContext extends NodeContext {
   target: string | null;
@@ -34,6 +35,8 @@ export class CircuitView {
   private topN = h("input", { type: "number", min: 1, max: 5000, value: 400, "aria-label": "top n", "data-testid": "top-n-input" });
   private tau = h("input", { type: "number", min: 0, step: "any", value: 0.02, "aria-label": "tau (acdc)" });
   private runBtn = h("button", { type: "button", class: "primary", "data-testid": "compute", text: "Compute circuit" });
+  private sweepBtn = h("button", { type: "button", "data-testid": "sweep-run", text: "Size sweep", title: "faithfulness and Hit@10 vs circuit size (a job)" });
+  private sweepPanel = new SweepPanel();
   private cancelBtn = h("button", { type: "button", "data-testid": "cancel-job", text: "Cancel", hidden: true });
   private progress = h("progress", { max: 1, value: 0, hidden: true, "data-testid": "job-progress" });
   private status = h("span", { class: "status", "data-testid": "circuit-status", role: "status" });
@@ -68,16 +71,17 @@ export class CircuitView {
     const controls = h("div", { class: "controls", "data-testid": "circuit-controls" },
       h("label", {}, "method ", this.method), h("label", {}, "ablation ", this.ablation),
       h("label", { class: "grow" }, "corrupt ", this.corrupt), h("label", {}, "top-n ", this.topN),
-      h("label", { class: "tau" }, "τ ", this.tau), this.runBtn, this.cancelBtn, this.progress, this.status);
+      h("label", { class: "tau" }, "τ ", this.tau), this.runBtn, this.sweepBtn, this.cancelBtn, this.progress, this.status);
     if (opts.controls === false) controls.hidden = true;
     const pruneBar = h("div", { class: "prune-bar" }, h("label", {}, "prune ", this.sliderMode), this.slider, this.sliderLabel,
       h("label", {}, this.labelsToggle, " labels"));
     this.body = h("div", { class: "circuit-body" },
       h("div", { class: "circuit-main" }, pruneBar, gbox, legend),
-      h("aside", { class: "sidebar" }, this.metrics, this.nodePanel.el, this.share.el));
+      h("aside", { class: "sidebar" }, this.metrics, this.sweepPanel.el, this.nodePanel.el, this.share.el));
     this.el = h("section", { class: "panel circuit-panel", "aria-label": "circuit" },
       h("h2", { text: "Circuit" }), controls, this.body, this.replayBox);
     this.runBtn.addEventListener("click", () => void this.compute());
+    this.sweepBtn.addEventListener("click", () => void this.sweep());
     this.cancelBtn.addEventListener("click", () => void this.cancel());
     this.method.addEventListener("change", () => this.syncMethod());
     this.slider.addEventListener("input", () => this.onSlider());
@@ -117,7 +121,7 @@ export class CircuitView {
     const method = this.method.value as Method;
     this.runBtn.disabled = true;
     try {
-      if (method === "acdc") await this.runJob();
+      if (method === "acdc") await this.runAcdc();
       else {
         this.setStatus(`computing ${method}…`);
         const t0 = performance.now();
@@ -135,18 +139,54 @@ export class CircuitView {
     }
   }
 
-  private async runJob(): Promise<void> {
+  private async runAcdc(): Promise<void> {
     // ACDC selects by tau, not top-n; the job kind names the method.
     const params: Record<string, unknown> = { ...this.params(), tau: Number(this.tau.value) };
     delete params.top_n;
-    const job = await this.client.createJob({ kind: "acdc", params });
+    const result = await this.runJob({ kind: "acdc", params });
+    if (result) {
+      this.setCircuit(result as CircuitResult, {});
+      this.setStatus(`acdc done: ${(result as CircuitResult).metrics.edges} edges`);
+    }
+  }
+
+  /** A size sweep with the chosen method (acdc has no scores to sweep: eap-ig then). */
+  async sweep(): Promise<void> {
+    const ctx = this.getContext();
+    if (!ctx.prompt.trim() || !ctx.target) {
+      this.setStatus("enter a prompt and a target first", true);
+      return;
+    }
+    const chosen = this.method.value;
+    const method = chosen === "eap" || chosen === "eap-ig" ? chosen : "eap-ig";
+    const params: Record<string, unknown> = { ...this.params(), method };
+    delete params.top_n;
+    this.sweepBtn.disabled = true;
+    try {
+      const result = await this.runJob({ kind: "sweep", params });
+      if (result) {
+        this.body.hidden = false;
+        await this.sweepPanel.show(result as SweepResult);
+        this.setStatus(`sweep done: ${(result as SweepResult).rows.length} sizes`);
+      }
+    } catch (err) {
+      this.setStatus(err instanceof ApiError ? `${err.type}: ${err.message}` : String(err), true);
+    } finally {
+      this.sweepBtn.disabled = false;
+    }
+  }
+
+  /** Run a job with SSE progress and a Cancel button; resolves to its result when it succeeded. */
+  private async runJob(request: JobRequest): Promise<unknown> {
+    const kind = request.kind;
+    const job = await this.client.createJob(request);
     this.jobId = job.id;
     this.progress.hidden = false;
     this.progress.value = 0;
     this.cancelBtn.hidden = false;
     this.el.dataset.jobStatus = job.status;
     this.el.dataset.jobEvents = "0";
-    this.setStatus(`acdc job ${job.id.slice(0, 8)} queued`);
+    this.setStatus(`${kind} job ${job.id.slice(0, 8)} queued`);
     let n = 0;
     const f = followJob(this.client, job.id, (name: string, ev: JobEvent) => {
       n++;
@@ -154,18 +194,15 @@ export class CircuitView {
       this.el.dataset.jobStatus = ev.status ?? name;
       this.progress.value = ev.progress ?? 0;
       const detail = ev.total ? ` ${ev.done}/${ev.total}` : "";
-      this.setStatus(`acdc ${name}${detail} ${ev.message ?? ""}`.trim());
+      this.setStatus(`${kind} ${name}${detail} ${ev.message ?? ""}`.trim());
     });
     try {
       const final = await f.done;
       this.el.dataset.jobStatus = final.status;
-      if (final.status === "succeeded" && final.result) {
-        this.setCircuit(final.result as CircuitResult, {});
-        this.setStatus(`acdc done: ${(final.result as CircuitResult).metrics.edges} edges`);
-      } else {
-        const msg = typeof final.error === "string" ? final.error : final.error?.message ?? "";
-        this.setStatus(`acdc ${final.status}${msg ? `: ${msg}` : ""}`, final.status === "failed");
-      }
+      if (final.status === "succeeded" && final.result) return final.result;
+      const msg = typeof final.error === "string" ? final.error : final.error?.message ?? "";
+      this.setStatus(`${kind} ${final.status}${msg ? `: ${msg}` : ""}`, final.status === "failed");
+      return null;
     } finally {
       this.jobId = null;
       this.cancelBtn.hidden = true;
@@ -178,7 +215,7 @@ export class CircuitView {
     try {
       const j = await this.client.cancelJob(this.jobId);
       this.el.dataset.jobStatus = j.status;
-      this.setStatus(`acdc ${j.status}`);
+      this.setStatus(`job ${j.status}`);
     } catch (err) {
       this.setStatus(String(err), true);
     }
