@@ -14,7 +14,7 @@ from kcircuits.circuits.heads import (
     per_source_outputs,
     readout_matrix,
 )
-from kcircuits.circuits.relation import subject_positions
+from kcircuits.circuits.subject import subject_positions
 from kcircuits.errors import BadRequest
 
 PROMPT = "The capital of France is the city of"

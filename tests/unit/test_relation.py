@@ -16,9 +16,9 @@ from kcircuits.circuits.relation import (
     run_relation,
     same_length_subjects,
     split_facts,
-    subject_positions,
     target_ranks,
 )
+from kcircuits.circuits.subject import subject_positions
 from kcircuits.errors import BadRequest, NotFound
 
 

@@ -91,13 +91,14 @@ def prepare(model: Any, prompt: str, target: str, *, ablation: str = "patch", me
     subject_text, positions, auto = resolve_subject(model, prompt, subject)
     notes: dict[str, Any] = {"subject_auto": auto}
     if ablation == "patch" and corrupt_prompt is None:
-        found = auto_corrupt(model, prompt, subject_text) if subject_text else None
+        found = auto_corrupt(model, prompt, subject_text, target_id) if subject_text else None
         if found is None:
             notes.update(ablation_requested="patch", corrupt_source="none found: zero ablation instead")
             ablation = "zero"
         else:
             corrupt_prompt = found.prompt
-            notes.update(corrupt_source="auto", corrupt_subject=found.subject, corrupt_relation=found.relation)
+            notes.update(corrupt_source=f"auto ({found.how})", corrupt_subject=found.subject,
+                         corrupt_relation=found.relation)
     elif corrupt_prompt is not None:
         notes["corrupt_source"] = "given"
     clean_outputs, clean_logits = sender_outputs(model, tokens, graph, return_logits=True)

@@ -195,20 +195,6 @@ def same_length_subjects(model, relation: Relation | str, subject: str, *, diffe
     return out
 
 
-def subject_positions(model, prompt: str, subject: str) -> list[int]:
-    """Token positions of ``subject`` in ``prompt`` (by character offsets; BOS shifts by one).
-
-    A token belongs to the subject when its character span overlaps the subject's span.
-    """
-    start = prompt.find(subject)
-    if start < 0:
-        raise BadRequest(f"subject {subject!r} not found in the prompt")
-    end = start + len(subject)
-    enc = model.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-    shift = model.tokenize(prompt).shape[1] - len(enc["input_ids"])
-    return [i + shift for i, (a, b) in enumerate(enc["offset_mapping"]) if a < end and b > start and b > a]
-
-
 # the relation experiment (Table 1 of the Knowledge Circuits paper) ----------------------------
 def _length_index(model, relation: Relation) -> dict[int, list[tuple[str, int]]]:
     """{prompt token length: [(subject, answer id)]} over all samples (for subject swaps)."""

@@ -2,7 +2,8 @@
 
 Order: the longest LRE subject that occurs in the prompt; else the longest run of capitalised
 words that is not the sentence's first word alone (e.g. "The Eiffel Tower is ..." -> "Eiffel Tower").
-Positions come from :func:`kcircuits.circuits.relation.subject_positions` (character offsets).
+:func:`subject_positions` maps a subject span to token positions by character offsets; it is the one
+place that does so (discovery, corrupted prompts, lens, ROME keys).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from kcircuits.circuits.relation import list_relations, load_relation, subject_positions
+from kcircuits.errors import BadRequest
 
-__all__ = ["guess_subject", "resolve_subject"]
+__all__ = ["guess_subject", "resolve_subject", "subject_positions"]
 
 _WORD = re.compile(r"[A-Z][\w'\-\.]*(?:\s+(?:of|de|the|and|[A-Z][\w'\-\.]*))*")
 _STOP_FIRST = {"The", "A", "An", "In", "On", "At", "What", "Which", "Who", "Where", "When", "This", "That"}
@@ -20,6 +21,8 @@ _STOP_FIRST = {"The", "A", "An", "In", "On", "At", "What", "Which", "Who", "Wher
 
 @lru_cache(maxsize=1)
 def _lre_subjects() -> tuple[str, ...]:
+    from kcircuits.circuits.relation import list_relations, load_relation
+
     subjects = {s for rel in list_relations() for s, _ in load_relation(rel["name"]).samples if len(s) >= 3}
     return tuple(sorted(subjects, key=len, reverse=True))
 
@@ -56,3 +59,20 @@ def resolve_subject(model, prompt: str, subject: str | None) -> tuple[str | None
     if not text:
         return None, [], auto
     return text, subject_positions(model, prompt, text), auto
+
+
+def subject_positions(model, text: str, subject: str, start: int = 0) -> list[int]:
+    """Token positions in ``model.tokenize(text)`` (BOS counted when the model prepends one) whose
+    characters overlap the first occurrence of ``subject`` at or after character ``start``."""
+    if not subject.strip():
+        raise BadRequest("subject is empty")
+    a = text.find(subject, start)
+    if a < 0:
+        raise BadRequest(f"subject {subject!r} does not occur in the prompt")
+    b = a + len(subject)
+    enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    shift = model.tokenize(text).shape[1] - len(enc["input_ids"])
+    positions = [i + shift for i, (s, e) in enumerate(enc["offset_mapping"]) if s < b and e > a and e > s]
+    if not positions:
+        raise BadRequest(f"subject {subject!r} maps to no token")
+    return positions

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kcircuits.circuits.subject import subject_positions
 from kcircuits.errors import BadRequest
 from kcircuits.lm.loader import LoadedModel
 
@@ -76,23 +77,6 @@ def params_from_dict(cls: type, data: dict[str, Any] | None, model: LoadedModel,
         params.layer = default_layer
     check_layer(model, params.layer)
     return params
-
-
-def subject_positions(model: LoadedModel, text: str, subject: str, start: int = 0) -> list[int]:
-    """Token positions (in ``model.tokenize(text)``, BOS included) overlapping the first occurrence
-    of ``subject`` at or after character ``start``."""
-    if not subject.strip():
-        raise BadRequest("subject is empty")
-    a = text.find(subject, start)
-    if a < 0:
-        raise BadRequest(f"subject {subject!r} does not occur in the prompt")
-    b = a + len(subject)
-    enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    shift = 1 if model.spec.prepend_bos and model.tokenizer.bos_token_id is not None else 0
-    pos = [i + shift for i, (s, e) in enumerate(enc["offset_mapping"]) if s < b and e > a]
-    if not pos:
-        raise BadRequest(f"subject {subject!r} maps to no token")
-    return pos
 
 
 def target_ids(model: LoadedModel, target: str) -> list[int]:

@@ -83,8 +83,9 @@ def copy_model(model: LoadedModel, session_id: str) -> LoadedModel:
 
 def edit_model(model: LoadedModel, req: EditRequest, settings: Settings | None = None) -> dict[str, Any]:
     """Apply ``req``'s edit to ``model`` IN PLACE (a copy). Returns the method's summary."""
+    from kcircuits.circuits.subject import subject_positions
     from kcircuits.editing.ft import FtParams, apply_ft
-    from kcircuits.editing.rome import RomeParams, apply_rome, subject_positions
+    from kcircuits.editing.rome import RomeParams, apply_rome
 
     subject_positions(model, req.prompt, req.subject)
     params = dict(req.params)
