@@ -49,7 +49,7 @@ def test_lens_on_second_model_and_csp(client):
         ({"prompt": "hi", "top_k": 0}, 422, "top_k"),
         ({"prompt": "hi", "surprise": 1}, 422, "surprise"),
         ({"prompt": "hi", "ln_mode": "weird"}, 422, "ln_mode"),
-        ({"prompt": "hi", "subject": "absent"}, 422, "not found in the prompt"),
+        ({"prompt": "hi", "subject": "absent"}, 422, "does not occur in the prompt"),
         ({"prompt": "hi", "target": ""}, 422, "target"),
         ({}, 422, "prompt"),
     ],
