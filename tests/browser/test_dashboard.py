@@ -50,10 +50,12 @@ def painted_pixels(page, selector: str = "[data-testid=graph] canvas") -> int:
 
 
 def click_node(page, node_id: str) -> None:
-    box = page.locator("[data-testid=graph] canvas").first.bounding_box()
+    """Click a drawn node where the canvas shows it (Playwright scrolls the canvas into view first)."""
     xy = page.evaluate("id => window.__kc.graph.screenOf(id)", node_id)
     assert xy, f"{node_id} not drawn"
-    page.mouse.click(box["x"] + xy["x"], box["y"] + xy["y"])
+    page.locator("[data-testid=graph] canvas").first.click(position={"x": xy["x"], "y": xy["y"]})
+    page.wait_for_function("id => document.querySelector('[data-testid=node-panel]').dataset.node === id",
+                           arg=node_id, timeout=10_000)
 
 
 def circuits_available(server: str) -> None:
