@@ -63,3 +63,48 @@ def test_project_node_and_bad_nodes(tiny_llama):
     for bad in ["a9.h0", "a0.h4", "m2", "x", "a.h", "logits"]:
         with pytest.raises(BadRequest):
             parse_node(tiny_llama, bad)
+
+
+def _assert_same_lens(a: dict, b: dict) -> None:
+    """Equal ids and ranks; probabilities and KL equal up to float rounding (a longer prompt runs
+    the earlier positions through differently shaped kernels, which moves the last bits)."""
+    assert a["prediction"]["id"] == b["prediction"]["id"]
+    assert a["target"]["rank"] == b["target"]["rank"] and a["target"]["subject_rank"] == b["target"]["subject_rank"]
+    assert a["target"]["prob"] == pytest.approx(b["target"]["prob"], rel=1e-4, abs=1e-7)
+    for la, lb in zip(a["layers"], b["layers"], strict=True):
+        for pa, pb in zip(la["positions"], lb["positions"], strict=True):
+            assert [t["id"] for t in pa["top"]] == [t["id"] for t in pb["top"]]
+            assert [t["prob"] for t in pa["top"]] == pytest.approx([t["prob"] for t in pb["top"]], rel=1e-4, abs=1e-7)
+            assert pa["kl"] == pytest.approx(pb["kl"], rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("ln_mode", ["recompute", "cached"])
+def test_prefix_cache_while_typing_equals_fresh_lens(model, ln_mode, monkeypatch):
+    """Typing word by word: each cached answer equals an uncached one exactly, and only the
+    positions not seen before (plus last and subject positions for the target) are unembedded."""
+    from kcircuits.circuits import lens as lens_mod
+
+    cache = lens_mod.PrefixCache()
+    unembedded: list[int] = []
+    real = lens_mod._row_logits
+
+    def counting(m, rows, scale, mode):
+        unembedded.append(rows.shape[1])
+        return real(m, rows, scale, mode)
+
+    monkeypatch.setattr(lens_mod, "_row_logits", counting)
+    words = "The Eiffel Tower is located in the city of".split(" ")
+    target = model.first_token_id(" Paris")
+    seen = 0
+    for n in range(1, len(words) + 1):
+        tokens = model.tokenize(" ".join(words[:n]))
+        subject = (1,) if tokens.shape[1] > 2 else ()
+        req = LensRequest(top_k=4, target_id=target, subject_positions=subject, ln_mode=ln_mode, kl=True)
+        unembedded.clear()
+        got = logit_lens(model, tokens, req, cache=cache)
+        assert unembedded == [len(set(range(seen, tokens.shape[1])) | {tokens.shape[1] - 1, *subject})]
+        _assert_same_lens(got, logit_lens(model, tokens, req, cache=None))
+        seen = tokens.shape[1]
+    unembedded.clear()
+    logit_lens(model, model.tokenize("The Colosseum"), LensRequest(top_k=4, ln_mode=ln_mode, kl=True), cache=cache)
+    assert unembedded == [model.tokenize("The Colosseum").shape[1] - (1 if model.spec.prepend_bos else 0) - 1]

@@ -4,10 +4,18 @@ Rows: resid_pre of every layer plus the final resid_post (L+1 rows). Two LN mode
 ``recompute`` applies the final norm to each row's own residual (nostalgebraist); ``cached``
 reuses the final layer's normalisation scale (TransformerLens ``apply_ln_to_stack``). They
 agree on the last row.
+
+Cost: one forward plus the unembedding of (L+1) x pos rows, which dominates on CPU (SmolLM2,
+15 tokens: 26 GFLOP against about 4 for the forward). As the user types, the prompt grows at the
+end and a causal model's residuals at the earlier positions do not change, so each position's
+top-k (and KL) is kept in a prefix cache keyed by the tokens up to it: a request unembeds only
+the positions it has not seen (plus the last and subject positions when a target is given).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -73,32 +81,95 @@ class LensRequest:
     kl: bool = False
 
 
-def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest) -> dict:
+@dataclass(frozen=True)
+class _PositionLens:
+    """One position's lens over all rows: top ids and probs [R][k], KL per row [R] or None."""
+
+    top_ids: list[list[int]]
+    top_probs: list[list[float]]
+    kl: list[float] | None
+
+
+class PrefixCache:
+    """LRU of per-position lens entries keyed by (model, LN mode, k, KL flag, tokens up to the position).
+
+    Valid because a causal model's residual at position s depends only on tokens[: s + 1] and
+    loaded weights never change in place (edit sessions are copies with their own revision).
+    """
+
+    def __init__(self, max_entries: int = 4096):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, _PositionLens] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> _PositionLens | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple, entry: _PositionLens) -> None:
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+PREFIX_CACHE = PrefixCache()
+
+
+def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest, cache: PrefixCache | None = PREFIX_CACHE) -> dict:
     """Top-k per row and position, target rank/prob curves, optional KL(final || row).
 
     tokens: [1, pos]. Returns plain lists (the wire format's ``layers``, ``prediction``, ``target``).
+    ``cache``: per-position results reused across requests (None: compute every position).
     """
     if request.ln_mode not in LN_MODES:
         raise BadRequest(f"ln_mode must be one of {LN_MODES}")
-    rows, scale, final_logits = residual_rows(model, tokens)
-    logits = _row_logits(model, rows, scale, request.ln_mode)  # [R, pos, V]
-    lse = logits.logsumexp(-1, keepdim=True)  # [R, pos, 1]; no full softmax tensor is built
-    top = logits.topk(request.top_k, dim=-1)
-    top_probs = (top.values - lse).exp()
-    kl = None
-    if request.kl:
-        final_lp = logits[-1:] - lse[-1:]
-        kl = (final_lp.exp() * (final_lp - (logits - lse))).sum(-1)  # [R, pos]
-    n_rows, n_pos = logits.shape[0], logits.shape[1]
-    top_ids, top_p = top.indices.tolist(), top_probs.tolist()
-    vocab = _decode_cache(model, {i for row in top_ids for pos in row for i in pos})
+    rows, scale, final_logits = residual_rows(model, tokens)  # [R, pos, d], [pos, 1], [pos, V]
+    n_rows, n_pos = rows.shape[0], rows.shape[1]
+    ids = tokens[0].tolist()
+    base = (id(model.bridge), model.revision, request.ln_mode, request.top_k, request.kl)
+    keys = [(*base, tuple(ids[: s + 1])) for s in range(n_pos)]
+    known = [cache.get(k) if cache is not None else None for k in keys]
+    wanted = {s for s in range(n_pos) if known[s] is None}
+    if request.target_id is not None:
+        wanted |= {n_pos - 1, *(s for s in request.subject_positions if 0 <= s < n_pos)}
+    cols = sorted(wanted)  # positions unembedded in this request
+    col_of = {s: i for i, s in enumerate(cols)}
+    if cols:
+        index = torch.tensor(cols, device=rows.device)
+        logits = _row_logits(model, rows.index_select(1, index), scale.index_select(0, index), request.ln_mode)
+        lse = logits.logsumexp(-1, keepdim=True)  # [R, P, 1]; no full softmax tensor is built
+        top = logits.topk(request.top_k, dim=-1)
+        top_ids, top_p = top.indices.tolist(), (top.values - lse).exp().tolist()
+        kl = None
+        if request.kl:
+            final_lp = logits[-1:] - lse[-1:]
+            kl = (final_lp.exp() * (final_lp - (logits - lse))).sum(-1).tolist()  # [R, P]
+        for s in cols:
+            i = col_of[s]
+            entry = _PositionLens([top_ids[r][i] for r in range(n_rows)], [top_p[r][i] for r in range(n_rows)],
+                                  None if kl is None else [kl[r][i] for r in range(n_rows)])
+            if known[s] is None:
+                known[s] = entry
+                if cache is not None:
+                    cache.put(keys[s], entry)
+    vocab = _decode_cache(model, {i for entry in known for row in entry.top_ids for i in row})
     layers = []
     for r in range(n_rows):
         label = f"resid_pre {r}" if r < n_rows - 1 else "final"
         positions = [
-            {"top": [{"token": vocab[i], "id": i, "prob": p} for i, p in zip(top_ids[r][s], top_p[r][s], strict=True)],
-             "kl": None if kl is None else float(kl[r, s])}
-            for s in range(n_pos)
+            {"top": [{"token": vocab[i], "id": i, "prob": p}
+                     for i, p in zip(entry.top_ids[r], entry.top_probs[r], strict=True)],
+             "kl": None if entry.kl is None else float(entry.kl[r])}
+            for entry in known
         ]
         layers.append({"index": r, "label": label, "positions": positions})
     final_probs = final_logits[-1].float().softmax(-1)
@@ -108,8 +179,9 @@ def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest) -
         "prediction": {"token": model.token_strings([pred_id])[0], "id": pred_id, "prob": float(final_probs[pred_id])},
         "target": None,
     }
-    if request.target_id is not None:
-        result["target"] = target_curves(logits, request.target_id, list(request.subject_positions), lse)
+    if request.target_id is not None:  # the last position is the last column; subject columns remapped
+        subject_cols = [col_of[s] for s in request.subject_positions if s in col_of]
+        result["target"] = target_curves(logits, request.target_id, subject_cols, lse)
     return result
 
 
