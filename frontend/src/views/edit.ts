@@ -22,6 +22,7 @@ export class EditView {
   private subject = h("input", { type: "text", "aria-label": "edit subject", "data-testid": "edit-subject", value: "Eiffel Tower" });
   private target = h("input", { type: "text", "aria-label": "new target", "data-testid": "edit-target", value: " Rome" });
   private layer = h("input", { type: "number", min: 0, "aria-label": "layer", placeholder: "default", "data-testid": "edit-layer" });
+  private topN = h("input", { type: "number", min: 1, placeholder: "auto", "aria-label": "diff circuit top-n", "data-testid": "edit-top-n" });
   private runBtn = h("button", { type: "button", class: "primary", "data-testid": "edit-run", text: "Edit fact" });
   private closeBtn = h("button", { type: "button", "data-testid": "edit-close", text: "Close session", hidden: true });
   private progress = h("progress", { max: 1, value: 0, hidden: true });
@@ -36,7 +37,7 @@ export class EditView {
       h("h2", { text: "Edit a fact" }),
       h("div", { class: "controls" }, h("label", {}, "method ", this.method), h("label", { class: "grow" }, "prompt ", this.prompt),
         h("label", {}, "subject ", this.subject), h("label", {}, "new target ", this.target), h("label", {}, "layer ", this.layer),
-        this.runBtn, this.closeBtn, this.progress, this.status),
+        h("label", {}, "diff top-n ", this.topN), this.runBtn, this.closeBtn, this.progress, this.status),
       this.out);
     this.runBtn.addEventListener("click", () => void this.run());
     this.closeBtn.addEventListener("click", () => void this.close());
@@ -72,10 +73,12 @@ export class EditView {
       const s = await this.client.edit(created.session_id);
       this.renderEvaluation(s);
       this.setStatus("comparing pre vs post…");
-      // top-n must not exceed the model's edge count (tiny test models have ~100 edges)
+      // circuits of ~0.5% of the edges (10..400), never more than the model has; or the user's top-n
       const stats = await this.client.graphStats(s.model).catch(() => null);
-      const total = stats?.total_edges ?? stats?.edges ?? 200;
-      const cmp = await this.client.editCompare(created.session_id, "eap", Math.min(200, total));
+      const total = stats?.total_edges ?? stats?.edges ?? 40_000;
+      const auto = Math.max(10, Math.min(400, Math.round(total * 0.005)));
+      const topN = Math.min(total, this.topN.value !== "" ? Math.max(1, Number(this.topN.value)) : auto);
+      const cmp = await this.client.editCompare(created.session_id, "eap", topN);
       await this.renderCompare(cmp, s);
       this.setStatus("edit applied (session open)");
       this.onSession(created.session_id);
