@@ -135,32 +135,40 @@ def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest, c
     rows, scale, final_logits = residual_rows(model, tokens)  # [R, pos, d], [pos, 1], [pos, V]
     n_rows, n_pos = rows.shape[0], rows.shape[1]
     ids = tokens[0].tolist()
-    base = (id(model.bridge), model.revision, request.ln_mode, request.top_k, request.kl)
-    keys = [(*base, tuple(ids[: s + 1])) for s in range(n_pos)]
-    known = [cache.get(k) if cache is not None else None for k in keys]
+    base = (id(model.bridge), model.revision, request.ln_mode)
+    lens_keys = [(*base, "top", request.top_k, request.kl, tuple(ids[: s + 1])) for s in range(n_pos)]
+    known = [_get(cache, key) for key in lens_keys]
     wanted = {s for s in range(n_pos) if known[s] is None}
+    target_pos: list[int] = []
     if request.target_id is not None:
-        wanted |= {n_pos - 1, *(s for s in request.subject_positions if 0 <= s < n_pos)}
-    cols = sorted(wanted)  # positions unembedded in this request
-    col_of = {s: i for i, s in enumerate(cols)}
-    if cols:
+        target_pos = sorted({n_pos - 1, *(s for s in request.subject_positions if 0 <= s < n_pos)})
+        target_keys = {s: (*base, "target", request.target_id, tuple(ids[: s + 1])) for s in target_pos}
+        target_known = {s: _get(cache, key) for s, key in target_keys.items()}
+        wanted |= {s for s in target_pos if target_known[s] is None}
+    if wanted:
+        cols = sorted(wanted)  # positions unembedded in this request
         index = torch.tensor(cols, device=rows.device)
         logits = _row_logits(model, rows.index_select(1, index), scale.index_select(0, index), request.ln_mode)
         lse = logits.logsumexp(-1, keepdim=True)  # [R, P, 1]; no full softmax tensor is built
         top = logits.topk(request.top_k, dim=-1)
-        top_ids, top_p = top.indices.tolist(), (top.values - lse).exp().tolist()
+        top_ids, top_p = top.indices.tolist(), (top.values - lse).exp().tolist()  # [R][P][k]
         kl = None
         if request.kl:
             final_lp = logits[-1:] - lse[-1:]
-            kl = (final_lp.exp() * (final_lp - (logits - lse))).sum(-1).tolist()  # [R, P]
-        for s in cols:
-            i = col_of[s]
-            entry = _PositionLens([top_ids[r][i] for r in range(n_rows)], [top_p[r][i] for r in range(n_rows)],
-                                  None if kl is None else [kl[r][i] for r in range(n_rows)])
+            kl = (final_lp.exp() * (final_lp - (logits - lse))).sum(-1).tolist()  # [R][P]
+        if target_pos:
+            t = request.target_id
+            t_logit = logits[..., t : t + 1]
+            t_rank = ((logits > t_logit).sum(-1) + 1).tolist()  # [R][P], 1-based
+            t_prob = (t_logit - lse).squeeze(-1).exp().tolist()  # [R][P]
+        for i, s in enumerate(cols):
             if known[s] is None:
-                known[s] = entry
-                if cache is not None:
-                    cache.put(keys[s], entry)
+                known[s] = _PositionLens([top_ids[r][i] for r in range(n_rows)], [top_p[r][i] for r in range(n_rows)],
+                                         None if kl is None else [kl[r][i] for r in range(n_rows)])
+                _put(cache, lens_keys[s], known[s])
+            if s in target_pos and target_known[s] is None:
+                target_known[s] = ([t_rank[r][i] for r in range(n_rows)], [t_prob[r][i] for r in range(n_rows)])
+                _put(cache, target_keys[s], target_known[s])
     vocab = _decode_cache(model, {i for entry in known for row in entry.top_ids for i in row})
     layers = []
     for r in range(n_rows):
@@ -179,28 +187,31 @@ def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest, c
         "prediction": {"token": model.token_strings([pred_id])[0], "id": pred_id, "prob": float(final_probs[pred_id])},
         "target": None,
     }
-    if request.target_id is not None:  # the last position is the last column; subject columns remapped
-        subject_cols = [col_of[s] for s in request.subject_positions if s in col_of]
-        result["target"] = target_curves(logits, request.target_id, subject_cols, lse)
+    if target_pos:
+        subject = [s for s in request.subject_positions if 0 <= s < n_pos]
+        result["target"] = target_curves([target_known[s] for s in [n_pos - 1, *subject]], n_rows)
     return result
 
 
-def target_curves(logits: torch.Tensor, target_id: int, subject_positions: list[int],
-                  lse: torch.Tensor | None = None) -> dict:
-    """Per-row rank (1-based) and prob of ``target_id`` at the last position, and the best
-    (lowest) rank over subject positions with its prob. logits: [R, pos, V]; lse: [R, pos, 1]."""
-    lse = logits.logsumexp(-1, keepdim=True) if lse is None else lse
-    target_logit = logits[..., target_id : target_id + 1]
-    ranks = (logits > target_logit).sum(-1) + 1  # [R, pos]
-    target_p = (target_logit - lse).squeeze(-1).exp()
-    curves = {"rank": ranks[:, -1].tolist(), "prob": target_p[:, -1].tolist(),
-              "subject_rank": None, "subject_prob": None}
-    if subject_positions:
-        sub = torch.tensor(subject_positions, device=logits.device)
-        sub_ranks = ranks.index_select(1, sub)
-        best = sub_ranks.argmin(1)
-        curves["subject_rank"] = sub_ranks.gather(1, best[:, None]).squeeze(1).tolist()
-        curves["subject_prob"] = target_p.index_select(1, sub).gather(1, best[:, None]).squeeze(1).tolist()
+def _get(cache: PrefixCache | None, key: tuple):
+    return cache.get(key) if cache is not None else None
+
+
+def _put(cache: PrefixCache | None, key: tuple, entry) -> None:
+    if cache is not None:
+        cache.put(key, entry)
+
+
+def target_curves(per_position: list[tuple[list[int], list[float]]], n_rows: int) -> dict:
+    """Curves from (rank [R], prob [R]) of the target at the last position followed by the subject
+    positions: rank (1-based) and prob per row at the last position, and per row the best (lowest)
+    rank over the subject positions with its prob (first subject position on ties)."""
+    (last_rank, last_prob), subject = per_position[0], per_position[1:]
+    curves = {"rank": last_rank, "prob": last_prob, "subject_rank": None, "subject_prob": None}
+    if subject:
+        best = [min(range(len(subject)), key=lambda j: (subject[j][0][r], j)) for r in range(n_rows)]
+        curves["subject_rank"] = [subject[j][0][r] for r, j in enumerate(best)]
+        curves["subject_prob"] = [subject[j][1][r] for r, j in enumerate(best)]
     return curves
 
 
