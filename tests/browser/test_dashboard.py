@@ -229,12 +229,14 @@ def test_edit_shows_diff_and_curves(page, server):
     page.fill("[data-testid=edit-subject]", "Eiffel Tower")
     page.fill("[data-testid=edit-target]", " Rome")
     page.select_option("[data-testid=edit-method]", "ft-m")
+    page.fill("[data-testid=edit-top-n]", "30")  # about a quarter of the tiny model's 110 edges
     page.click("[data-testid=edit-run]")
     page.wait_for_selector("[data-testid=diff-graph][data-added]", timeout=SLOW)
     diff = page.locator("[data-testid=diff-graph]")
     assert int(diff.get_attribute("data-edges")) > 0
     counts = {k: int(diff.get_attribute(f"data-{k}")) for k in ("added", "removed", "reweighted")}
     assert counts["added"] > 0 and counts["removed"] > 0, counts  # pre: old target's circuit, post: new target's
+    assert int(diff.get_attribute("data-edges")) >= 30
     page.wait_for_selector("[data-testid=edit-lens-chart] .main-svg")
     assert int(page.get_attribute("[data-testid=edit-lens-chart]", "data-traces")) >= 4
     assert page.locator("[data-testid=replay-pair] [data-testid=replay]").count() == 2
