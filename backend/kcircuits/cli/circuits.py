@@ -9,6 +9,13 @@ import typer
 from kcircuits.cli.common import domain_errors, emit, load
 from kcircuits.errors import BadRequest
 
+# Options shared by the circuit commands (typer reads them as parameter metadata).
+TARGET_OPTION = typer.Option(..., "--target", "-t", help='Answer text, e.g. " Paris" (first token scored).')
+MODEL_OPTION = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default).")
+ABLATION_OPTION = typer.Option("patch", "--ablation", help="patch | zero | mean")
+CORRUPT_OPTION = typer.Option(None, "--corrupt", help="Corrupted prompt (same token count) for patching.")
+SUBJECT_OPTION = typer.Option(None, "--subject", help="Subject span (auto-detected when omitted).")
+
 
 def graph_stats(
     model: str = typer.Option(None, "--model", "-m", help="Registry id (default: every registered model)."),
@@ -36,13 +43,13 @@ def _print_graph_stats(rows: list[dict]) -> None:
 
 def circuit(
     prompt: str = typer.Argument(..., help="The prompt, e.g. 'The Eiffel Tower is located in the city of'."),
-    target: str = typer.Option(..., "--target", "-t", help='Answer text, e.g. " Paris" (first token scored).'),
-    model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
+    target: str = TARGET_OPTION,
+    model: str = MODEL_OPTION,
     method: str = typer.Option("eap-ig", "--method", help="eap | eap-ig | clean-corrupted | exact | acdc"),
-    ablation: str = typer.Option("patch", "--ablation", help="patch | zero | mean"),
+    ablation: str = ABLATION_OPTION,
     metric: str = typer.Option("logit_diff", "--metric", help="logit_diff | logprob | prob | match_nll | kl"),
-    corrupt: str = typer.Option(None, "--corrupt", help="Corrupted prompt (same token count) for patching."),
-    subject: str = typer.Option(None, "--subject", help="Subject span (auto-detected when omitted)."),
+    corrupt: str = CORRUPT_OPTION,
+    subject: str = SUBJECT_OPTION,
     top_n: int = typer.Option(None, "--top-n", min=0, help="Keep the n best edges (default 1% of the graph)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, help="Keep edges with |score| >= T."),
     tau: float = typer.Option(0.01, "--tau", help="ACDC threshold (method acdc)."),
@@ -76,12 +83,12 @@ def circuit(
 
 def sweep(
     prompt: str = typer.Argument(..., help="The prompt."),
-    target: str = typer.Option(..., "--target", "-t", help='Answer text, e.g. " Paris".'),
-    model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
+    target: str = TARGET_OPTION,
+    model: str = MODEL_OPTION,
     method: str = typer.Option("eap-ig", "--method", help="eap | eap-ig | clean-corrupted | exact"),
-    ablation: str = typer.Option("patch", "--ablation", help="patch | zero | mean"),
-    corrupt: str = typer.Option(None, "--corrupt", help="Corrupted prompt (same token count) for patching."),
-    subject: str = typer.Option(None, "--subject", help="Subject span (auto-detected when omitted)."),
+    ablation: str = ABLATION_OPTION,
+    corrupt: str = CORRUPT_OPTION,
+    subject: str = SUBJECT_OPTION,
     sizes: str = typer.Option("10,30,100,300,1000,3000", "--sizes", help="Comma-separated top-n edge counts."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
