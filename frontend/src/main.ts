@@ -9,6 +9,7 @@ import { clear, debounce, h, showToken } from "./util/dom";
 import { CircuitView } from "./views/circuit";
 import { EditView } from "./views/edit";
 import { LensView, TokenChips } from "./views/lens";
+import { RelationsView } from "./views/relations";
 import { ResultsList } from "./views/share";
 
 interface TestHook {
@@ -60,6 +61,7 @@ class Dashboard {
   private circuitView: CircuitView;
   private editView: EditView;
   private results = new ResultsList(api);
+  private relations: RelationsView;
   private subjectOverride: string | null = null;
   private session: string | null = null;
   private ctrl: AbortController | null = null;
@@ -69,6 +71,7 @@ class Dashboard {
     this.circuitView = new CircuitView(api, () => this.context());
     this.circuitView.onCircuit = (c) => { hook.circuit = c; hook.graph = this.circuitView.graph; };
     this.editView = new EditView(api, () => this.model.value || undefined);
+    this.relations = new RelationsView(api, () => this.model.value || undefined);
     this.editView.onSession = (id) => {
       this.session = id;
       this.useSession.disabled = !id;
@@ -81,12 +84,15 @@ class Dashboard {
           h("label", {}, "target ", this.target), h("label", { title: "use the edited model of the open edit session" }, this.useSession, " edited"), this.lensStatus),
         h("div", { class: "row subject-row" }, h("span", { class: "muted", text: "subject (click tokens to adjust):" }), this.chips.el)),
       this.lensView.el, this.circuitView.el);
-    const pages: Record<string, HTMLElement> = { Explore: explore, Edit: h("div", { class: "page" }, this.editView.el), Results: h("div", { class: "page" }, this.results.el) };
+    const pages: Record<string, HTMLElement> = { Explore: explore, Edit: h("div", { class: "page" }, this.editView.el),
+      Relations: h("div", { class: "page" }, this.relations.el), Results: h("div", { class: "page" }, this.results.el) };
     const show = (name: string) => {
       for (const [k, el] of Object.entries(pages)) el.hidden = k !== name;
       if (name === "Results") void this.results.load();
+      if (name === "Relations") void this.relations.load();
     };
-    root.append(header("Explore", { Explore: () => show("Explore"), Edit: () => show("Edit"), Results: () => show("Results") }),
+    root.append(header("Explore", { Explore: () => show("Explore"), Edit: () => show("Edit"),
+      Relations: () => show("Relations"), Results: () => show("Results") }),
       ...Object.values(pages));
     show("Explore");
     const sched = debounce(() => void this.runLens(), 300);

@@ -89,3 +89,20 @@ def test_sweep_job_spans_empty_to_full_circuit(client):
     assert [r["edges"] for r in rows] == sorted(r["edges"] for r in rows)
     bad = client.post("/api/jobs", json={"kind": "sweep", "params": {**params, "sizes": [-1]}})
     assert bad.status_code == 422 and "sizes" in bad.json()["error"]["message"]
+
+
+def test_relation_job_gives_the_table_row(client):
+    """A relation job returns the same Table 1 row as the engine; the relations list names it."""
+    relations = client.get("/api/relations").json()["items"]
+    assert any(r["name"] == "country_capital_city" and r["category"] == "factual" for r in relations)
+    params = {"model": "tiny-gpt2", "relation": "country_capital_city", "n": 3, "ablation": "zero",
+              "top_n": 110, "k": 25_000, "known_k": 50_257}
+    res = client.post("/api/jobs", json={"kind": "relation", "params": params})
+    assert res.status_code == 202, res.text
+    job = _wait(client, res.json()["id"])
+    assert job["status"] == "succeeded", job
+    row = job["result"]
+    assert row["kind"] == "relation_row" and row["n_validation"] == 3 and row["n_test"] == 3
+    assert row["edges"] == 110 and row["test"]["circuit"] == row["test"]["original"]  # the full circuit
+    bad = client.post("/api/jobs", json={"kind": "relation", "params": {**params, "relation": "no_such"}})
+    assert bad.status_code == 422 and "no_such" in bad.json()["error"]["message"]

@@ -318,3 +318,23 @@ def test_size_sweep_job_plots_rows(page, server):
     assert rows.count() == 1 + 6  # header + default sizes 10..3000 (clipped to the graph's 110 edges)
     assert page.locator("[data-testid=sweep] .js-plotly-plot").count() == 1
     assert page.get_attribute(".circuit-panel", "data-job-status") == "succeeded"
+
+
+def test_relation_run_adds_a_table_row(page, server):
+    """The Relations tab runs a relation job (progress, then a Table 1 row with the API's numbers)."""
+    page.goto("/")
+    page.wait_for_selector("[data-testid=model] option", state="attached")
+    page.select_option("[data-testid=model]", "tiny-gpt2")
+    page.click("button[data-tab=Relations]")
+    page.wait_for_selector("[data-testid=relation-name] option[value=country_capital_city]", state="attached")
+    page.fill("[data-testid=relation-n]", "3")
+    page.select_option("[data-testid=relation-ablation]", "zero")
+    page.fill("[data-testid=relation-top-n]", "110")
+    page.fill("[data-testid=relation-known-k]", "50257")  # a random model "knows" a fact only this loosely
+    page.click("[data-testid=relation-run]")
+    page.wait_for_selector("[data-testid=relation-row]", timeout=SLOW)
+    cells = page.locator("[data-testid=relation-row] td").all_text_contents()
+    assert cells[0] == "factual" and cells[1] == "country_capital_city" and cells[4] == "110"
+    assert cells[6] == "3" and cells[10] == "3"  # validation and test facts
+    assert cells[12] == cells[11]  # the full circuit reproduces the model's test Hit@10
+    assert page.get_attribute(".relations-panel", "data-job-status") == "succeeded"

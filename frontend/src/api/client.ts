@@ -2,7 +2,7 @@
 import type {
   CircuitRequest, CircuitResult, EditCompare, EditCreated, EditRequest, EditSession, ExportFormat, GraphStats,
   Job, JobEvent, JobRequest, LensRequest, LensResult, ModelsResponse, InfoResponse, NodeDetail, NodeDetailRequest,
-  ProjectRequest, ProjectResponse, ResultsList, ResultsQuery, StoredView, ViewResponse,
+  ProjectRequest, ProjectResponse, RelationInfo, ResultsList, ResultsQuery, StoredView, ViewResponse,
 } from "./types";
 import { TERMINAL } from "./types";
 
@@ -67,6 +67,7 @@ export class Client {
   }
   nodeDetail(body: NodeDetailRequest): Promise<NodeDetail> { return this.request("POST", "/api/nodes/detail", body); }
 
+  relations(): Promise<{ items: RelationInfo[] }> { return this.request("GET", "/api/relations"); }
   createJob(body: JobRequest): Promise<Job> { return this.request("POST", "/api/jobs", body); }
   job(id: string): Promise<Job> { return this.request("GET", `/api/jobs/${encodeURIComponent(id)}`); }
   cancelJob(id: string): Promise<Job> { return this.request("DELETE", `/api/jobs/${encodeURIComponent(id)}`); }

@@ -411,3 +411,36 @@ export interface SweepResult {
   graph: { total_edges: number; total_nodes: number };
   rows: SweepRow[];
 }
+
+/** GET /api/relations item. */
+export interface RelationInfo {
+  name: string;
+  category: string;
+  template: string;
+  n_samples: number;
+}
+export interface HitSplit {
+  n: number;
+  original: number | null;
+  circuit: number | null;
+  random: number | null;
+}
+/** A "relation" job's result: one row of the paper's Table 1. */
+export interface RelationRow {
+  kind: "relation_row";
+  relation: string;
+  category: string;
+  model: string;
+  method: string;
+  ablation: string;
+  k: number;
+  edges: number;
+  nodes: number;
+  edge_fraction: number;
+  total_edges: number;
+  n_validation_known: number;
+  n_validation_split: number;
+  validation: HitSplit;
+  test: HitSplit;
+  timings: { total_s: number };
+}

@@ -2,8 +2,8 @@
  * Circuit view: method controls, the DAG on its grid, client-side pruning slider, metrics sidebar, legend,
  * node panel, replay, share/export/provenance. Slow methods (acdc) run as jobs with SSE progress + cancel.
  */
-import { ApiError, followJob, type Client } from "../api/client";
-import type { Ablation, CircuitResult, JobEvent, JobRequest, LensResult, Method, SweepResult } from "../api/types";
+import { ApiError, type Client } from "../api/client";
+import type { Ablation, CircuitResult, LensResult, Method, SweepResult } from "../api/types";
 import { GraphCanvas, ROLE_COLOURS, type Selected } from "../graph/canvas";
 import { drawCircuit } from "../graph/model";
 import type { Selection } from "../graph/prune";
@@ -11,6 +11,7 @@ import type { ViewState } from "../state/url";
 import { clear, fmt, h, pct } from "../util/dom";
 import { NodePanel, type NodeContext } from "./node";
 import { Replay } from "./replay";
+import { JobRunner } from "./job";
 import { SharePanel } from "./share";
 import { SweepPanel } from "./sweep";
 
@@ -37,8 +38,6 @@ export class CircuitView {
   private runBtn = h("button", { type: "button", class: "primary", "data-testid": "compute", text: "Compute circuit" });
   private sweepBtn = h("button", { type: "button", "data-testid": "sweep-run", text: "Size sweep", title: "faithfulness and Hit@10 vs circuit size (a job)" });
   private sweepPanel = new SweepPanel();
-  private cancelBtn = h("button", { type: "button", "data-testid": "cancel-job", text: "Cancel", hidden: true });
-  private progress = h("progress", { max: 1, value: 0, hidden: true, "data-testid": "job-progress" });
   private status = h("span", { class: "status", "data-testid": "circuit-status", role: "status" });
   private sliderMode = select<"top_n" | "threshold">("prune by", ["top_n", "threshold"], "top_n", "slider-mode");
   private slider = h("input", { type: "range", min: 1, max: 100, value: 100, step: 1, "aria-label": "prune", "data-testid": "prune-slider" });
@@ -51,11 +50,12 @@ export class CircuitView {
   lens: LensResult | null = null;
   sel: Selection = { mode: "server" };
   replay: Replay | null = null;
-  private jobId: string | null = null;
+  private jobs: JobRunner;
   onState: (s: ViewState) => void = () => {};
   onCircuit: (c: CircuitResult) => void = () => {};
 
   constructor(private client: Client, private getContext: () => CircuitContext, opts: { controls?: boolean } = {}) {
+    this.jobs = new JobRunner(client, (msg, error) => this.setStatus(msg, error));
     const gbox = h("div", { class: "graph-box", "data-testid": "graph" });
     this.graph = new GraphCanvas(gbox);
     this.nodePanel = new NodePanel(client);
@@ -71,7 +71,7 @@ export class CircuitView {
     const controls = h("div", { class: "controls", "data-testid": "circuit-controls" },
       h("label", {}, "method ", this.method), h("label", {}, "ablation ", this.ablation),
       h("label", { class: "grow" }, "corrupt ", this.corrupt), h("label", {}, "top-n ", this.topN),
-      h("label", { class: "tau" }, "τ ", this.tau), this.runBtn, this.sweepBtn, this.cancelBtn, this.progress, this.status);
+      h("label", { class: "tau" }, "τ ", this.tau), this.runBtn, this.sweepBtn, this.jobs.cancelBtn, this.jobs.progress, this.status);
     if (opts.controls === false) controls.hidden = true;
     const pruneBar = h("div", { class: "prune-bar" }, h("label", {}, "prune ", this.sliderMode), this.slider, this.sliderLabel,
       h("label", {}, this.labelsToggle, " labels"));
@@ -80,9 +80,9 @@ export class CircuitView {
       h("aside", { class: "sidebar" }, this.metrics, this.sweepPanel.el, this.nodePanel.el, this.share.el));
     this.el = h("section", { class: "panel circuit-panel", "aria-label": "circuit" },
       h("h2", { text: "Circuit" }), controls, this.body, this.replayBox);
+    this.jobs.host = this.el;
     this.runBtn.addEventListener("click", () => void this.compute());
     this.sweepBtn.addEventListener("click", () => void this.sweep());
-    this.cancelBtn.addEventListener("click", () => void this.cancel());
     this.method.addEventListener("change", () => this.syncMethod());
     this.slider.addEventListener("input", () => this.onSlider());
     this.sliderMode.addEventListener("change", () => { this.configureSlider(); this.onSlider(); });
@@ -143,7 +143,7 @@ export class CircuitView {
     // ACDC selects by tau, not top-n; the job kind names the method.
     const params: Record<string, unknown> = { ...this.params(), tau: Number(this.tau.value) };
     delete params.top_n;
-    const result = await this.runJob({ kind: "acdc", params });
+    const result = await this.jobs.run({ kind: "acdc", params });
     if (result) {
       this.setCircuit(result as CircuitResult, {});
       this.setStatus(`acdc done: ${(result as CircuitResult).metrics.edges} edges`);
@@ -163,7 +163,7 @@ export class CircuitView {
     delete params.top_n;
     this.sweepBtn.disabled = true;
     try {
-      const result = await this.runJob({ kind: "sweep", params });
+      const result = await this.jobs.run({ kind: "sweep", params });
       if (result) {
         this.body.hidden = false;
         await this.sweepPanel.show(result as SweepResult);
@@ -173,51 +173,6 @@ export class CircuitView {
       this.setStatus(err instanceof ApiError ? `${err.type}: ${err.message}` : String(err), true);
     } finally {
       this.sweepBtn.disabled = false;
-    }
-  }
-
-  /** Run a job with SSE progress and a Cancel button; resolves to its result when it succeeded. */
-  private async runJob(request: JobRequest): Promise<unknown> {
-    const kind = request.kind;
-    const job = await this.client.createJob(request);
-    this.jobId = job.id;
-    this.progress.hidden = false;
-    this.progress.value = 0;
-    this.cancelBtn.hidden = false;
-    this.el.dataset.jobStatus = job.status;
-    this.el.dataset.jobEvents = "0";
-    this.setStatus(`${kind} job ${job.id.slice(0, 8)} queued`);
-    let n = 0;
-    const f = followJob(this.client, job.id, (name: string, ev: JobEvent) => {
-      n++;
-      this.el.dataset.jobEvents = String(n);
-      this.el.dataset.jobStatus = ev.status ?? name;
-      this.progress.value = ev.progress ?? 0;
-      const detail = ev.total ? ` ${ev.done}/${ev.total}` : "";
-      this.setStatus(`${kind} ${name}${detail} ${ev.message ?? ""}`.trim());
-    });
-    try {
-      const final = await f.done;
-      this.el.dataset.jobStatus = final.status;
-      if (final.status === "succeeded" && final.result) return final.result;
-      const msg = typeof final.error === "string" ? final.error : final.error?.message ?? "";
-      this.setStatus(`${kind} ${final.status}${msg ? `: ${msg}` : ""}`, final.status === "failed");
-      return null;
-    } finally {
-      this.jobId = null;
-      this.cancelBtn.hidden = true;
-      this.progress.hidden = true;
-    }
-  }
-
-  async cancel(): Promise<void> {
-    if (!this.jobId) return;
-    try {
-      const j = await this.client.cancelJob(this.jobId);
-      this.el.dataset.jobStatus = j.status;
-      this.setStatus(`job ${j.status}`);
-    } catch (err) {
-      this.setStatus(String(err), true);
     }
   }
 

@@ -56,7 +56,11 @@ class RelationParams(BaseModel):
     relation: str = Field(..., max_length=200)
     n: int = Field(10, ge=2, le=500)
     method: Literal["eap", "eap-ig"] = "eap"
-    top_n: int = Field(300, ge=1)
+    ablation: Literal["patch", "zero", "mean"] = "patch"
+    top_n: int | None = Field(None, ge=1, description="circuit size in edges (default 1% of the graph)")
+    k: int = Field(10, ge=1, le=1_000_000, description="Hit@k")
+    known_k: int | None = Field(None, ge=1, le=1_000_000,
+                                description="a fact is known when its answer ranks in the top known_k (default k)")
     session: str | None = Field(None, max_length=100)
 
 
@@ -114,8 +118,8 @@ def _relation_body(request: Request, params: RelationParams, key: str) -> Body:
     from kcircuits.circuits.relation import run_relation
 
     return _on_worker(request, key, lambda model, ctx: run_relation(
-        model, params.relation, n=params.n, method=params.method, top_n=params.top_n,
-        progress=_progress(ctx), cancel=ctx.check_cancel))
+        model, params.relation, n=params.n, method=params.method, top_n=params.top_n, ablation=params.ablation,
+        k=params.k, known_k=params.known_k, progress=_progress(ctx), cancel=ctx.check_cancel))
 
 
 def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
@@ -161,6 +165,13 @@ def create_job(body: JobIn, request: Request, jobs: JobsDep) -> dict:
     key = model_key(request, params.model, params.session)
     if isinstance(params, AcdcParams):
         _check_acdc_size(params, settings)
+    if isinstance(params, RelationParams):
+        from kcircuits.circuits.relation import load_relation
+
+        try:
+            load_relation(params.relation)
+        except NotFound as exc:
+            raise BadRequest(f"params.relation: {exc.message}") from None
     job = jobs.create(body.kind, kind.build(request, params, key), params=params.model_dump())
     return job.public(with_result=False)
 

@@ -1,0 +1,17 @@
+"""The LRE relations shipped with the package (for relation runs, started as ``relation`` jobs)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from kcircuits.api.errors import ERROR_RESPONSES
+
+router = APIRouter(prefix="/api", tags=["relations"])
+
+
+@router.get("/relations", responses=ERROR_RESPONSES)
+def list_relations() -> dict:
+    """Every relation: name, category, template, sample count and properties."""
+    from kcircuits.circuits.relation import list_relations as relations
+
+    return {"items": relations()}

@@ -1,0 +1,65 @@
+/** Runs a slow job (ACDC, sweep, relation) with SSE progress, a progress bar and a Cancel button.
+ * The host element carries data-job-status / data-job-events for tests and styling. */
+import { followJob, type Client } from "../api/client";
+import type { JobEvent, JobRequest } from "../api/types";
+import { h } from "../util/dom";
+
+export class JobRunner {
+  readonly cancelBtn: HTMLButtonElement;
+  readonly progress: HTMLProgressElement;
+  private jobId: string | null = null;
+  /** The element that carries data-job-status / data-job-events (set it once the view is built). */
+  host: HTMLElement = h("div");
+
+  constructor(private client: Client, private setStatus: (msg: string, error?: boolean) => void,
+    testids: { cancel: string; progress: string } = { cancel: "cancel-job", progress: "job-progress" }) {
+    this.cancelBtn = h("button", { type: "button", "data-testid": testids.cancel, text: "Cancel", hidden: true });
+    this.progress = h("progress", { max: 1, value: 0, hidden: true, "data-testid": testids.progress });
+    this.cancelBtn.addEventListener("click", () => void this.cancel());
+  }
+
+  /** Start the job and follow it; resolves to its result when it succeeded, else null (status shown). */
+  async run(request: JobRequest): Promise<unknown> {
+    const kind = request.kind;
+    const job = await this.client.createJob(request);
+    this.jobId = job.id;
+    this.progress.hidden = false;
+    this.progress.value = 0;
+    this.cancelBtn.hidden = false;
+    this.host.dataset.jobStatus = job.status;
+    this.host.dataset.jobEvents = "0";
+    this.setStatus(`${kind} job ${job.id.slice(0, 8)} queued`);
+    let n = 0;
+    const f = followJob(this.client, job.id, (name: string, ev: JobEvent) => {
+      n++;
+      this.host.dataset.jobEvents = String(n);
+      this.host.dataset.jobStatus = ev.status ?? name;
+      this.progress.value = ev.progress ?? 0;
+      const detail = ev.total ? ` ${ev.done}/${ev.total}` : "";
+      this.setStatus(`${kind} ${name}${detail} ${ev.message ?? ""}`.trim());
+    });
+    try {
+      const final = await f.done;
+      this.host.dataset.jobStatus = final.status;
+      if (final.status === "succeeded" && final.result) return final.result;
+      const msg = typeof final.error === "string" ? final.error : final.error?.message ?? "";
+      this.setStatus(`${kind} ${final.status}${msg ? `: ${msg}` : ""}`, final.status === "failed");
+      return null;
+    } finally {
+      this.jobId = null;
+      this.cancelBtn.hidden = true;
+      this.progress.hidden = true;
+    }
+  }
+
+  async cancel(): Promise<void> {
+    if (!this.jobId) return;
+    try {
+      const j = await this.client.cancelJob(this.jobId);
+      this.host.dataset.jobStatus = j.status;
+      this.setStatus(`job ${j.status}`);
+    } catch (err) {
+      this.setStatus(String(err), true);
+    }
+  }
+}
