@@ -338,3 +338,4 @@ def test_relation_run_adds_a_table_row(page, server):
     assert cells[6] == "3" and cells[10] == "3"  # validation and test facts
     assert cells[12] == cells[11]  # the full circuit reproduces the model's test Hit@10
     assert page.get_attribute(".relations-panel", "data-job-status") == "succeeded"
+    screenshot(page, "relations", page.locator(".relations-panel"))
