@@ -35,6 +35,8 @@ export class CircuitView {
   private corrupt = h("input", { type: "text", placeholder: "corrupt prompt (auto when empty)", "aria-label": "corrupt prompt", class: "wide" });
   private topN = h("input", { type: "number", min: 1, max: 5000, value: 400, "aria-label": "top n", "data-testid": "top-n-input" });
   private tau = h("input", { type: "number", min: 0, step: "any", value: 0.02, "aria-label": "tau (acdc)" });
+  private maxEdges = h("input", { type: "number", min: 1, placeholder: "20000", "aria-label": "max edges (acdc)", "data-testid": "acdc-max-edges",
+    title: "ACDC runs one forward per edge: the server refuses graphs larger than this" });
   private runBtn = h("button", { type: "button", class: "primary", "data-testid": "compute", text: "Compute circuit" });
   private sweepBtn = h("button", { type: "button", "data-testid": "sweep-run", text: "Size sweep", title: "faithfulness and Hit@10 vs circuit size (a job)" });
   private sweepPanel = new SweepPanel();
@@ -71,7 +73,7 @@ export class CircuitView {
     const controls = h("div", { class: "controls", "data-testid": "circuit-controls" },
       h("label", {}, "method ", this.method), h("label", {}, "ablation ", this.ablation),
       h("label", { class: "grow" }, "corrupt ", this.corrupt), h("label", {}, "top-n ", this.topN),
-      h("label", { class: "tau" }, "τ ", this.tau), this.runBtn, this.sweepBtn, this.jobs.cancelBtn, this.jobs.progress, this.status);
+      h("label", { class: "tau" }, "τ ", this.tau, " max edges ", this.maxEdges), this.runBtn, this.sweepBtn, this.jobs.cancelBtn, this.jobs.progress, this.status);
     if (opts.controls === false) controls.hidden = true;
     const pruneBar = h("div", { class: "prune-bar" }, h("label", {}, "prune ", this.sliderMode), this.slider, this.sliderLabel,
       h("label", {}, this.labelsToggle, " labels"));
@@ -142,6 +144,7 @@ export class CircuitView {
   private async runAcdc(): Promise<void> {
     // ACDC selects by tau, not top-n; the job kind names the method.
     const params: Record<string, unknown> = { ...this.params(), tau: Number(this.tau.value) };
+    if (this.maxEdges.value !== "") params.max_edges = Number(this.maxEdges.value);
     delete params.top_n;
     const result = await this.jobs.run({ kind: "acdc", params });
     if (result) {
