@@ -65,11 +65,16 @@ def test_edit_lifecycle_compare_and_session_use(client):
     assert data["heads"] and {"node", "pre", "post"} <= set(data["heads"][0])
     assert client.app.state.edit_sessions.get(sid).compare  # memoised
     assert client.get(f"/api/edits/{sid}/compare", params={"method": "eap", "top_n": 20}).json() == data
+    # stored: a permalink that outlives the session, and no recompute for the same edit
+    assert data["cached"] is False and data["provenance"]["kind"] == "edit_comparison"
+    stored = client.get(f"/api/results/{data['id']}").json()
+    assert stored["kind"] == "edit_comparison" and stored["circuit"]["diff"] == circ["diff"]
     # closing frees the session; later use is a 404
     assert client.delete(f"/api/edits/{sid}").json() == {"session_id": sid, "closed": True}
     assert client.get(f"/api/edits/{sid}").status_code == 404
     assert client.post("/api/lens", json={"prompt": PROMPT, "session": sid}).status_code == 404
     assert client.delete(f"/api/edits/{sid}").status_code == 404
+    assert client.get(f"/api/results/{data['id']}").status_code == 200
 
 
 @pytest.mark.parametrize(("patch", "needle"), [

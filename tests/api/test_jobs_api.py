@@ -106,3 +106,27 @@ def test_relation_job_gives_the_table_row(client):
     assert row["edges"] == 110 and row["test"]["circuit"] == row["test"]["original"]  # the full circuit
     bad = client.post("/api/jobs", json={"kind": "relation", "params": {**params, "relation": "no_such"}})
     assert bad.status_code == 422 and "no_such" in bad.json()["error"]["message"]
+
+
+def test_job_results_are_stored_and_not_recomputed(client):
+    """Job results go to the content-addressed store: the same sweep twice gives the same id, the
+    second from the store; an ACDC circuit gets a permalink like any circuit."""
+    params = {**EIFFEL, "model": "tiny-gpt2", "method": "eap", "ablation": "zero", "sizes": [5, 50]}
+    first = _wait(client, client.post("/api/jobs", json={"kind": "sweep", "params": params}).json()["id"])
+    second = _wait(client, client.post("/api/jobs", json={"kind": "sweep", "params": params}).json()["id"])
+    assert first["status"] == second["status"] == "succeeded"
+    assert first["result"]["cached"] is False and second["result"]["cached"] is True
+    assert first["result"]["id"] == second["result"]["id"]
+    assert second["result"]["rows"] == first["result"]["rows"]
+    stored = client.get(f"/api/results/{first['result']['id']}").json()
+    assert stored["kind"] == "sweep" and stored["rows"] == first["result"]["rows"]
+    other = _wait(client, client.post("/api/jobs", json={"kind": "sweep", "params": {**params, "sizes": [5]}}).json()["id"])
+    assert other["result"]["id"] != first["result"]["id"]
+
+    acdc = _wait(client, client.post("/api/jobs", json={"kind": "acdc", "params": {
+        **EIFFEL, "model": "tiny-gpt2", "tau": 0.05}}).json()["id"])
+    circuit_id = acdc["result"]["id"]
+    permalink = client.get(f"/api/circuits/{circuit_id}").json()
+    assert permalink["method"] == "acdc" and permalink["provenance"]["method"] == "acdc"
+    assert [e["source"] for e in permalink["edges"]] == [e["source"] for e in acdc["result"]["edges"]]
+    assert client.get(f"/api/jobs/{acdc['id']}").json()["result"]["id"] == circuit_id

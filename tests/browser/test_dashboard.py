@@ -245,6 +245,7 @@ def test_edit_shows_diff_and_curves(page, server):
     assert int(page.get_attribute("[data-testid=edit-lens-chart]", "data-traces")) >= 4
     assert page.locator("[data-testid=replay-pair] [data-testid=replay]").count() == 2
     assert page.locator("[data-testid=edit-eval]").text_content()
+    assert page.get_attribute("[data-testid=edit-permalink] a", "href").startswith("/c/")
     screenshot(page, "edit", page.locator(".edit-panel"))
     page.click("[data-testid=edit-close]")
     page.wait_for_function("() => /closed/.test(document.querySelector('[data-testid=edit-status]').textContent)")

@@ -382,6 +382,8 @@ export interface EditLensPair {
   curves?: { new: { pre: Curve; post: Curve }; old: { pre: Curve; post: Curve } };
 }
 export interface EditCompare {
+  /** Content id of the stored comparison (its permalink is /c/{id}). */
+  id?: string;
   lens: EditLensPair;
   circuit: {
     pre: CircuitResult;

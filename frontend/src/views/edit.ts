@@ -80,6 +80,10 @@ export class EditView {
       const topN = Math.min(total, this.topN.value !== "" ? Math.max(1, Number(this.topN.value)) : auto);
       const cmp = await this.client.editCompare(created.session_id, "eap", topN);
       await this.renderCompare(cmp, s);
+      if (cmp.id) {
+        this.out.prepend(h("p", { class: "muted", "data-testid": "edit-permalink" }, "stored comparison: ",
+          h("a", { href: `/c/${encodeURIComponent(cmp.id)}`, class: "mono", text: `/c/${cmp.id.slice(0, 12)}…` })));
+      }
       this.setStatus("edit applied (session open)");
       this.onSession(created.session_id);
     } catch (err) {

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kcircuits.api.deps import JobsDep, SettingsDep, WorkerDep
+from kcircuits.api.deps import JobsDep, SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import check_prompt
 from kcircuits.config import Settings
@@ -128,20 +128,41 @@ def _side(model, session: EditSession, circuit_target: str, method: str, top_n: 
 
 
 @router.get("/{session_id}/compare", responses=ERROR_RESPONSES)
-def compare_edit(session_id: str, request: Request, settings: SettingsDep, worker: WorkerDep,
+def compare_edit(session_id: str, request: Request, settings: SettingsDep, worker: WorkerDep, store: StoreDep,
                  method: Literal["eap", "eap-ig"] = "eap",
                  top_n: int | None = Query(None, ge=1, le=100_000)) -> dict:
     """Lens (new and old target curves), circuit diff and circuit heads' outputs, pre vs post.
-    Computed on first request and memoised in the session."""
-    from kcircuits.editing import compare as cmp
-
+    Computed on first request, memoised in the session and stored (kind ``edit_comparison``,
+    content-addressed by the edit request, the comparison's method and size, and the base
+    model's revision), so its permalink outlives the session."""
     manager = _manager(request)
     session = manager.get(session_id)
     edit_key = manager.model_key(None, session_id)  # NotReady until the edit has finished
     memo_key = f"{method}:{top_n}"
     if memo_key in session.compare:
         return session.compare[memo_key]
+    compute = lambda: _compare(session, edit_key, settings, worker, method, top_n)  # noqa: E731
+    if store is None:
+        result = compute()
+    else:
+        req = session.request
+        request_dict = {"model": req.model, "edit_method": req.method, "prompt": req.prompt, "subject": req.subject,
+                        "target": req.target, "layer": req.layer, "edit_params": req.params,
+                        "paraphrases": req.paraphrases, "locality_prompts": req.locality_prompts,
+                        "method": method, "top_n": top_n}
+        base_revision = worker.run(req.model, lambda m: m.revision, priority=INTERACTIVE)
+        result = store.get_or_compute("edit_comparison", request_dict, base_revision, compute)
+    result = {**result, "session_id": session_id}  # a stored comparison may come from an earlier session
+    session.compare[memo_key] = result
+    return result
+
+
+def _compare(session: EditSession, edit_key: str, settings: Settings, worker: Any, method: str,
+             top_n: int | None) -> dict:
+    from kcircuits.editing import compare as cmp
+
     req = session.request
+    session_id = session.session_id
     pre = worker.run(req.model, lambda m: _side(m, session, session.old_target, method, top_n, settings),
                      priority=INTERACTIVE)
     post = worker.run(edit_key, lambda m: _side(m, session, req.target, method, top_n, settings),
@@ -151,7 +172,7 @@ def compare_edit(session_id: str, request: Request, settings: SettingsDep, worke
     post_heads = worker.run(edit_key, lambda m: cmp.head_outputs(m, req.prompt, heads))
     pre_curves, post_curves = cmp.curves(pre["lens"], pre["lens_old"]), cmp.curves(post["lens"], post["lens_old"])
     result = {
-        "session_id": session_id, "method": method, "top_n": top_n,
+        "kind": "edit_comparison", "session_id": session_id, "method": method, "top_n": top_n,
         "lens": {"pre": pre["lens"], "post": post["lens"],
                  "curves": {name: {"pre": pre_curves[name], "post": post_curves[name]} for name in ("new", "old")}},
         "circuit": {"pre": pre["circuit"], "post": post["circuit"],
@@ -159,5 +180,4 @@ def compare_edit(session_id: str, request: Request, settings: SettingsDep, worke
                     "diff": cmp.circuit_diff(pre["circuit"], post["circuit"])},
         "heads": cmp.head_diff(heads, pre_heads, post_heads),
     }
-    session.compare[memo_key] = result
     return result

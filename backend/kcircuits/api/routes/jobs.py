@@ -87,6 +87,26 @@ Body = Callable[[JobContext], Any]
 class JobKind:
     params: type[BaseModel]
     build: Callable[[Request, Any, str], Body]  # (request, params, worker key) -> job body
+    stored_as: str  # the store's result kind (content-addressed, so the same request is not recomputed)
+    method: str | None = None  # recorded in the id input when the params do not name one
+    not_in_id: tuple[str, ...] = ()  # params that do not change the result
+
+
+def _stored(request: Request, store: Any, kind: JobKind, params: BaseModel, key: str, body: Body) -> Body:
+    """``body`` behind the result store: a request seen before returns its stored result (with
+    ``id``, ``provenance``, ``cached``); a new one is computed, then stored. Cancelled or failed
+    runs store nothing."""
+    worker = request.app.state.worker
+    settings = request.app.state.settings
+    request_dict = {**params.model_dump(exclude={"model", *kind.not_in_id}),
+                    "model": params.model or settings.default_model}
+    if kind.method and "method" not in request_dict:
+        request_dict["method"] = kind.method
+
+    def stored_body(ctx: JobContext) -> dict:
+        revision = worker.run(key, lambda model: model.revision, priority=BACKGROUND)
+        return store.get_or_compute(kind.stored_as, request_dict, revision, lambda: body(ctx))
+    return stored_body
 
 
 def _progress(ctx: JobContext) -> Callable[[int, int, str], None]:
@@ -143,14 +163,14 @@ def _check_acdc_size(params: AcdcParams, settings) -> None:
 
 
 KINDS: dict[str, JobKind] = {
-    "acdc": JobKind(AcdcParams, _acdc_body),
-    "relation": JobKind(RelationParams, _relation_body),
-    "sweep": JobKind(SweepParams, _sweep_body),
+    "acdc": JobKind(AcdcParams, _acdc_body, "circuit", method="acdc", not_in_id=("max_edges",)),
+    "relation": JobKind(RelationParams, _relation_body, "relation"),
+    "sweep": JobKind(SweepParams, _sweep_body, "sweep"),
 }
 
 
 @router.post("", status_code=202, responses=ERROR_RESPONSES)
-def create_job(body: JobIn, request: Request, jobs: JobsDep) -> dict:
+def create_job(body: JobIn, request: Request, jobs: JobsDep, store: StoreDep) -> dict:
     """Start a slow computation; poll GET /api/jobs/{id} or stream /events."""
     kind = KINDS[body.kind]
     try:
@@ -172,7 +192,10 @@ def create_job(body: JobIn, request: Request, jobs: JobsDep) -> dict:
             load_relation(params.relation)
         except NotFound as exc:
             raise BadRequest(f"params.relation: {exc.message}") from None
-    job = jobs.create(body.kind, kind.build(request, params, key), params=params.model_dump())
+    run = kind.build(request, params, key)
+    if store is not None:
+        run = _stored(request, store, kind, params, key, run)
+    job = jobs.create(body.kind, run, params=params.model_dump())
     return job.public(with_result=False)
 
 
