@@ -56,6 +56,8 @@ class Dashboard {
   private target = h("input", { type: "text", "aria-label": "target answer", "data-testid": "target", placeholder: "target (top-1 by default)" });
   private useSession = h("input", { type: "checkbox", "aria-label": "run on edited model", disabled: true });
   private lensStatus = h("span", { class: "status", "data-testid": "lens-status", role: "status" });
+  private saveLensBtn = h("button", { type: "button", "data-testid": "save-lens", text: "Save lens", title: "store this lens trace and get its permalink" });
+  private savedLens = h("span", { class: "muted", "data-testid": "saved-lens" });
   private chips = new TokenChips();
   private lensView = new LensView();
   private circuitView: CircuitView;
@@ -81,7 +83,8 @@ class Dashboard {
     const explore = h("div", { class: "page explore" },
       h("section", { class: "panel prompt-bar", "aria-label": "prompt" },
         h("div", { class: "row" }, h("label", {}, "model ", this.model), this.prompt,
-          h("label", {}, "target ", this.target), h("label", { title: "use the edited model of the open edit session" }, this.useSession, " edited"), this.lensStatus),
+          h("label", {}, "target ", this.target), h("label", { title: "use the edited model of the open edit session" }, this.useSession, " edited"), this.lensStatus,
+          this.saveLensBtn, this.savedLens),
         h("div", { class: "row subject-row" }, h("span", { class: "muted", text: "subject (click tokens to adjust):" }), this.chips.el)),
       this.lensView.el, this.circuitView.el);
     const pages: Record<string, HTMLElement> = { Explore: explore, Edit: h("div", { class: "page" }, this.editView.el),
@@ -102,6 +105,7 @@ class Dashboard {
     this.target.addEventListener("input", sched);
     this.model.addEventListener("change", () => void this.runLens());
     this.useSession.addEventListener("change", () => void this.runLens());
+    this.saveLensBtn.addEventListener("click", () => void this.saveLens());
     this.chips.onChange = (subject) => { this.subjectOverride = subject; void this.runLens(); };
     void this.loadModels();
   }
@@ -126,6 +130,21 @@ class Dashboard {
       subject: this.subjectOverride ?? this.lens?.subject?.text ?? null,
       session: this.useSession.checked ? this.session : null,
     };
+  }
+
+  /** Store the lens shown now (same request, save: true) and link its permalink. */
+  async saveLens(): Promise<void> {
+    const lens = this.lens;
+    if (!lens) return;
+    const ctx = this.context();
+    try {
+      const saved = await api.lens({ model: ctx.model, prompt: lens.prompt, target: lens.target?.text ?? null,
+        subject: this.subjectOverride, top_k: 5, session: ctx.session, save: true }) as LensResult & { id?: string };
+      clear(this.savedLens);
+      if (saved.id) this.savedLens.append("saved: ", h("a", { href: `/c/${encodeURIComponent(saved.id)}`, class: "mono", text: saved.id.slice(0, 12) }));
+    } catch (err) {
+      this.savedLens.textContent = err instanceof ApiError ? `${err.type}: ${err.message}` : String(err);
+    }
   }
 
   async runLens(retarget = true): Promise<void> {

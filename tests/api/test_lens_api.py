@@ -71,3 +71,18 @@ def test_invalid_json_and_big_body(client):
 def test_unknown_route_is_json_404(client):
     res = client.get("/api/nope")
     assert res.status_code == 404 and res.json()["error"]["type"] == "not_found"
+
+
+def test_saved_lens_trace_gets_a_permalink(client):
+    body = {"model": "tiny-gpt2", "prompt": "The capital of France is", "target": " Paris", "top_k": 3}
+    live = client.post("/api/lens", json=body).json()
+    assert "id" not in live  # the live lens stores nothing
+    saved = client.post("/api/lens", json={**body, "save": True}).json()
+    assert saved["cached"] is False and saved["kind"] == "lens" and saved["provenance"]["kind"] == "lens"
+    assert saved["layers"] == live["layers"] and saved["target"] == live["target"]
+    again = client.post("/api/lens", json={**body, "save": True}).json()
+    assert again["id"] == saved["id"] and again["cached"] is True
+    stored = client.get(f"/api/results/{saved['id']}").json()
+    assert stored["kind"] == "lens" and stored["layers"] == live["layers"]
+    other = client.post("/api/lens", json={**body, "top_k": 4, "save": True}).json()
+    assert other["id"] != saved["id"]

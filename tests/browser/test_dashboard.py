@@ -212,6 +212,16 @@ def test_acdc_job_progress_and_cancel(page, server):
     assert "cancelled" in page.text_content("[data-testid=circuit-status]")
 
 
+def test_save_lens_gives_a_permalink(page, server):
+    lens = type_prompt(page, "The capital of France is", model="tiny-gpt2")
+    page.click("[data-testid=save-lens]")
+    page.wait_for_selector("[data-testid=saved-lens] a")
+    href = page.get_attribute("[data-testid=saved-lens] a", "href")
+    assert href.startswith("/c/")
+    status, stored = http(server, "GET", "/api/results/" + href[3:])
+    assert status == 200 and stored["kind"] == "lens" and stored["layers"] == lens["layers"]
+
+
 def test_html_in_prompt_is_text(page, server):
     require_endpoint(server, "POST", "/api/lens", {"model": "tiny-gpt2", "prompt": "a b"})
     evil = "Hello <img src=x onerror=window.__xss=1> world"

@@ -49,6 +49,8 @@ export interface LensRequest {
   ln_mode?: LnMode;
   kl?: boolean;
   session?: string | null;
+  /** Store the trace and return it with its content id (the live lens leaves this off). */
+  save?: boolean;
 }
 export interface TokenProb {
   token: string;

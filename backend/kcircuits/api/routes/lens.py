@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from kcircuits.api.deps import SettingsDep, WorkerDep
+from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import check_prompt, check_tokens, check_top_k, model_key
 from kcircuits.config import Settings
@@ -26,6 +26,8 @@ class LensIn(BaseModel):
     ln_mode: Literal["recompute", "cached"] = "recompute"
     kl: bool = False
     session: str | None = Field(None, max_length=100, description="edit session id")
+    save: bool = Field(False, description="store the trace (content-addressed) and return its id; "
+                                          "the live lens leaves this off")
 
 
 def compute_lens(model, body: LensIn, settings: Settings) -> dict:
@@ -53,9 +55,16 @@ def compute_lens(model, body: LensIn, settings: Settings) -> dict:
 
 
 @router.post("/lens", responses=ERROR_RESPONSES)
-def lens(body: LensIn, request: Request, settings: SettingsDep, worker: WorkerDep) -> dict:
-    """Logit lens: top-k tokens per layer boundary (L+1 rows) and position, target curves."""
+def lens(body: LensIn, request: Request, settings: SettingsDep, worker: WorkerDep, store: StoreDep) -> dict:
+    """Logit lens: top-k tokens per layer boundary (L+1 rows) and position, target curves.
+    With ``save``, the trace is stored (kind ``lens``) and carries ``id`` and ``provenance``."""
     check_prompt(body.prompt, settings)
     check_top_k(body.top_k, settings)
     key = model_key(request, body.model, body.session)
-    return worker.run(key, lambda model: compute_lens(model, body, settings))
+    compute = lambda: worker.run(key, lambda model: compute_lens(model, body, settings))  # noqa: E731
+    if not body.save or store is None:
+        return compute()
+    revision = worker.run(key, lambda model: model.revision)
+    request_dict = {**body.model_dump(exclude={"model", "save"}), "model": body.model or settings.default_model,
+                    "method": "logit_lens"}
+    return store.get_or_compute("lens", request_dict, revision, lambda: {"kind": "lens", **compute()})
