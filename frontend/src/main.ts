@@ -1,7 +1,7 @@
 /** kcircuits dashboard entry: routes (/, /c/{id}, /v/{short}, ?bench=N), prompt bar + live lens, circuit, edit, results. */
 import "./style.css";
 import { api, ApiError } from "./api/client";
-import type { CircuitResult, LensResult } from "./api/types";
+import type { CircuitResult, LensResult, RelationRow, SweepResult } from "./api/types";
 import { GraphCanvas } from "./graph/canvas";
 import { drawCircuit, syntheticCircuit } from "./graph/model";
 import { decodeState, parseRoute, writeStateToUrl } from "./state/url";
@@ -11,6 +11,7 @@ import { EditView } from "./views/edit";
 import { LensView, TokenChips } from "./views/lens";
 import { RelationsView } from "./views/relations";
 import { ResultsList } from "./views/share";
+import { SweepPanel } from "./views/sweep";
 
 interface TestHook {
   cspViolations: { directive: string; blocked: string }[];
@@ -178,6 +179,33 @@ class Dashboard {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+type StoredResult = { kind: string; prompt?: string; provenance?: Record<string, unknown> } & Record<string, unknown>;
+
+/** A stored lens trace, sweep or relation row in its own view; anything else as formatted JSON. */
+async function storedResultPage(main: HTMLElement, result: StoredResult): Promise<void> {
+  const title = h("section", { class: "panel prompt-bar", "data-testid": "stored-kind", "data-kind": result.kind },
+    h("div", { class: "row" }, h("strong", { text: `${result.kind} ` }),
+      result.prompt ? h("span", { class: "mono shared-prompt", "data-testid": "shared-prompt", text: result.prompt }) : "",
+      h("span", { class: "muted", text: ` ${String(result.provenance?.model ?? "")} · created ${String(result.provenance?.created_at ?? "")}` })));
+  main.append(title);
+  if (result.kind === "lens") {
+    const view = new LensView();
+    main.append(view.el);
+    view.render(result as unknown as LensResult);
+  } else if (result.kind === "sweep") {
+    const panel = new SweepPanel();
+    main.append(h("section", { class: "panel" }, panel.el));
+    await panel.show(result as unknown as SweepResult);
+  } else if (result.kind === "relation" || result.kind === "relation_row") {
+    const view = new RelationsView(api, () => undefined);
+    main.append(view.el);
+    view.addRow(result as unknown as RelationRow);
+    void view.load();
+  } else {
+    main.append(h("section", { class: "panel" }, h("pre", { class: "mono", text: JSON.stringify(result, null, 2) })));
+  }
+}
+
 async function circuitPage(root: HTMLElement, id: string, valid: boolean): Promise<void> {
   root.append(header(""));
   const main = h("div", { class: "page" });
@@ -195,10 +223,7 @@ async function circuitPage(root: HTMLElement, id: string, valid: boolean): Promi
     if (err instanceof ApiError && (err.status === 404 || err.status === 422)) return notFound(`No stored result has the id "${id}".`);
     return notFound(`Could not load the result: ${(err as Error).message}`);
   }
-  if (result.kind !== "circuit") {
-    main.append(h("section", { class: "panel" }, h("h2", { text: `${result.kind} result` }), h("pre", { class: "mono", text: JSON.stringify(result, null, 2) })));
-    return;
-  }
+  if (result.kind !== "circuit") return storedResultPage(main, result as unknown as StoredResult);
   result.id ??= id;
   const state = decodeState(window.location.search);
   const promptBox = h("section", { class: "panel prompt-bar" },

@@ -220,6 +220,12 @@ def test_save_lens_gives_a_permalink(page, server):
     assert href.startswith("/c/")
     status, stored = http(server, "GET", "/api/results/" + href[3:])
     assert status == 200 and stored["kind"] == "lens" and stored["layers"] == lens["layers"]
+    page.goto(href)  # the permalink shows the trace as a lens heatmap, not as JSON
+    page.wait_for_selector("[data-testid=stored-kind][data-kind=lens]")
+    cells = page.locator("[data-testid=lens-grid] .lens-cell")
+    cells.first.wait_for()
+    assert cells.count() == len(lens["layers"]) * len(lens["tokens"])
+    assert page.text_content("[data-testid=shared-prompt]") == "The capital of France is"
 
 
 def test_html_in_prompt_is_text(page, server):
@@ -354,3 +360,9 @@ def test_relation_run_adds_a_table_row(page, server):
     assert cells[12] == cells[11]  # the full circuit reproduces the model's test Hit@10
     assert page.get_attribute(".relations-panel", "data-job-status") == "succeeded"
     screenshot(page, "relations", page.locator(".relations-panel"))
+    jobs = http(server, "GET", "/api/jobs")[1]["items"]
+    job_id = next(j for j in jobs if j["kind"] == "relation" and j["status"] == "succeeded")["id"]
+    result_id = http(server, "GET", f"/api/jobs/{job_id}")[1]["result"]["id"]
+    page.goto(f"/c/{result_id}")  # the stored row's permalink shows the same table row
+    page.wait_for_selector("[data-testid=relation-row]")
+    assert page.locator("[data-testid=relation-row] td").all_text_contents()[:6] == cells[:6]

@@ -81,7 +81,8 @@ export class RelationsView {
     }
   }
 
-  private addRow(row: RelationRow): void {
+  /** Append one Table 1 row (also used by the permalink page of a stored relation row). */
+  addRow(row: RelationRow): void {
     const hit = (s: HitSplit) => [String(s.n), fmt(s.original, 2), fmt(s.circuit, 2), fmt(s.random, 2)];
     const cells = [row.category, row.relation, row.model, `${row.method} · ${row.ablation}`, String(row.edges), pct(row.edge_fraction),
       ...hit(row.validation), ...hit(row.test), `${fmt(row.timings.total_s, 1)} s`];
