@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 #: Default circuit size when neither top_n nor threshold is given: 1% of the edges (at least 10).
 DEFAULT_EDGE_FRACTION = 0.01
+#: Circuit sizes (top-n edges) of a sweep when none are given.
+DEFAULT_SWEEP_SIZES = (10, 30, 100, 300, 1000, 3000)
 
 
 def default_top_n(graph: Graph) -> int:
@@ -258,7 +260,7 @@ def sweep_circuit(model: Any, prompt: str, target: str, method: str = "eap", abl
 
     if method not in METHODS:
         raise BadRequest(f"unknown method {method!r} for a sweep; choose one of {list(METHODS)}")
-    sizes = sorted(set(sizes or [10, 30, 100, 300, 1000, 3000]))
+    sizes = sorted(set(sizes or DEFAULT_SWEEP_SIZES))
     if not sizes or sizes[0] < 0 or len(sizes) > 50:
         raise BadRequest("sizes must be 1..50 non-negative edge counts")
     start = time.perf_counter()

@@ -8,8 +8,8 @@ agree on the last row.
 Cost: one forward plus the unembedding of (L+1) x pos rows, which dominates on CPU (SmolLM2,
 15 tokens: 26 GFLOP against about 4 for the forward). As the user types, the prompt grows at the
 end and a causal model's residuals at the earlier positions do not change, so each position's
-top-k (and KL) is kept in a prefix cache keyed by the tokens up to it: a request unembeds only
-the positions it has not seen (plus the last and subject positions when a target is given).
+top-k (and KL), and the target's rank and probability, are kept in a prefix cache keyed by the
+tokens up to it: a request unembeds only the positions it has not seen.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -91,7 +92,9 @@ class _PositionLens:
 
 
 class PrefixCache:
-    """LRU of per-position lens entries keyed by (model, LN mode, k, KL flag, tokens up to the position).
+    """LRU of per-position entries: top-k lens (:class:`_PositionLens`) keyed by (model, LN mode, "top",
+    k, KL flag, tokens up to the position), and target (ranks [R], probs [R]) keyed by (model, LN
+    mode, "target", target id, tokens up to the position).
 
     Valid because a causal model's residual at position s depends only on tokens[: s + 1] and
     loaded weights never change in place (edit sessions are copies with their own revision).
@@ -99,17 +102,17 @@ class PrefixCache:
 
     def __init__(self, max_entries: int = 4096):
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple, _PositionLens] = OrderedDict()
+        self._entries: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> _PositionLens | None:
+    def get(self, key: tuple) -> Any:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
             return entry
 
-    def put(self, key: tuple, entry: _PositionLens) -> None:
+    def put(self, key: tuple, entry: Any) -> None:
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
@@ -130,6 +133,7 @@ def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest, c
     tokens: [1, pos]. Returns plain lists (the wire format's ``layers``, ``prediction``, ``target``).
     ``cache``: per-position results reused across requests (None: compute every position).
     """
+    cache = cache if cache is not None else PrefixCache()  # a private one: nothing to reuse
     if request.ln_mode not in LN_MODES:
         raise BadRequest(f"ln_mode must be one of {LN_MODES}")
     rows, scale, final_logits = residual_rows(model, tokens)  # [R, pos, d], [pos, 1], [pos, V]
@@ -137,13 +141,13 @@ def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest, c
     ids = tokens[0].tolist()
     base = (id(model.bridge), model.revision, request.ln_mode)
     lens_keys = [(*base, "top", request.top_k, request.kl, tuple(ids[: s + 1])) for s in range(n_pos)]
-    known = [_get(cache, key) for key in lens_keys]
+    known = [cache.get(key) for key in lens_keys]
     wanted = {s for s in range(n_pos) if known[s] is None}
     target_pos: list[int] = []
     if request.target_id is not None:
         target_pos = sorted({n_pos - 1, *(s for s in request.subject_positions if 0 <= s < n_pos)})
         target_keys = {s: (*base, "target", request.target_id, tuple(ids[: s + 1])) for s in target_pos}
-        target_known = {s: _get(cache, key) for s, key in target_keys.items()}
+        target_known = {s: cache.get(key) for s, key in target_keys.items()}
         wanted |= {s for s in target_pos if target_known[s] is None}
     if wanted:
         cols = sorted(wanted)  # positions unembedded in this request
@@ -165,10 +169,10 @@ def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest, c
             if known[s] is None:
                 known[s] = _PositionLens([top_ids[r][i] for r in range(n_rows)], [top_p[r][i] for r in range(n_rows)],
                                          None if kl is None else [kl[r][i] for r in range(n_rows)])
-                _put(cache, lens_keys[s], known[s])
+                cache.put(lens_keys[s], known[s])
             if s in target_pos and target_known[s] is None:
                 target_known[s] = ([t_rank[r][i] for r in range(n_rows)], [t_prob[r][i] for r in range(n_rows)])
-                _put(cache, target_keys[s], target_known[s])
+                cache.put(target_keys[s], target_known[s])
     vocab = _decode_cache(model, {i for entry in known for row in entry.top_ids for i in row})
     layers = []
     for r in range(n_rows):
@@ -191,15 +195,6 @@ def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest, c
         subject = [s for s in request.subject_positions if 0 <= s < n_pos]
         result["target"] = target_curves([target_known[s] for s in [n_pos - 1, *subject]], n_rows)
     return result
-
-
-def _get(cache: PrefixCache | None, key: tuple):
-    return cache.get(key) if cache is not None else None
-
-
-def _put(cache: PrefixCache | None, key: tuple, entry) -> None:
-    if cache is not None:
-        cache.put(key, entry)
 
 
 def target_curves(per_position: list[tuple[list[int], list[float]]], n_rows: int) -> dict:

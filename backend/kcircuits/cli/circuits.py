@@ -89,7 +89,7 @@ def sweep(
     ablation: str = ABLATION_OPTION,
     corrupt: str = CORRUPT_OPTION,
     subject: str = SUBJECT_OPTION,
-    sizes: str = typer.Option("10,30,100,300,1000,3000", "--sizes", help="Comma-separated top-n edge counts."),
+    sizes: str = typer.Option(None, "--sizes", help="Comma-separated top-n edge counts (default: six sizes from 10 to 3000)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Circuit size vs faithfulness and Hit@10 (one attribution, one evaluation per size)."""
@@ -97,7 +97,7 @@ def sweep(
 
     with domain_errors():
         try:
-            size_list = [int(s) for s in sizes.split(",") if s.strip()]
+            size_list = [int(s) for s in (sizes or "").split(",") if s.strip()]  # empty: the engine's sizes
         except ValueError:
             raise BadRequest(f"--sizes must be comma-separated integers, got {sizes!r}") from None
         result = sweep_circuit(load(model), prompt, target, method=method, ablation=ablation,

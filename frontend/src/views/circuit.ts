@@ -114,31 +114,36 @@ export class CircuitView {
     return p;
   }
 
-  async compute(): Promise<void> {
+  /** Run ``work`` with ``button`` disabled once a prompt and a target are set; errors go to the status line. */
+  private async guarded(button: HTMLButtonElement, work: () => Promise<void>): Promise<void> {
     const ctx = this.getContext();
     if (!ctx.prompt.trim() || !ctx.target) {
       this.setStatus("enter a prompt and a target first", true);
       return;
     }
-    const method = this.method.value as Method;
-    this.runBtn.disabled = true;
+    button.disabled = true;
     try {
-      if (method === "acdc") await this.runAcdc();
-      else {
-        this.setStatus(`computing ${method}…`);
-        const t0 = performance.now();
-        const c = await this.client.circuit({ ...this.params(), method } as never);
-        const secs = ((performance.now() - t0) / 1000).toFixed(1);
-        this.setStatus(c.metrics.edges
-          ? `${method}: ${c.metrics.edges} edges in ${secs} s`
-          : `${method}: empty circuit after pruning dangling nodes (${secs} s): raise top-n`);
-        this.setCircuit(c, {});
-      }
+      await work();
     } catch (err) {
       this.setStatus(err instanceof ApiError ? `${err.type}: ${err.message}` : String(err), true);
     } finally {
-      this.runBtn.disabled = false;
+      button.disabled = false;
     }
+  }
+
+  compute(): Promise<void> {
+    return this.guarded(this.runBtn, async () => {
+      const method = this.method.value as Method;
+      if (method === "acdc") return this.runAcdc();
+      this.setStatus(`computing ${method}…`);
+      const t0 = performance.now();
+      const c = await this.client.circuit({ ...this.params(), method } as never);
+      const secs = ((performance.now() - t0) / 1000).toFixed(1);
+      this.setStatus(c.metrics.edges
+        ? `${method}: ${c.metrics.edges} edges in ${secs} s`
+        : `${method}: empty circuit after pruning dangling nodes (${secs} s): raise top-n`);
+      this.setCircuit(c, {});
+    });
   }
 
   private async runAcdc(): Promise<void> {
@@ -154,29 +159,19 @@ export class CircuitView {
   }
 
   /** A size sweep with the chosen method (acdc has no scores to sweep: eap-ig then). */
-  async sweep(): Promise<void> {
-    const ctx = this.getContext();
-    if (!ctx.prompt.trim() || !ctx.target) {
-      this.setStatus("enter a prompt and a target first", true);
-      return;
-    }
-    const chosen = this.method.value;
-    const method = chosen === "eap" || chosen === "eap-ig" ? chosen : "eap-ig";
-    const params: Record<string, unknown> = { ...this.params(), method };
-    delete params.top_n;
-    this.sweepBtn.disabled = true;
-    try {
+  sweep(): Promise<void> {
+    return this.guarded(this.sweepBtn, async () => {
+      const chosen = this.method.value;
+      const method = chosen === "eap" || chosen === "eap-ig" ? chosen : "eap-ig";
+      const params: Record<string, unknown> = { ...this.params(), method };
+      delete params.top_n;
       const result = await this.jobs.run({ kind: "sweep", params });
       if (result) {
         this.body.hidden = false;
         await this.sweepPanel.show(result as SweepResult);
         this.setStatus(`sweep done: ${(result as SweepResult).rows.length} sizes`);
       }
-    } catch (err) {
-      this.setStatus(err instanceof ApiError ? `${err.type}: ${err.message}` : String(err), true);
-    } finally {
-      this.sweepBtn.disabled = false;
-    }
+    });
   }
 
   private setStatus(msg: string, error = false): void {

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.storing import stored_or_computed
 from kcircuits.api.validation import check_prompt, check_tokens, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
@@ -88,12 +89,9 @@ def circuits(body: CircuitIn, request: Request, settings: SettingsDep, worker: W
     key = model_key(request, body.model, body.session)
     model_id = body.model or settings.default_model
     _check(body, settings, model_id)
-    compute = lambda: worker.run(key, lambda model: run_circuit(model, body, settings))  # noqa: E731
-    if store is not None and hasattr(store, "get_or_compute"):
-        revision = worker.run(key, lambda model: model.revision)
-        request_dict = {"model": model_id, **body.model_dump(exclude={"model"})}
-        return store.get_or_compute("circuit", request_dict, revision, compute)
-    return compute()
+    request_dict = {"model": model_id, **body.model_dump(exclude={"model"})}
+    return stored_or_computed(store, worker, key, "circuit", request_dict,
+                              lambda: worker.run(key, lambda model: run_circuit(model, body, settings)))
 
 
 @router.get("/circuits/graph-stats", responses=ERROR_RESPONSES)

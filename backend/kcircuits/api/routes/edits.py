@@ -3,6 +3,7 @@ evaluation; /compare shows pre vs post lens, circuit diff and head outputs; DELE
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kcircuits.api.deps import JobsDep, SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.storing import stored_or_computed
 from kcircuits.api.validation import check_prompt
 from kcircuits.config import Settings
 from kcircuits.editing.session import EditRequest, EditSession, SessionManager, get_manager
@@ -141,17 +143,13 @@ def compare_edit(session_id: str, request: Request, settings: SettingsDep, worke
     memo_key = f"{method}:{top_n}"
     if memo_key in session.compare:
         return session.compare[memo_key]
-    compute = lambda: _compare(session, edit_key, settings, worker, method, top_n)  # noqa: E731
-    if store is None:
-        result = compute()
-    else:
-        req = session.request
-        request_dict = {"model": req.model, "edit_method": req.method, "prompt": req.prompt, "subject": req.subject,
-                        "target": req.target, "layer": req.layer, "edit_params": req.params,
-                        "paraphrases": req.paraphrases, "locality_prompts": req.locality_prompts,
-                        "method": method, "top_n": top_n}
-        base_revision = worker.run(req.model, lambda m: m.revision, priority=INTERACTIVE)
-        result = store.get_or_compute("edit_comparison", request_dict, base_revision, compute)
+    req = session.request
+    # the id input: the whole edit request (method and params renamed edit_*) and the comparison's method and size
+    edit = asdict(req)
+    edit["edit_method"], edit["edit_params"] = edit.pop("method"), edit.pop("params")
+    request_dict = {**edit, "method": method, "top_n": top_n}
+    result = stored_or_computed(store, worker, req.model, "edit_comparison", request_dict,
+                                lambda: _compare(session, edit_key, settings, worker, method, top_n))
     result = {**result, "session_id": session_id}  # a stored comparison may come from an earlier session
     session.compare[memo_key] = result
     return result

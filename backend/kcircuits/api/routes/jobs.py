@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kcircuits.api.deps import JobsDep, StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.storing import stored_or_computed
 from kcircuits.api.validation import check_prompt, model_key
+from kcircuits.circuits.discover import DEFAULT_SWEEP_SIZES
 from kcircuits.errors import BadRequest, NotFound
 from kcircuits.jobs import JobContext
 from kcircuits.lm.worker import BACKGROUND
@@ -74,7 +76,7 @@ class SweepParams(BaseModel):
     method: Literal["eap", "eap-ig"] = "eap"
     ablation: Literal["zero", "patch", "mean"] = "patch"
     corrupt_prompt: str | None = Field(None, max_length=100_000)
-    sizes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [10, 30, 100, 300, 1000, 3000], min_length=1, max_length=50)
+    sizes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: list(DEFAULT_SWEEP_SIZES), min_length=1, max_length=50)
     ig_steps: int = Field(5, ge=1, le=64)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     session: str | None = Field(None, max_length=100)
@@ -90,6 +92,7 @@ class JobKind:
     stored_as: str  # the store's result kind (content-addressed, so the same request is not recomputed)
     method: str | None = None  # recorded in the id input when the params do not name one
     not_in_id: tuple[str, ...] = ()  # params that do not change the result
+    check: Callable[[Any, Any], None] | None = None  # (params, settings) -> None; raises BadRequest up front
 
 
 def _stored(request: Request, store: Any, kind: JobKind, params: BaseModel, key: str, body: Body) -> Body:
@@ -102,11 +105,8 @@ def _stored(request: Request, store: Any, kind: JobKind, params: BaseModel, key:
                     "model": params.model or settings.default_model}
     if kind.method and "method" not in request_dict:
         request_dict["method"] = kind.method
-
-    def stored_body(ctx: JobContext) -> dict:
-        revision = worker.run(key, lambda model: model.revision, priority=BACKGROUND)
-        return store.get_or_compute(kind.stored_as, request_dict, revision, lambda: body(ctx))
-    return stored_body
+    return lambda ctx: stored_or_computed(store, worker, key, kind.stored_as, request_dict, lambda: body(ctx),
+                                          priority=BACKGROUND)
 
 
 def _progress(ctx: JobContext) -> Callable[[int, int, str], None]:
@@ -151,6 +151,16 @@ def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
         ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=_progress(ctx)))
 
 
+def _check_relation(params: RelationParams, settings) -> None:
+    """An unknown relation is a bad request now, not a failed job later."""
+    from kcircuits.circuits.relation import load_relation
+
+    try:
+        load_relation(params.relation)
+    except NotFound as exc:
+        raise BadRequest(f"params.relation: {exc.message}") from None
+
+
 def _check_acdc_size(params: AcdcParams, settings) -> None:
     """ACDC costs one forward per evaluated edge: refuse graphs above ``max_edges`` up front."""
     from kcircuits.circuits.graph import get_graph
@@ -163,8 +173,9 @@ def _check_acdc_size(params: AcdcParams, settings) -> None:
 
 
 KINDS: dict[str, JobKind] = {
-    "acdc": JobKind(AcdcParams, _acdc_body, "circuit", method="acdc", not_in_id=("max_edges",)),
-    "relation": JobKind(RelationParams, _relation_body, "relation"),
+    "acdc": JobKind(AcdcParams, _acdc_body, "circuit", method="acdc", not_in_id=("max_edges",),
+                    check=_check_acdc_size),
+    "relation": JobKind(RelationParams, _relation_body, "relation", check=_check_relation),
     "sweep": JobKind(SweepParams, _sweep_body, "sweep"),
 }
 
@@ -183,18 +194,9 @@ def create_job(body: JobIn, request: Request, jobs: JobsDep, store: StoreDep) ->
     if hasattr(params, "prompt"):
         check_prompt(params.prompt, settings)
     key = model_key(request, params.model, params.session)
-    if isinstance(params, AcdcParams):
-        _check_acdc_size(params, settings)
-    if isinstance(params, RelationParams):
-        from kcircuits.circuits.relation import load_relation
-
-        try:
-            load_relation(params.relation)
-        except NotFound as exc:
-            raise BadRequest(f"params.relation: {exc.message}") from None
-    run = kind.build(request, params, key)
-    if store is not None:
-        run = _stored(request, store, kind, params, key, run)
+    if kind.check is not None:
+        kind.check(params, settings)
+    run = _stored(request, store, kind, params, key, kind.build(request, params, key))
     job = jobs.create(body.kind, run, params=params.model_dump())
     return job.public(with_result=False)
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.storing import stored_or_computed
 from kcircuits.api.validation import check_prompt, check_tokens, check_top_k, model_key
 from kcircuits.config import Settings
 
@@ -62,9 +63,8 @@ def lens(body: LensIn, request: Request, settings: SettingsDep, worker: WorkerDe
     check_top_k(body.top_k, settings)
     key = model_key(request, body.model, body.session)
     compute = lambda: worker.run(key, lambda model: compute_lens(model, body, settings))  # noqa: E731
-    if not body.save or store is None:
+    if not body.save:
         return compute()
-    revision = worker.run(key, lambda model: model.revision)
     request_dict = {**body.model_dump(exclude={"model", "save"}), "model": body.model or settings.default_model,
                     "method": "logit_lens"}
-    return store.get_or_compute("lens", request_dict, revision, lambda: {"kind": "lens", **compute()})
+    return stored_or_computed(store, worker, key, "lens", request_dict, lambda: {"kind": "lens", **compute()})
