@@ -126,34 +126,19 @@ def test_compute_circuit_wire_format(planted):
     assert set(result["timings"]) >= {"attribution_s", "evaluation_s", "total_s"}
 
 
-def test_auto_corrupt_for_a_subject_outside_lre_picks_the_largest_target_drop(tiny_gpt2):
-    """"Eiffel Tower" is in no LRE relation: the swap is the aligned factual subject whose prompt
-    gives " Paris" the lowest log-prob (checked against a forward per candidate)."""
-    from kcircuits.circuits.corrupt import _aligned, _factual_subjects, auto_corrupt
-    from kcircuits.circuits.subject import subject_positions
-
-    prompt, subject = "The Eiffel Tower is located in the city of", "Eiffel Tower"
-    target = tiny_gpt2.first_token_id(" Paris")
-    found = auto_corrupt(tiny_gpt2, prompt, subject, target, max_candidates=8)
-    assert found is not None and found.how == "target drop" and subject not in found.prompt
-    n, positions = tiny_gpt2.tokenize(prompt).shape[1], subject_positions(tiny_gpt2, prompt, subject)
-    candidates = [c for other, _ in _factual_subjects() if other != subject and other not in subject
-                  and subject not in other and (c := _aligned(tiny_gpt2, prompt, subject, other, n, positions))][:8]
-    assert found.prompt in candidates
-    scores = {c: float(tiny_gpt2.bridge(tiny_gpt2.tokenize(c))[0, -1].log_softmax(-1)[target]) for c in candidates}
-    assert scores[found.prompt] == pytest.approx(min(scores.values()), abs=1e-5)
-    assert auto_corrupt(tiny_gpt2, prompt, subject) is None  # no target, no ranking: zero ablation upstream
-
-
 def test_compute_circuit_fallbacks_and_validation(tiny_gpt2):
-    result = compute_circuit(tiny_gpt2, "The Eiffel Tower is located in the city of", " Paris", top_n=5,
-                             random_seeds=1, with_heads=False, max_edges_returned=10)
-    assert result["ablation"] == "patch" and result["params"]["corrupt_source"] == "auto (target drop)"
-    assert result["subject"]["text"] == "Eiffel Tower" and "Eiffel" not in result["corrupt_prompt"]
+    result = compute_circuit(tiny_gpt2, "The Eiffel Tower is located in the city of", " Paris", method="eap-ig",
+                             top_n=5, random_seeds=1, with_heads=False, max_edges_returned=10)
+    # a random model answers no city on any subject swap: no counterfactual of the same kind, so
+    # zero ablation with MatchNLL, and the result says so
+    assert result["subject"]["text"] == "Eiffel Tower"
+    assert result["ablation"] == "zero" and "zero ablation" in result["params"]["corrupt_source"]
+    assert result["metric"] == "match_nll" and result["params"]["metric_requested"] == "logit_diff"
+    assert result["counterfactual"] is None and result["corrupt_prompt"] is None
     assert len(result["edges"]) >= 10
     odd = "Zqxjkvbwpfzq Xkcdqwmvz Qqwwppvvxxkk Jjjzzzqqq is located in the city of"
     result = compute_circuit(tiny_gpt2, odd, " Paris", subject="Zqxjkvbwpfzq Xkcdqwmvz Qqwwppvvxxkk Jjjzzzqqq", top_n=5,
-                             random_seeds=1, with_heads=False, max_edges_returned=10)
+                             method="eap-ig", random_seeds=1, with_heads=False, max_edges_returned=10)
     assert result["ablation"] == "zero"  # no subject of that token shape: zero ablation, and it says so
     assert "zero" in result["params"]["corrupt_source"]
     for kwargs, message in [

@@ -9,6 +9,13 @@ x_alpha = x' + alpha (x - x'), the first-order estimate of M(edge ablated) - M(c
   the path from the ablated input (corrupted / zero / mean embeddings) to the clean input; the m
   steps run as one batch. Completeness: the input node's scores sum to ~ M(x') - M(x).
 - ``clean-corrupted``: alphas {0, 1} (average of the gradients at both ends).
+- ``eap-ig-mask``: integrated gradients along the *edge-mask* path: every edge is kept with the
+  same weight alpha (midpoints of m steps), so each receiver sees
+  ``alpha * actual_in + (1 - alpha) * ablated_in`` with the actual values recomputed in that pass.
+  score(u -> r) = avg_alpha (z'_u - z^alpha_u) . dM/d(in_r). Completeness: the scores sum to
+  ~ M(empty circuit) - M(full circuit), the very denominator of faithfulness, whatever the
+  ablation (patch, zero, mean). Input interpolation (``eap-ig``) cannot express zero ablation:
+  a pre-norm model sees a scaled input almost as the clean one.
 - ``exact``: true patching of every edge alone (one masked run per edge, batched): the oracle.
 
 Gradients are taken w.r.t. activations (parameters stay frozen): the input node's output
@@ -18,7 +25,7 @@ registers a tensor hook whose one einsum scores every upstream edge of that rece
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,12 +35,14 @@ from kcircuits.circuits.patching import (
     Hook,
     check_supported,
     mask_batch_size,
+    run_hooked,
     run_with_edge_ablation,
+    sender_hooks,
     sender_outputs,
 )
 from kcircuits.errors import BadRequest
 
-METHODS = ("eap", "eap-ig", "clean-corrupted", "exact")
+METHODS = ("eap", "eap-ig", "eap-ig-mask", "clean-corrupted", "exact")
 ABLATIONS = ("patch", "zero", "mean")
 #: The exact oracle runs one masked forward per edge; refuse larger graphs by default.
 EXACT_MAX_EDGES = 5000
@@ -50,6 +59,16 @@ def method_alphas(method: str, ig_steps: int = 5) -> list[float]:
     if method == "clean-corrupted":
         return [0.0, 1.0]
     raise BadRequest(f"unknown gradient method {method!r}")
+
+
+def _last_only(metric) -> bool:
+    """The metric reads the last position only, so the other positions need no unembedding."""
+    return getattr(metric, "position", None) == -1
+
+
+def _flat_grad(g: torch.Tensor) -> torch.Tensor:
+    """A receiver group's gradient [b, pos, n, d] as [b*pos*d, n] (to meet deltas [u, b*pos*d])."""
+    return g.permute(0, 1, 3, 2).reshape(-1, g.shape[2])
 
 
 def gradient_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
@@ -70,7 +89,7 @@ def gradient_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Call
         clean_outputs = sender_outputs(model, tokens, graph)
     clean = clean_outputs.to(dev).permute(2, 0, 1, 3)  # [n_s, b, pos, d]
     ablated = ablated_outputs.to(device=dev, dtype=clean.dtype).permute(2, 0, 1, 3).expand_as(clean)
-    delta = (ablated - clean).float()  # [n_s, b, pos, d]
+    delta = (ablated - clean).float().reshape(graph.n_senders, -1)  # [n_s, b*pos*d]
     scores = torch.zeros(graph.n_senders, graph.n_receivers, device=dev, dtype=torch.float32)
     alpha = torch.tensor(alphas, device=dev, dtype=dtype).repeat_interleave(b).view(A * b, 1, 1)
     base = ablated[0].repeat(A, 1, 1)  # [A*b, pos, d]
@@ -85,7 +104,7 @@ def gradient_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Call
 
         def on_grad(g):
             g = g.float().reshape(A, b, pos, -1, g.shape[-1]).sum(0)  # [b, pos, n, d]
-            scores[:n_up, s:e] += torch.einsum("ubpd,bpnd->un", delta[:n_up], g)
+            scores[:n_up, s:e] += delta[:n_up] @ _flat_grad(g)
 
         def hook(x, hook):
             # a fresh tensor: the hook's input may also continue along the residual stream
@@ -100,9 +119,101 @@ def gradient_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Call
     hooks = [("blocks.0.hook_resid_pre", input_hook)]
     hooks += [(g.hook, make_receiver(g)) for g in graph.receiver_groups]
     with torch.enable_grad():
-        logits = model.bridge.run_with_hooks(tokens.repeat(A, 1), fwd_hooks=hooks + list(extra_hooks or []))
+        logits = run_hooked(model, tokens.repeat(A, 1), hooks + list(extra_hooks or []), _last_only(metric))
         value = metric(logits)
         value.backward()
+    return scores
+
+
+def mask_ig_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
+                   ablated_outputs: torch.Tensor, ig_steps: int = 5, *, base: torch.Tensor | None = None,
+                   alphas: Sequence[float] | None = None, extra_hooks: list[Hook] | None = None) -> torch.Tensor:
+    """``eap-ig-mask`` scores [n_senders, n_receivers] (float32; 0 off the allowed edges).
+
+    The path runs from the empty circuit to the circuit ``base`` ([n_s, n_r] bool; default every
+    edge): edges of ``base`` are kept with weight alpha, the others stay ablated. Each receiver
+    then sees ``const + sum_u z'_u + alpha * sum_{u in base} (z_u - z'_u)``. The score of any edge,
+    inside ``base`` or not, is avg_alpha (z'_u - z^alpha_u) . dM/d(in_r): the first-order effect of
+    ablating it (or, outside ``base``, minus the effect of adding it) along that path; scores of
+    ``base`` sum to ~ M(empty) - M(base). tokens [b, pos]; ablated_outputs [b or 1, pos or 1, n_s, d];
+    ``metric`` averages over its batch of m*b rows (step-major). One forward and one backward.
+    ``alphas`` replaces the m midpoints (e.g. ``[1.0]``: the plain gradient where ``base`` runs).
+    """
+    check_supported(graph)
+    if ig_steps < 1:
+        raise BadRequest("ig_steps must be >= 1")
+    b, pos = tokens.shape
+    points = list(alphas) if alphas is not None else [(k + 0.5) / ig_steps for k in range(ig_steps)]
+    A, d = len(points), model.arch.d_model
+    dev, dtype = model.device, model.dtype
+    keep = torch.tensor(points, device=dev, dtype=dtype).repeat_interleave(b)
+    keep = keep.view(A * b, 1, 1)  # [A*b, 1, 1]
+    abl = ablated_outputs.to(device=dev, dtype=dtype).permute(2, 0, 1, 3)  # [n_s, b', pos', d]
+    abl = abl.expand(graph.n_senders, b, pos, d).repeat(1, A, 1, 1)  # [n_s, A*b, pos, d]
+    abl_cum = torch.cat([torch.zeros_like(abl[:1]), abl.cumsum(0)])  # [n_s + 1, A*b, pos, d]
+    actual = torch.empty(graph.n_senders, A * b, pos, d, device=dev, dtype=dtype)  # detached z^alpha
+    attached: list[torch.Tensor | None] = [None] * graph.n_senders  # z^alpha with autograd history
+    running = {"n": 0, "sum": torch.zeros(A * b, pos, d, device=dev, dtype=dtype)}
+    scores = torch.zeros(graph.n_senders, graph.n_receivers, device=dev, dtype=torch.float32)
+    sub = None if base is None else (base.to(dev).bool() & graph.allowed(dev))
+    lazy: dict[str, torch.Tensor] = {}
+
+    def store(start: int, stop: int, x: torch.Tensor) -> None:  # x [n, A*b, pos, d]
+        actual[start:stop] = x.detach()
+        if sub is not None:
+            for i in range(start, stop):
+                attached[i] = x[i - start]
+
+    def actual_sum(n: int) -> torch.Tensor:
+        if n > running["n"]:
+            running["sum"] = running["sum"] + actual[running["n"]:n].sum(0)
+            running["n"] = n
+        return running["sum"] if n == running["n"] else actual[:n].sum(0)
+
+    def kept_part(n_up: int, s: int, e: int) -> torch.Tensor:
+        """sum_{u in base} (z_u - z'_u) per receiver of the group: [A*b, pos, e - s, d] (attached)."""
+        rows = torch.nonzero(sub[:n_up, s:e].any(1)).flatten().tolist()
+        if not rows:
+            return torch.zeros(A * b, pos, e - s, d, device=dev, dtype=dtype)
+        diff = torch.stack([attached[u] for u in rows]) - abl[rows]  # [k, A*b, pos, d]
+        return torch.einsum("kn,kbpd->bpnd", sub[rows, s:e].to(dtype), diff)
+
+    def make_receiver(group):
+        n_up, s, e = group.n_up, group.start, group.stop
+
+        def hook(x, hook):
+            one = x.dim() == 3  # mlp_in / logits: [b, pos, d]; q/k/v: [b, pos, n, d]
+            up = actual_sum(n_up) if one else actual_sum(n_up).unsqueeze(2)
+            ablated_up = abl_cum[n_up] if one else abl_cum[n_up].unsqueeze(2)
+            k = keep if one else keep.unsqueeze(-1)
+            if sub is None:  # uniform path: alpha * x + (1 - alpha) * (x - actual + ablated)
+                mixed = k * x + (1 - k) * (x.detach() - up + ablated_up)
+            else:
+                kept = kept_part(n_up, s, e)
+                mixed = x.detach() - up + ablated_up + k * (kept[:, :, 0] if one else kept)
+                if not mixed.requires_grad and x.requires_grad:  # nothing kept upstream: still score its edges
+                    mixed = mixed + 0 * x
+            if mixed.requires_grad:
+
+                def on_grad(g):
+                    if "delta" not in lazy:  # every sender is recorded once the backward runs
+                        lazy["delta"] = (abl - actual).float().reshape(graph.n_senders, -1)  # [n_s, A*b*pos*d]
+                    g = g.float()
+                    scores[:n_up, s:e] += lazy["delta"][:n_up] @ _flat_grad(g.unsqueeze(2) if g.dim() == 3 else g)
+
+                mixed.register_hook(on_grad)
+            return mixed
+
+        return hook
+
+    def input_leaf(x, hook):
+        return x.detach().requires_grad_(True)
+
+    hooks = [("blocks.0.hook_resid_pre", input_leaf)] + sender_hooks(graph, store)
+    hooks += [(g.hook, make_receiver(g)) for g in graph.receiver_groups]
+    with torch.enable_grad():
+        logits = run_hooked(model, tokens.repeat(A, 1), hooks + list(extra_hooks or []), _last_only(metric))
+        metric(logits).backward()
     return scores
 
 
@@ -147,6 +258,8 @@ def attribute(model: Any, tokens: torch.Tensor, graph: Graph, metric, ablated_ou
     """Scores [n_s, n_r] by ``method`` (eap | eap-ig | clean-corrupted | exact)."""
     if method not in METHODS:
         raise BadRequest(f"unknown attribution method {method!r}; choose one of {list(METHODS)}")
+    if method == "eap-ig-mask":
+        return mask_ig_scores(model, tokens, graph, metric, ablated_outputs, ig_steps, extra_hooks=extra_hooks)
     if method == "exact":
         return exact_scores(model, tokens, graph, metric, ablated_outputs, max_edges=max_exact_edges,
                             per_example=getattr(metric, "per_example", None), extra_hooks=extra_hooks)

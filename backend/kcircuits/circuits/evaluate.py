@@ -1,8 +1,12 @@
 """Evaluating circuits (METHODS §3): circuit-only runs, faithfulness, Hit@10 against random
 circuits of the same size, and size sweeps. Masks run batched (several per forward).
 
-- faithfulness F = (m(C) - m(empty)) / (m(full) - m(empty)) (Hanna et al.); None when the full and
-  empty runs agree (no signal to recover).
+- faithfulness F = (m(C) - m(empty)) / (m(full) - m(empty)) (Hanna et al.). It is *undefined*
+  (None, with the reason) when |m(full) - m(empty)| is below the metric's ``MIN_SIGNAL`` (the
+  ablated model already does, or fails, the task as the full one does: a ratio of noise), or when
+  the empty circuit does the task better than the full model (then "recovering" it has no sign).
+- CPR / CMD (MIB circuit track): areas under F and under |1 - F| over log edge counts, also
+  divided by the log range so graphs of different sizes compare.
 - Hit@10: the target's 1-based rank at the last position <= 10, averaged over prompts.
 - Random circuits: unions of random paths from the input to the logits (so they are connected
   and nothing dangles) until they reach the circuit's edge count; one per seed.
@@ -11,6 +15,7 @@ circuits of the same size, and size sweeps. Masks run batched (several per forwa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,9 +41,11 @@ def evaluate_masks(model: Any, tokens: torch.Tensor, graph: Graph, masks: torch.
     """Run each mask [M, n_s, n_r]: (metric per mask [M], target ranks [M, b])."""
     values, ranks = [], []
     b = tokens.shape[0]
-    batch_size = batch_size or mask_batch_size(model, tokens)
+    last = metric.position == -1
+    batch_size = batch_size or mask_batch_size(model, tokens, graph=graph, logit_positions=1 if last else None)
     for i in range(0, masks.shape[0], batch_size):
-        logits = run_with_edge_ablation(model, tokens, graph, masks[i:i + batch_size], ablated)  # [m, b, pos, V]
+        logits = run_with_edge_ablation(model, tokens, graph, masks[i:i + batch_size], ablated,
+                                        last_only=last)  # [m, b, pos or 1, V]
         values.append(metric.per_example(logits.reshape(-1, *logits.shape[2:])).view(-1, b).mean(1))
         ranks.append(target_ranks(logits, target_ids))
     return torch.cat(values).float().cpu(), torch.cat(ranks).cpu()
@@ -76,11 +83,67 @@ def random_circuit(graph: Graph, n_edges: int, seed: int, device: torch.device |
     return mask.to(device)
 
 
+#: Smallest |m(full) - m(empty)| faithfulness divides by, in each metric's own units (ours; a
+#: logit or nat difference of 0.5, a probability of 0.02, a KL of 0.05 nats).
+MIN_SIGNAL = {"logit_diff": 0.5, "logprob": 0.5, "match_nll": 0.5, "prob": 0.02, "kl": 0.05}
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Faithfulness of circuit metric values against the full and the empty circuit."""
+
+    m_full: float
+    m_empty: float
+    metric: str
+    higher_is_better: bool
+    min_signal: float
+
+    @classmethod
+    def of(cls, metric, m_full: float, m_empty: float, min_signal: float | None = None) -> Normaliser:
+        floor = MIN_SIGNAL.get(metric.name, 1e-9) if min_signal is None else min_signal
+        return cls(float(m_full), float(m_empty), metric.name, bool(metric.higher_is_better), float(floor))
+
+    @property
+    def undefined_reason(self) -> str | None:
+        gap = self.m_full - self.m_empty
+        if not math.isfinite(gap):
+            return "the metric is not finite on the full or the empty circuit"
+        if abs(gap) < self.min_signal:
+            return (f"{self.metric}: full model {self.m_full:.3g} and empty circuit {self.m_empty:.3g} differ by "
+                    f"{abs(gap):.3g}, below {self.min_signal:g}: the ablation leaves no signal to recover")
+        if (gap < 0) == self.higher_is_better:
+            return (f"{self.metric}: the empty circuit ({self.m_empty:.3g}) does the task better than the full "
+                    f"model ({self.m_full:.3g}); faithfulness has no meaning here")
+        return None
+
+    def __call__(self, m_circuit: float) -> float | None:
+        if self.undefined_reason is not None or not math.isfinite(m_circuit):
+            return None
+        return (m_circuit - self.m_empty) / (self.m_full - self.m_empty)
+
+
 def faithfulness(m_circuit: float, m_full: float, m_empty: float) -> float | None:
+    """(m(C) - m(empty)) / (m(full) - m(empty)); None when the denominator is (numerically) 0.
+    Use :class:`Normaliser` for the metric-aware rule with reasons."""
     denom = m_full - m_empty
     if not math.isfinite(denom) or abs(denom) < 1e-9:
         return None
     return (m_circuit - m_empty) / denom
+
+
+def area_summaries(edge_counts: list[int], faith: list[float | None]) -> dict[str, float | None]:
+    """MIB's CPR (area under F) and CMD (area under |1 - F|) over x = log(edge count), by
+    trapezoids, and both divided by the x range. None when a point's F is undefined or fewer than
+    two distinct sizes are given."""
+    points = sorted({(n, f) for n, f in zip(edge_counts, faith, strict=True) if n > 0})
+    if len(points) < 2 or any(f is None for _, f in points) or len({n for n, _ in points}) != len(points):
+        return {"cpr": None, "cmd": None, "cpr_normalised": None, "cmd_normalised": None}
+    xs = [math.log(n) for n, _ in points]
+    fs = [f for _, f in points]
+    cpr = sum((xs[i + 1] - xs[i]) * (fs[i] + fs[i + 1]) / 2 for i in range(len(xs) - 1))
+    cmd = sum((xs[i + 1] - xs[i]) * (abs(1 - fs[i]) + abs(1 - fs[i + 1])) / 2 for i in range(len(xs) - 1))
+    span = xs[-1] - xs[0]
+    return {"cpr": cpr, "cmd": cmd, "cpr_normalised": cpr / span, "cmd_normalised": cmd / span}
 
 
 def evaluate_circuit(model: Any, tokens: torch.Tensor, graph: Graph, mask: torch.Tensor, ablated: torch.Tensor,

@@ -108,7 +108,11 @@ class SenderRecorder:
         return self._total
 
 
-def _run(model: Any, tokens: torch.Tensor, hooks: list[Hook]) -> torch.Tensor:
+def run_hooked(model: Any, tokens: torch.Tensor, hooks: list[Hook], last_only: bool = False) -> torch.Tensor:
+    """Logits [b, pos, V] of a hooked forward, or [b, 1, V] for the last position only (the
+    unembedding of the other positions is skipped)."""
+    if last_only:
+        return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, logits_to_keep=1)
     return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
 
 
@@ -118,7 +122,7 @@ def sender_outputs(model: Any, tokens: torch.Tensor, graph: Graph, *, return_log
     b, pos = tokens.shape
     with torch.no_grad():
         rec = SenderRecorder(graph, b, pos, model.arch.d_model, model.device, model.dtype, grad=False)
-        logits = _run(model, tokens, sender_hooks(graph, rec.store) + list(extra_hooks or []))
+        logits = run_hooked(model, tokens, sender_hooks(graph, rec.store) + list(extra_hooks or []))
     out = rec.all().permute(1, 2, 0, 3)
     return (out, logits) if return_logits else out
 
@@ -129,10 +133,17 @@ def mean_ablation(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.mean(dim=(0, 1), keepdim=True)
 
 
-def mask_batch_size(model: Any, tokens: torch.Tensor, budget_elements: int = 2**26, cap: int = 256) -> int:
-    """How many masks to run per forward so the logits stay under ``budget_elements`` floats."""
+def mask_batch_size(model: Any, tokens: torch.Tensor, budget_elements: int = 2**26, cap: int = 256,
+                    graph: Graph | None = None, logit_positions: int | None = None) -> int:
+    """How many masks to run per forward so the logits (``logit_positions`` per prompt, default all)
+    and, given ``graph``, the recorded sender outputs [n_s, M*b, pos, d] stay under ``budget_elements``
+    floats each."""
     b, pos = tokens.shape
-    return max(1, min(cap, budget_elements // max(1, b * pos * model.arch.d_vocab)))
+    per_mask = b * (pos if logit_positions is None else logit_positions) * model.arch.d_vocab
+    n = budget_elements // max(1, per_mask)
+    if graph is not None:
+        n = min(n, 2 * budget_elements // max(1, graph.n_senders * b * pos * model.arch.d_model))
+    return max(1, min(cap, n))
 
 
 def _as_weights(keep_mask: torch.Tensor, graph: Graph, device, dtype) -> torch.Tensor:
@@ -233,13 +244,16 @@ def receiver_hooks(graph: Graph, w: torch.Tensor, ablated: torch.Tensor, rec: Se
 
 
 def run_with_edge_ablation(model: Any, tokens: torch.Tensor, graph: Graph, keep_mask: torch.Tensor,
-                           ablated_outputs: torch.Tensor, *, extra_hooks: list[Hook] | None = None) -> torch.Tensor:
+                           ablated_outputs: torch.Tensor, *, extra_hooks: list[Hook] | None = None,
+                           last_only: bool = False) -> torch.Tensor:
     """Logits of the run where only kept edges carry their actual value (METHODS §3).
 
     tokens [b, pos]; keep_mask [n_s, n_r] or [M, n_s, n_r] (bool, or float weights: 1 = keep);
     ablated_outputs [b or 1, pos or 1, n_s, d] (corrupted-run outputs, zeros, or means).
-    Returns logits [b, pos, V], or [M, b, pos, V] for a mask batch (tokens are repeated M times).
+    Returns logits [b, pos, V], or [M, b, pos, V] for a mask batch (tokens are repeated M times);
+    pos is 1 with ``last_only``.
     Differentiable w.r.t. float masks when autograd is enabled. ``extra_hooks`` run after ours.
+    ``last_only``: logits of the last position only (pos axis of length 1).
     """
     check_supported(graph)
     batched = keep_mask.dim() == 3
@@ -255,7 +269,7 @@ def run_with_edge_ablation(model: Any, tokens: torch.Tensor, graph: Graph, keep_
     rec = SenderRecorder(graph, M * b, pos, model.arch.d_model, model.device, dtype, grad=grad)
     hooks = sender_hooks(graph, rec.store) + receiver_hooks(graph, w, ablated, rec, M) + list(extra_hooks or [])
     run_tokens = tokens.repeat(M, 1) if M > 1 else tokens
-    logits = _run(model, run_tokens, hooks)
+    logits = run_hooked(model, run_tokens, hooks, last_only)
     if batched:
-        return logits.reshape(M, b, pos, -1)
+        return logits.reshape(M, b, logits.shape[1], -1)
     return logits

@@ -42,6 +42,12 @@ class Relation:
     prompt_templates: tuple[str, ...]
     properties: dict[str, Any]
     samples: tuple[tuple[str, str], ...]  # (subject, object)
+    zs_templates: tuple[str, ...] = ()
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """Every template of the relation, zero-shot ones first, each once."""
+        return tuple(dict.fromkeys((*self.zs_templates, *self.prompt_templates)))
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "category": self.category, "template": self.template,
@@ -85,7 +91,7 @@ def load_relation(name: str) -> Relation:
     samples = tuple((s["subject"], s["object"]) for s in data["samples"])
     return Relation(name=path.stem, category=path.parent.name, template=templates[0],
                     prompt_templates=tuple(data["prompt_templates"]), properties=dict(data["properties"]),
-                    samples=samples)
+                    samples=samples, zs_templates=tuple(data.get("prompt_templates_zs") or ()))
 
 
 def make_fact(model, relation: Relation, subject: str, obj: str) -> Fact:
