@@ -16,7 +16,9 @@ difference at 1% and barely more at 10%. Two steps fix most of it:
    full model's (faithfulness well above 1). The circuit of size n therefore takes its top
    ``(1 - share) * n`` helpful edges and the ``share * n`` most harmful edges (in the context of
    that size), for a few shares; each candidate runs for real (batched) and the one whose
-   faithfulness is closest to 1 is kept. The chosen share is recorded per size.
+   faithfulness is closest to 1 is kept. Sizes go up in order, and the circuit chosen at the
+   previous size, grown by the ranking to this size, is one more candidate (so a larger circuit
+   does not lose what made a smaller one faithful). The chosen share is recorded per size.
 
 "Helpful" is oriented by the metric: an edge helps when ablating it lowers a higher-is-better
 metric (score < 0) or raises a loss (score > 0). Masks are [n_senders, n_receivers] bool.
@@ -34,9 +36,9 @@ from kcircuits.circuits.graph import Graph
 from kcircuits.circuits.select import prune_dangling
 
 #: Circuit sizes (fractions of the graph's edges) at which edges are re-attributed, largest first.
-REFINE_FRACTIONS = (0.05, 0.02, 0.01, 0.005, 0.002)
+REFINE_FRACTIONS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002)
 #: Shares of harmful edges tried for each circuit size.
-CALIBRATION_SHARES = (0.0, 0.05, 0.1, 0.2, 0.35)
+CALIBRATION_SHARES = (0.0, 0.03, 0.07, 0.12, 0.2, 0.3, 0.45)
 REFINE_IG_STEPS = 2
 
 CancelFn = Callable[[], object]
@@ -154,16 +156,32 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
     flat = [m for row in candidates for m in row]
     values = evaluate(torch.stack(flat)).tolist()
     chosen_masks, chosen_shares, chosen_values, chosen_faith = [], [], [], []
-    for i, _ in enumerate(sizes):
+    for i, n in enumerate(sizes):
         row = values[i * len(shares):(i + 1) * len(shares)]
         faiths = [faith(v, m_full, m_empty) for v in row]
         if any(f is not None for f in faiths):
             j = min((k for k, f in enumerate(faiths) if f is not None), key=lambda k: abs(faiths[k] - 1.0))
         else:
             j = 0
-        chosen_masks.append(candidates[i][j])
-        chosen_shares.append(float(shares[j]))
-        chosen_values.append(float(row[j]))
-        chosen_faith.append(faiths[j])
+        mask, share, value, f = candidates[i][j], float(shares[j]), float(row[j]), faiths[j]
+        if i and chosen_faith[-1] is not None and n > int(chosen_masks[-1].sum()):
+            # the smaller chosen circuit grown by the ranking: keeps what made it faithful
+            grown = grow_mask(graph, ranking, chosen_masks[-1], n)
+            grown_value = float(evaluate(grown[None])[0])
+            grown_f = faith(grown_value, m_full, m_empty)
+            if grown_f is not None and (f is None or abs(grown_f - 1.0) < abs(f - 1.0)):
+                mask, share, value, f = grown, chosen_shares[-1], grown_value, grown_f
+        chosen_masks.append(mask)
+        chosen_shares.append(share)
+        chosen_values.append(value)
+        chosen_faith.append(f)
     return Calibrated(tuple(int(n) for n in sizes), tuple(chosen_shares), tuple(chosen_masks), tuple(chosen_values),
                       tuple(chosen_faith))
+
+
+def grow_mask(graph: Graph, ranking: Ranking, mask: torch.Tensor, n: int) -> torch.Tensor:
+    """``mask`` [n_s, n_r] with the best-ranked other edges added up to about ``n`` edges, pruned
+    of dangling nodes (a superset of the pruned ``mask``)."""
+    allowed = graph.allowed(ranking.order.device) & ~mask.to(ranking.order.device)
+    extra = _top(ranking.order, allowed, max(0, n - int(mask.sum())))
+    return prune_dangling(mask.to(extra.device) | extra, graph)

@@ -116,7 +116,7 @@ export interface ProjectResponse {
 }
 
 // ---- circuits ---------------------------------------------------------------------------------
-export type Method = "eap" | "eap-ig" | "exact" | "acdc";
+export type Method = "eap-ig-refine" | "eap-ig" | "eap" | "eap-ig-mask" | "clean-corrupted" | "exact" | "acdc";
 export type Ablation = "patch" | "zero" | "mean";
 export type Metric = "logit_diff" | "logprob" | "prob" | "match_nll" | "kl";
 export type NodeKind = "input" | "head" | "mlp" | "logits";
@@ -131,6 +131,7 @@ export interface CircuitRequest {
   ablation: Ablation;
   metric?: Metric;
   corrupt_prompt?: string | null;
+  counterfactuals?: number;
   subject?: string | null;
   top_n?: number;
   threshold?: number;
@@ -170,6 +171,9 @@ export interface CircuitMetrics {
   edge_fraction: number;
   node_fraction: number;
   faithfulness: number | null;
+  /** why faithfulness is undefined (no signal between the full and the empty circuit), else null */
+  faithfulness_undefined?: string | null;
+  harmful_share?: number | null;
   metric_full?: number | null;
   metric_circuit?: number | null;
   metric_empty?: number | null;
@@ -210,6 +214,9 @@ export interface CircuitResult {
   ablation: Ablation;
   metric: Metric | string;
   corrupt_prompt: string | null;
+  corrupt_prompts?: string[];
+  counterfactual?: CounterfactualRecord | null;
+  curve?: FaithfulnessCurve;
   params: Record<string, unknown>;
   graph: GraphInfo;
   nodes: CircuitNode[];
@@ -218,6 +225,50 @@ export interface CircuitResult {
   heads?: Record<string, HeadInfo>;
   timings?: Record<string, number>;
   provenance?: Provenance;
+}
+
+/** One automatic counterfactual: same relation and template, another subject, its answer the foil. */
+export interface CounterfactualCandidate {
+  prompt: string;
+  subject: string;
+  relation: string | null;
+  foil: string;
+  foil_id: number;
+  foil_prob: number;
+  target_prob: number;
+  margin: number;
+  kind: "known" | "same kind" | "other";
+  own_object: string | null;
+  why: string;
+}
+export interface CounterfactualRecord {
+  source: string;
+  relation: string | null;
+  subject: string | null;
+  reason: string;
+  chosen: CounterfactualCandidate[];
+  candidates: CounterfactualCandidate[];
+}
+/** A point of the faithfulness curve: measured by patched runs, with random circuits of its size. */
+export interface CurvePoint {
+  edges: number;
+  size: number | null;
+  edge_fraction: number;
+  requested: boolean;
+  faithfulness: number | null;
+  metric: number;
+  hit_at_10: number;
+  target_rank: number;
+  harmful_share: number | null;
+  random: { edges: number[]; faithfulness: (number | null)[]; faithfulness_mean: number | null; hit_at_10: number | null };
+}
+export interface FaithfulnessCurve {
+  points: CurvePoint[];
+  cpr: number | null;
+  cmd: number | null;
+  cpr_normalised: number | null;
+  cmd_normalised: number | null;
+  faithfulness_undefined: string | null;
 }
 
 export interface HeadDetail {

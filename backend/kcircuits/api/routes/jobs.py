@@ -57,7 +57,7 @@ class RelationParams(BaseModel):
     model: str | None = Field(None, max_length=200)
     relation: str = Field(..., max_length=200)
     n: int = Field(10, ge=2, le=500)
-    method: Literal["eap", "eap-ig"] = "eap"
+    method: Literal["eap-ig-refine", "eap-ig", "eap"] = "eap-ig-refine"
     ablation: Literal["patch", "zero", "mean"] = "patch"
     top_n: int | None = Field(None, ge=1, description="circuit size in edges (default 1% of the graph)")
     k: int = Field(10, ge=1, le=1_000_000, description="Hit@k")
@@ -73,8 +73,9 @@ class SweepParams(BaseModel):
     prompt: str = Field(..., max_length=100_000)
     target: str = Field(..., min_length=1, max_length=200)
     subject: str | None = Field(None, max_length=500)
-    method: Literal["eap", "eap-ig"] = "eap"
+    method: Literal["eap-ig-refine", "eap-ig", "eap"] = "eap-ig-refine"
     ablation: Literal["zero", "patch", "mean"] = "patch"
+    metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] | None = None
     corrupt_prompt: str | None = Field(None, max_length=100_000)
     sizes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: list(DEFAULT_SWEEP_SIZES), min_length=1, max_length=50)
     ig_steps: int = Field(5, ge=1, le=64)
@@ -146,7 +147,7 @@ def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
     from kcircuits.circuits.discover import sweep_circuit
 
     return _on_worker(request, key, lambda model, ctx: sweep_circuit(
-        model, params.prompt, params.target, method=params.method, ablation=params.ablation,
+        model, params.prompt, params.target, method=params.method, ablation=params.ablation, metric=params.metric,
         corrupt_prompt=params.corrupt_prompt, subject=params.subject, sizes=params.sizes,
         ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=_progress(ctx)))
 
