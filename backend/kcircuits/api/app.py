@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from kcircuits import __version__
-from kcircuits.api.errors import ERROR_RESPONSES, error_body, install_error_handlers
+from kcircuits.api.errors import ERROR_RESPONSES, CatchAllMiddleware, error_body, install_error_handlers
 from kcircuits.config import Settings, get_settings
 from kcircuits.jobs import JobManager
 from kcircuits.lm.worker import ModelWorker
@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None, worker: ModelWorker | None = No
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
+
+    app.add_middleware(CatchAllMiddleware)  # outermost of ours: answers 500s without dropping keep-alive
 
     for name in ROUTE_MODULES:
         module = importlib.import_module(f"kcircuits.api.routes.{name}")

@@ -47,6 +47,8 @@ class HexIdConvertor(Convertor):
 
 register_url_convertor("hexid", HexIdConvertor())
 router = APIRouter(tags=["results"])
+#: Paging bounds: SQLite (and PostgreSQL) integers are 64-bit; anything above this is refused with 422.
+MAX_OFFSET = 1_000_000_000
 
 
 class SaveIn(BaseModel):
@@ -104,7 +106,7 @@ def list_results(store: StoreDep,
                  q: Annotated[str | None, Query(max_length=200, description="substring of prompt/model/method/title")] = None,
                  saved: bool | None = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                 offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
     """Recent and saved results, newest first: ``{"items", "total"}``."""
     return _store(store).search(model=model, method=method, kind=kind, q=q, saved=saved,
                                 limit=limit, offset=offset)
