@@ -11,11 +11,12 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, Response
 
 from kcircuits import __version__
-from kcircuits.api.errors import ERROR_RESPONSES, CatchAllMiddleware, error_body, install_error_handlers
+from kcircuits.api.errors import ERROR_RESPONSES, install_error_handlers
+from kcircuits.api.middleware import BodyLimitMiddleware, CatchAllMiddleware, SecurityHeadersMiddleware
 from kcircuits.config import Settings, get_settings
 from kcircuits.jobs import JobManager
 from kcircuits.lm.worker import ModelWorker
@@ -75,19 +76,11 @@ def create_app(settings: Settings | None = None, worker: ModelWorker | None = No
         app.state.ready_models.update(worker.loaded())
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _limits_and_headers(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse(error_body("too_large", f"request body over {settings.max_body_bytes} bytes"),
-                                status_code=413)
-        response: Response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
-
-    app.add_middleware(CatchAllMiddleware)  # outermost of ours: answers 500s without dropping keep-alive
+    # inner to outer: count body bytes (413), answer 500s without dropping keep-alive, headers on all
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, headers={
+        "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
     for name in ROUTE_MODULES:
         module = importlib.import_module(f"kcircuits.api.routes.{name}")

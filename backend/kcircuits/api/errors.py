@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -38,45 +37,6 @@ def _describe_validation(exc: RequestValidationError) -> str:
             return "request body is not valid JSON"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
-
-
-INTERNAL_BODY = json.dumps(error_body("internal_error", "internal error")).encode()
-
-
-class CatchAllMiddleware:
-    """Answers an unhandled exception with the 500 envelope and does NOT re-raise it.
-
-    Starlette's outer ServerErrorMiddleware sends its 500 and then re-raises, and uvicorn drops
-    the keep-alive connection on any exception that reaches it. This middleware sits inside, so
-    a failed request costs the client nothing but its answer. (Exceptions after the response
-    started cannot be answered: the connection is closed then, as HTTP requires.)
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            if started:
-                raise
-            log.exception("unhandled error")
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(INTERNAL_BODY)).encode())]})
-            await send({"type": "http.response.body", "body": INTERNAL_BODY})
 
 
 def install_error_handlers(app: FastAPI) -> None:
