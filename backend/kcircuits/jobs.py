@@ -20,7 +20,7 @@ from kcircuits.errors import Busy, KCircuitsError, NotFound
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}  # interrupted: cut off by a restart
 
 
 class Cancelled(Exception):

@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None, worker: ModelWorker | None = No
         if app.state.store is None:
             app.state.store = _open_store(settings)
         if app.state.store is not None and hasattr(app.state.store, "record_job"):
+            orphaned = app.state.store.interrupt_orphaned_jobs()  # no job of an earlier process still runs
+            if orphaned:
+                log.warning("marked %d job(s) of an earlier process as interrupted", orphaned)
             app.state.jobs.listeners.append(_job_recorder(app.state.store))
         if preload:
             _preload(app)

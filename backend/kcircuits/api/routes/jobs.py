@@ -210,20 +210,29 @@ def list_jobs(jobs: JobsDep) -> dict:
 @router.get("/{job_id}", responses=ERROR_RESPONSES)
 def get_job(job_id: str, jobs: JobsDep, store: StoreDep) -> dict:
     """Status, progress and (when succeeded) the result; jobs from before a restart come from
-    the store (status as last recorded; a job cut off by the restart shows its last state)."""
+    the store (status as last recorded; one cut off by the restart is ``interrupted``)."""
     try:
         return jobs.get(job_id).public()
     except NotFound:
-        stored = store.get_job(job_id) if store is not None and len(job_id) <= 64 else None
-        if stored is None:
-            raise
-        return stored
+        return _stored_job(job_id, store)
+
+
+def _stored_job(job_id: str, store: Any) -> dict:
+    """A job of an earlier process, from the store (NotFound when unknown)."""
+    stored = store.get_job(job_id) if store is not None and len(job_id) <= 64 else None
+    if stored is None:
+        raise NotFound(f"no job with id {job_id[:64]!r}")
+    return stored
 
 
 @router.delete("/{job_id}", responses=ERROR_RESPONSES)
-def cancel_job(job_id: str, jobs: JobsDep) -> dict:
-    """Cancel: the job stops at its next step (cooperative)."""
-    return jobs.cancel(job_id).public(with_result=False)
+def cancel_job(job_id: str, jobs: JobsDep, store: StoreDep) -> dict:
+    """Cancel: the job stops at its next step (cooperative). A job of an earlier process is
+    already over (interrupted or finished): its record is returned as it is."""
+    try:
+        return jobs.cancel(job_id).public(with_result=False)
+    except NotFound:
+        return _stored_job(job_id, store)
 
 
 def _sse(events: Iterator[dict | None]) -> Iterator[str]:
