@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 from fastapi.testclient import TestClient
@@ -35,3 +36,33 @@ def test_jobs_orphaned_by_a_dead_process_are_interrupted_on_start(api_settings):
             assert deleted.status_code == 200 and deleted.json()["status"] == "interrupted", deleted.text
         assert client.get(f"/api/jobs/{'d' * 32}").json()["status"] == "succeeded"
         assert client.delete(f"/api/jobs/{'e' * 32}").status_code == 404
+
+
+PROMPT = "The Eiffel Tower is located in the city of"
+EDIT = {"model": "tiny-llama", "method": "ft-m", "prompt": PROMPT, "subject": "Eiffel Tower", "target": " Rome",
+        "layer": 0, "params": {"lr": 0.01, "norm_constraint": 0.01, "steps": 5}}
+
+
+def test_edit_session_survives_eviction_of_its_base(api_settings):
+    """One model slot: the edited model's base is evicted by another model, collected, and
+    reloaded by /compare. The session's lens and /compare answer, with the numbers of before."""
+    settings = api_settings.model_copy(update={"max_loaded_models": 1})
+    app = create_app(settings, worker=ModelWorker(settings), preload=False)  # loads models itself
+    with TestClient(app, raise_server_exceptions=False) as client:
+        base = client.post("/api/lens", json={"model": "tiny-llama", "prompt": PROMPT, "target": " Rome"})
+        assert base.status_code == 200  # the base has run (its bridge wires its capture hooks on first use)
+        started = client.post("/api/edits", json=EDIT).json()
+        assert app.state.jobs.wait(started["job_id"], timeout=60).status == "succeeded"
+        sid = started["session_id"]
+        lens = {"prompt": PROMPT, "target": " Rome", "session": sid}
+        before = client.post("/api/lens", json=lens).json()
+        assert client.post("/api/lens", json={"model": "tiny-gpt2", "prompt": "x"}).status_code == 200
+        assert "tiny-llama" not in app.state.worker.loaded()
+        gc.collect()  # the evicted bases are really gone (bridges hold reference cycles)
+        after = client.post("/api/lens", json=lens)
+        assert after.status_code == 200, after.text
+        assert after.json()["target"]["prob"] == before["target"]["prob"]
+        compare = client.get(f"/api/edits/{sid}/compare", params={"method": "eap", "top_n": 5})  # reloads the base
+        assert compare.status_code == 200, compare.text
+        assert client.post("/api/lens", json=lens).json()["target"]["prob"] == before["target"]["prob"]
+        assert compare.json()["lens"]["curves"]["new"]["post"]["prob"] == before["target"]["prob"]

@@ -72,8 +72,23 @@ class EditSession:
         }
 
 
+def _unwire_capture_hooks(bridge: Any) -> None:
+    """Remove the blocks' capture hooks (TransformerBridge wires them again on the next forward).
+
+    Those hooks are closures over ``weakref.proxy`` of their own block's modules; a deep copy
+    shares the closures, so a copy's hooks would write into the ORIGINAL model's modules and
+    raise ReferenceError once the original is evicted and collected.
+    """
+    for module in bridge.modules():
+        teardown = getattr(module, "_teardown_capture_hooks", None)
+        if callable(teardown):
+            teardown()
+
+
 def copy_model(model: LoadedModel, session_id: str) -> LoadedModel:
-    """An independent deep copy of ``model`` (bridge and HF weights); tokenizer and spec shared."""
+    """An independent deep copy of ``model`` (bridge and HF weights); tokenizer and spec shared.
+    The copy refers to nothing in ``model``: it outlives the original's eviction."""
+    _unwire_capture_hooks(model.bridge)  # re-wired lazily, on each model's own modules
     bridge = copy.deepcopy(model.bridge)
     for param in bridge.parameters():
         param.requires_grad_(False)
