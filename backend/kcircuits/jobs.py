@@ -7,11 +7,12 @@ background priority, so interactive requests interleave). It reports progress th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ class Job:
     events: list[dict[str, Any]] = field(default_factory=list)
     cancel_flag: threading.Event = field(default_factory=threading.Event)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    #: async event-stream readers waiting for the next event: (their loop, their asyncio.Event)
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)
 
     def public(self, with_result: bool = True) -> dict[str, Any]:
         data = {"id": self.id, "kind": self.kind, "params": self.params, "status": self.status,
@@ -147,6 +150,35 @@ class JobManager:
             if done and index >= len(job.events):
                 return
 
+    async def aevents(self, job_id: str, start: int = 0, poll_s: float = 15.0) -> AsyncIterator[dict[str, Any] | None]:
+        """:meth:`events` for the event loop: waits on an asyncio.Event that :meth:`_emit` sets
+        from the job's thread, so an open stream holds no thread while it waits."""
+        job = self.get(job_id)
+        loop = asyncio.get_running_loop()
+        index = start
+        while True:
+            waiter = (loop, asyncio.Event())
+            with job.changed:
+                pending = job.events[index:]
+                done = job.status in TERMINAL
+                if not pending and not done:
+                    job.waiters.append(waiter)
+            if pending or done:
+                for event in pending:
+                    index += 1
+                    yield event
+                if done and index >= len(job.events):
+                    return
+                continue
+            try:
+                await asyncio.wait_for(waiter[1].wait(), poll_s)
+            except TimeoutError:
+                yield None
+            finally:
+                with job.changed:
+                    if waiter in job.waiters:
+                        job.waiters.remove(waiter)
+
     def shutdown(self) -> None:
         for job in self.list():
             job.cancel_flag.set()
@@ -190,6 +222,12 @@ class JobManager:
                                "progress": job.progress, "message": job.message,
                                **{k: v for k, v in data.items() if k not in {"status", "progress", "message"}}})
             job.changed.notify_all()
+            waiters, job.waiters = job.waiters, []
+        for loop, ready in waiters:
+            try:
+                loop.call_soon_threadsafe(ready.set)
+            except RuntimeError:  # that stream's loop has closed
+                pass
         for listener in self.listeners:
             try:
                 listener(job)

@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from kcircuits.api.app import create_app
 from kcircuits.lm.worker import ModelWorker
 
+from .live import raw_exchange
+
 
 def _job(job_id: str, status: str) -> dict:
     return {"id": job_id, "kind": "acdc", "params": {"prompt": "p"}, "status": status, "progress": 0.4,
@@ -66,3 +68,45 @@ def test_edit_session_survives_eviction_of_its_base(api_settings):
         assert compare.status_code == 200, compare.text
         assert client.post("/api/lens", json=lens).json()["target"]["prob"] == before["target"]["prob"]
         assert compare.json()["lens"]["curves"]["new"]["post"]["prob"] == before["target"]["prob"]
+
+
+def test_200_open_event_streams_leave_healthz_fast(live_server):
+    """200 SSE clients wait on a job that makes no progress; /healthz still answers at once.
+    (A stream that holds a thread-pool thread per client exhausts the pool at 40.)"""
+    import socket
+    import statistics
+    import threading
+
+    app, address = live_server
+    release = threading.Event()
+    job = app.state.jobs.create("sweep", lambda ctx: release.wait(30) and {})
+    streams = []
+    try:
+        for _ in range(200):
+            conn = socket.create_connection(address, timeout=10)
+            conn.sendall(f"GET /api/jobs/{job.id}/events HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+            streams.append(conn)
+        for conn in streams:  # every stream is open and has had its replayed events
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        latencies = []
+        for _ in range(10):
+            start = time.perf_counter()
+            [(status, _, _)] = raw_exchange(address, [b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"])
+            latencies.append(time.perf_counter() - start)
+            assert status == 200
+        assert statistics.median(latencies) < 0.05 and max(latencies) < 0.5, latencies
+        release.set()
+        finished = 0
+        for conn in streams:  # and each stream ends with the job's terminal event
+            data = b""
+            while b"event: succeeded" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            finished += b"event: succeeded" in data
+        assert finished == 200
+    finally:
+        release.set()
+        for conn in streams:
+            conn.close()

@@ -8,7 +8,7 @@ body runs its model work through the worker at background priority.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -235,8 +235,8 @@ def cancel_job(job_id: str, jobs: JobsDep, store: StoreDep) -> dict:
         return _stored_job(job_id, store)
 
 
-def _sse(events: Iterator[dict | None]) -> Iterator[str]:
-    for event in events:
+async def _sse(events: AsyncIterator[dict | None]) -> AsyncIterator[str]:
+    async for event in events:
         if event is None:
             yield ": ping\n\n"
             continue
@@ -245,9 +245,10 @@ def _sse(events: Iterator[dict | None]) -> Iterator[str]:
 
 
 @router.get("/{job_id}/events", responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}})
-def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
-    """Server-sent events: queued, running, progress (done/total), then a terminal event."""
-    jobs.get(job_id)  # 404 before the stream starts (events() is lazy)
-    events = jobs.events(job_id)
+async def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
+    """Server-sent events: queued, running, progress (done/total), then a terminal event.
+    Served on the event loop: an open stream holds no thread."""
+    jobs.get(job_id)  # 404 before the stream starts (aevents() is lazy)
+    events = jobs.aevents(job_id)
     return StreamingResponse(_sse(events), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
