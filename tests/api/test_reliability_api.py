@@ -110,3 +110,31 @@ def test_200_open_event_streams_leave_healthz_fast(live_server):
         release.set()
         for conn in streams:
             conn.close()
+
+
+def test_a_result_that_misses_the_time_limit_is_kept_for_the_retry(api_settings, tiny_gpt2, monkeypatch):
+    """The client's wait ends (503 + Retry-After) before the circuit is done; the worker's
+    result is still stored under its content id, and the retry reads it without recomputing."""
+    import kcircuits.api.routes.circuits as circuits_route
+
+    settings = api_settings.model_copy(update={"request_timeout_s": 0.3})
+    real, calls = circuits_route.run_circuit, []
+
+    def slow(model, body, settings):
+        calls.append(1)
+        time.sleep(0.8)
+        return real(model, body, settings)
+
+    monkeypatch.setattr(circuits_route, "run_circuit", slow)
+    worker = ModelWorker(settings)
+    worker.register("tiny-gpt2", tiny_gpt2)
+    body = {"prompt": PROMPT, "target": " Paris", "method": "eap", "top_n": 5, "random_seeds": 0}
+    with TestClient(create_app(settings, worker=worker, preload=False)) as client:
+        first = client.post("/api/circuits", json=body)
+        assert first.status_code == 503 and first.headers["retry-after"], first.text
+        deadline = time.monotonic() + 10
+        while client.app.state.store.computed_results == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        retry = client.post("/api/circuits", json=body)
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["cached"] is True and len(calls) == 1

@@ -61,7 +61,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TimeoutError)
     async def _timeout(_: Request, exc: TimeoutError) -> JSONResponse:
-        return JSONResponse(error_body("timeout", "the model did not answer in time; retry later"),
+        return JSONResponse(error_body("timeout", "the model did not answer in time; retry later (a result still being "
+                                                       "computed is kept, and the same request then reads it)"),
                             status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)

@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -40,6 +41,19 @@ class _Task:
 
 
 _STOP = object()
+_LOCAL = threading.local()
+
+
+@contextmanager
+def unbounded_waits():
+    """In this thread, :meth:`ModelWorker.run` without a timeout waits until its task is done
+    (threads that keep a computation alive after its client stopped waiting)."""
+    previous = getattr(_LOCAL, "unbounded", False)
+    _LOCAL.unbounded = True
+    try:
+        yield
+    finally:
+        _LOCAL.unbounded = previous
 
 
 class ModelWorker:
@@ -131,7 +145,9 @@ class ModelWorker:
         """Submit and wait (from a handler's thread pool or a job thread, never the event loop)."""
         block = priority != INTERACTIVE
         future = self.submit(model_key, fn, priority=priority, block=block)
-        return future.result(timeout=timeout or self.settings.request_timeout_s)
+        if timeout is None and not getattr(_LOCAL, "unbounded", False):
+            timeout = self.settings.request_timeout_s
+        return future.result(timeout=timeout)
 
     async def arun(self, model_key: str, fn: Callable[[LoadedModel], T], *, priority: int = INTERACTIVE) -> T:
         """Submit from async code and await the result without blocking the event loop."""
