@@ -138,3 +138,35 @@ def test_a_result_that_misses_the_time_limit_is_kept_for_the_retry(api_settings,
         retry = client.post("/api/circuits", json=body)
         assert retry.status_code == 200, retry.text
         assert retry.json()["cached"] is True and len(calls) == 1
+
+
+def test_lens_while_an_acdc_job_runs_waits_one_batch_not_the_job(client, monkeypatch):
+    """ACDC's batches are slowed to 0.15 s each (as on a model 100x larger); a lens request sent
+    mid-job answers within about one batch while the job is still running."""
+    from kcircuits.circuits import acdc
+
+    real_fast = acdc._Evaluator.fast
+
+    def slow_fast(self, masks):
+        time.sleep(0.15)
+        return real_fast(self, masks)
+
+    monkeypatch.setattr(acdc._Evaluator, "fast", slow_fast)
+    params = {"prompt": PROMPT, "target": " Paris", "model": "tiny-gpt2", "tau": -1e9}  # tries every edge
+    job_id = client.post("/api/jobs", json={"kind": "acdc", "params": params}).json()["id"]
+    jobs = client.app.state.jobs
+    deadline = time.monotonic() + 20
+    while jobs.get(job_id).progress == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert jobs.get(job_id).status == "running"
+    latencies = []
+    for _ in range(3):
+        start = time.perf_counter()
+        res = client.post("/api/lens", json={"prompt": "Rome is the capital of", "top_k": 3})
+        latencies.append(time.perf_counter() - start)
+        assert res.status_code == 200, res.text
+    still_running = jobs.get(job_id).status == "running"
+    job = jobs.wait(job_id, timeout=60)
+    assert job.status == "succeeded" and still_running
+    took = job.finished_at - job.created_at
+    assert max(latencies) < 1.0 and took > 2 * max(latencies), (latencies, took)

@@ -110,46 +110,56 @@ def _stored(request: Request, store: Any, kind: JobKind, params: BaseModel, key:
                                           priority=BACKGROUND)
 
 
-def _progress(ctx: JobContext) -> Callable[[int, int, str], None]:
-    def report(done: int, total: int, message: str = "") -> None:
-        ctx.check_cancel()
-        ctx.progress(done / total if total else 0.0, message, done=done, total=total)
-    return report
+class _Steps:
+    """A job's callbacks inside its worker task, called between batches: each one checks the
+    cancel flag and lets queued interactive requests run first (the job holds no hooks then)."""
+
+    def __init__(self, ctx: JobContext, worker: Any):
+        self.ctx, self.worker = ctx, worker
+
+    def cancel(self) -> None:
+        self.worker.yield_to_interactive()
+        self.ctx.check_cancel()
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        self.cancel()
+        self.ctx.progress(done / total if total else 0.0, message, done=done, total=total)
 
 
-def _on_worker(request: Request, key: str, compute: Callable[[Any, JobContext], dict]) -> Body:
-    """A job body that runs ``compute(model, ctx)`` on the model's worker at background priority."""
+def _on_worker(request: Request, key: str, compute: Callable[[Any, _Steps], dict]) -> Body:
+    """A job body that runs ``compute(model, steps)`` on the model's worker at background priority."""
     worker = request.app.state.worker
 
     def body(ctx: JobContext) -> dict:
-        return worker.run(key, lambda model: compute(model, ctx), priority=BACKGROUND, timeout=24 * 3600)
+        steps = _Steps(ctx, worker)
+        return worker.run(key, lambda model: compute(model, steps), priority=BACKGROUND, timeout=24 * 3600)
     return body
 
 
 def _acdc_body(request: Request, params: AcdcParams, key: str) -> Body:
     from kcircuits.circuits.acdc import acdc_circuit
 
-    return _on_worker(request, key, lambda model, ctx: acdc_circuit(
+    return _on_worker(request, key, lambda model, steps: acdc_circuit(
         model, params.prompt, params.target, tau=params.tau, ablation=params.ablation,
         metric=params.metric, corrupt_prompt=params.corrupt_prompt, subject=params.subject,
-        kv_mode=params.kv_mode, progress=_progress(ctx), cancel=ctx.check_cancel))
+        kv_mode=params.kv_mode, progress=steps.progress, cancel=steps.cancel))
 
 
 def _relation_body(request: Request, params: RelationParams, key: str) -> Body:
     from kcircuits.circuits.relation import run_relation
 
-    return _on_worker(request, key, lambda model, ctx: run_relation(
+    return _on_worker(request, key, lambda model, steps: run_relation(
         model, params.relation, n=params.n, method=params.method, top_n=params.top_n, ablation=params.ablation,
-        k=params.k, known_k=params.known_k, progress=_progress(ctx), cancel=ctx.check_cancel))
+        k=params.k, known_k=params.known_k, progress=steps.progress, cancel=steps.cancel))
 
 
 def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
     from kcircuits.circuits.discover import sweep_circuit
 
-    return _on_worker(request, key, lambda model, ctx: sweep_circuit(
+    return _on_worker(request, key, lambda model, steps: sweep_circuit(
         model, params.prompt, params.target, method=params.method, ablation=params.ablation, metric=params.metric,
         corrupt_prompt=params.corrupt_prompt, subject=params.subject, sizes=params.sizes,
-        ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=_progress(ctx)))
+        ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=steps.progress))
 
 
 def _check_relation(params: RelationParams, settings) -> None:
