@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcircuits.errors import Busy, KCircuitsError, NotFound
+from kcircuits.errors import Busy, KCircuitsError, NotFound, shown
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class JobManager:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise NotFound(f"no job with id {job_id!r}")
+            raise NotFound(f"no job with id {shown(job_id)}")
         return job
 
     def list(self) -> list[Job]:

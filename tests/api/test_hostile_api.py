@@ -84,3 +84,81 @@ def test_declared_length_over_limit_is_413_before_reading(live_server):
     raw = b"POST /api/views HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n{"
     [(status, headers, body)] = raw_exchange(address, [raw])
     assert status == 413 and b"too_large" in body and "content-security-policy" in headers
+
+
+# --- the schema tells the truth -------------------------------------------------------------
+
+PROMPT_SCHEMAS = [("LensIn", "prompt"), ("CircuitIn", "prompt"), ("CircuitIn", "corrupt_prompt"),
+                  ("EditIn", "prompt"), ("AcdcParams", "prompt"), ("SweepParams", "prompt")]
+
+
+def _string_schema(prop: dict) -> dict:
+    return next((s for s in prop.get("anyOf", [prop]) if s.get("type") == "string"), prop)
+
+
+@pytest.mark.parametrize("schema, field", PROMPT_SCHEMAS)
+def test_prompt_limits_in_the_schema_are_the_real_ones(client, api_settings, schema, field):
+    prop = _string_schema(client.get("/openapi.json").json()["components"]["schemas"][schema]["properties"][field])
+    assert prop["maxLength"] == api_settings.max_prompt_chars and prop["minLength"] == 1, prop
+
+
+@pytest.mark.parametrize("prompt, status", [("", 422), ("   ", 422), ("x" * 501, 422), ("Paris", 200)])
+def test_prompt_limits_as_enforced(client, prompt, status):
+    res = client.post("/api/lens", json={"prompt": prompt, "top_k": 2})
+    assert res.status_code == status, res.text
+
+
+@pytest.mark.parametrize("top_k", ["5", True, 5.5, "five", None])
+def test_top_k_is_a_strict_integer(client, top_k):
+    res = client.post("/api/lens", json={"prompt": "Paris is", "top_k": top_k})
+    assert res.status_code == 422 and "top_k" in res.json()["error"]["message"], res.text
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"kind": "sweep", "params": {}}, "prompt"),
+    ({"kind": "acdc", "params": {"prompt": "x", "max_edges": "9"}}, "max_edges"),
+    ({"kind": "relation", "params": {"relation": "x", "n": "12"}}, "params.n"),
+])
+def test_job_params_are_validated_as_the_schema_says(client, body, needle):
+    res = client.post("/api/jobs", json=body)
+    assert res.status_code == 422 and needle in res.json()["error"]["message"], res.text
+
+
+def test_job_params_are_in_the_schema(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    text = str(body) + str({k: v for k, v in spec["components"]["schemas"].items() if k.endswith("JobIn")})
+    for params in ("AcdcParams", "RelationParams", "SweepParams"):
+        assert params in text
+    assert set(spec["components"]["schemas"]["SweepParams"]["required"]) == {"prompt", "target"}
+
+
+@pytest.mark.parametrize("path, methods", [
+    ("/api/jobs", {"GET", "POST"}),
+    ("/api/jobs/" + "a" * 32, {"GET", "DELETE"}),
+    ("/api/edits", {"GET", "POST"}),
+    ("/api/lens", {"POST"}),
+])
+def test_options_and_405_list_every_method_of_the_path(client, path, methods):
+    options = client.options(path)
+    assert options.status_code == 204 and methods | {"OPTIONS"} <= set(options.headers["allow"].split(", "))
+    wrong = client.put(path, json={})
+    assert wrong.status_code == 405 and methods <= set(wrong.headers["allow"].split(", "))
+    assert wrong.json()["error"]["type"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/api/jobs/{id}"), ("DELETE", "/api/jobs/{id}"), ("GET", "/api/jobs/{id}/events"),
+    ("GET", "/api/edits/{id}"), ("DELETE", "/api/edits/{id}"), ("GET", "/api/edits/{id}/compare"),
+    ("GET", "/api/results/{id}"), ("GET", "/api/views/{id}"), ("GET", "/api/circuits/{id}/nodes/a0.h0"),
+])
+def test_errors_do_not_echo_huge_ids(client, method, path):
+    res = client.request(method, path.format(id="x" * 10_000))
+    assert 400 <= res.status_code < 500 and len(res.json()["error"]["message"]) < 300, res.text[:400]
+
+
+def test_model_load_errors_hide_upstream_connection_text(client):
+    res = client.post("/api/lens", json={"model": "gpt2", "prompt": "Paris is"})  # hub model, offline
+    assert res.status_code == 409, res.text
+    message = res.json()["error"]["message"]
+    assert "gpt2" in message and "huggingface" not in message.lower() and "http" not in message.lower()

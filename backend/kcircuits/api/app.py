@@ -17,7 +17,9 @@ from fastapi.responses import FileResponse, Response
 from kcircuits import __version__
 from kcircuits.api.errors import ERROR_RESPONSES, install_error_handlers
 from kcircuits.api.middleware import BodyLimitMiddleware, CatchAllMiddleware, SecurityHeadersMiddleware
+from kcircuits.api.validation import PROMPT_FIELDS
 from kcircuits.config import Settings, get_settings
+from kcircuits.errors import KCircuitsError
 from kcircuits.jobs import JobManager
 from kcircuits.lm.worker import ModelWorker
 
@@ -42,7 +44,8 @@ def _preload(app: FastAPI) -> None:
 def _mark_ready(app: FastAPI, model_id: str, future) -> None:
     if future.exception() is not None:
         log.error("could not load %s: %s", model_id, future.exception())
-        app.state.load_errors[model_id] = str(future.exception())
+        exc = future.exception()
+        app.state.load_errors[model_id] = exc.message if isinstance(exc, KCircuitsError) else type(exc).__name__
     else:
         app.state.ready_models.add(model_id)
 
@@ -89,7 +92,32 @@ def create_app(settings: Settings | None = None, worker: ModelWorker | None = No
         module = importlib.import_module(f"kcircuits.api.routes.{name}")
         app.include_router(module.router, responses=ERROR_RESPONSES if module.router.prefix.startswith("/api") else None)
     _mount_frontend(app)
+    _document_limits(app, settings)
     return app
+
+
+def _document_limits(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI schema shows the prompt limits this server enforces (its settings), not the
+    models' static ceilings: at least one non-space character, at most ``max_prompt_chars``."""
+    build = app.openapi
+
+    def limit(prop: dict) -> None:
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "array":
+                limit(branch.get("items", {}))
+            elif branch.get("type") == "string":
+                branch.update(minLength=1, maxLength=settings.max_prompt_chars, pattern=r"\S")
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for component in schema.get("components", {}).get("schemas", {}).values():
+                for name, prop in component.get("properties", {}).items():
+                    if name in PROMPT_FIELDS:
+                        limit(prop)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _job_recorder(store):

@@ -14,29 +14,22 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import JobsDep, StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import check_prompt, model_key
+from kcircuits.api.validation import WIRE, check_prompt, model_key
 from kcircuits.circuits.discover import DEFAULT_SWEEP_SIZES
-from kcircuits.errors import BadRequest, NotFound
+from kcircuits.errors import BadRequest, NotFound, shown
 from kcircuits.jobs import JobContext
 from kcircuits.lm.worker import BACKGROUND
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 
-class JobIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    kind: Literal["acdc", "relation", "sweep"]
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
 class AcdcParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
@@ -52,7 +45,7 @@ class AcdcParams(BaseModel):
 
 
 class RelationParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     relation: str = Field(..., max_length=200)
@@ -67,7 +60,7 @@ class RelationParams(BaseModel):
 
 
 class SweepParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
@@ -83,6 +76,29 @@ class SweepParams(BaseModel):
     session: str | None = Field(None, max_length=100)
 
 
+class AcdcJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["acdc"]
+    params: AcdcParams
+
+
+class RelationJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["relation"]
+    params: RelationParams
+
+
+class SweepJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["sweep"]
+    params: SweepParams
+
+
+#: POST /api/jobs: ``kind`` picks the params model (documented per kind in the schema).
+JobIn = Annotated[AcdcJobIn | RelationJobIn | SweepJobIn, Field(discriminator="kind")]
 Body = Callable[[JobContext], Any]
 
 
@@ -194,13 +210,7 @@ KINDS: dict[str, JobKind] = {
 @router.post("", status_code=202, responses=ERROR_RESPONSES)
 def create_job(body: JobIn, request: Request, jobs: JobsDep, store: StoreDep) -> dict:
     """Start a slow computation; poll GET /api/jobs/{id} or stream /events."""
-    kind = KINDS[body.kind]
-    try:
-        params = kind.params.model_validate(body.params)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(f"params.{loc}: {first['msg']}") from None
+    kind, params = KINDS[body.kind], body.params
     settings = request.app.state.settings
     if hasattr(params, "prompt"):
         check_prompt(params.prompt, settings)
@@ -231,7 +241,7 @@ def _stored_job(job_id: str, store: Any) -> dict:
     """A job of an earlier process, from the store (NotFound when unknown)."""
     stored = store.get_job(job_id) if store is not None and len(job_id) <= 64 else None
     if stored is None:
-        raise NotFound(f"no job with id {job_id[:64]!r}")
+        raise NotFound(f"no job with id {shown(job_id)}")
     return stored
 
 

@@ -15,12 +15,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 import kcircuits
 from kcircuits.api.deps import StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.validation import WIRE
 from kcircuits.errors import NotFound, NotReady
 from kcircuits.export import MEDIA_TYPES, export_circuit
 from kcircuits.store.ids import is_valid_id
@@ -52,13 +53,13 @@ MAX_OFFSET = 1_000_000_000
 
 
 class SaveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = WIRE
 
     title: str | None = Field(None, max_length=200)
 
 
 class ViewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = WIRE
 
     result_id: str = Field(..., max_length=64, description="content id of a stored result")
     state: dict[str, Any] = Field(default_factory=dict, description="view state (threshold, node, step...)")
