@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kcircuits.errors import Busy, KCircuitsError, NotFound, shown
+from kcircuits.lm.worker import unbounded_waits
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,8 @@ class JobManager:
             return
         self._emit(job, "running", status="running")
         try:
-            result = body(JobContext(self, job))
+            with unbounded_waits():  # a job waits for the worker as long as it takes (no client waits)
+                result = body(JobContext(self, job))
         except Cancelled:
             self._finish(job, "cancelled", message="cancelled")
         except KCircuitsError as exc:

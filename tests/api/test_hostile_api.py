@@ -162,3 +162,44 @@ def test_model_load_errors_hide_upstream_connection_text(client):
     assert res.status_code == 409, res.text
     message = res.json()["error"]["message"]
     assert "gpt2" in message and "huggingface" not in message.lower() and "http" not in message.lower()
+
+
+# --- huge and negative integers in every integer field --------------------------------------
+
+EIFFEL = {"prompt": "The Eiffel Tower is in", "target": " Paris"}
+INT_FIELDS = [
+    ("/api/lens", {"prompt": "Paris is"}, "top_k"),
+    ("/api/nodes/project", {"prompt": "Paris is", "node": "a0.h0"}, "position"),
+    ("/api/nodes/project", {"prompt": "Paris is", "node": "a0.h0"}, "k"),
+    ("/api/nodes/detail", {"prompt": "Paris is", "node": "a0.h0"}, "k"),
+    ("/api/circuits", {**EIFFEL, "method": "eap"}, "top_n"),
+    ("/api/circuits", {**EIFFEL, "method": "eap"}, "ig_steps"),
+    ("/api/circuits", {**EIFFEL, "method": "eap"}, "max_edges_returned"),
+    ("/api/circuits", {**EIFFEL, "method": "eap"}, "random_seeds"),
+    ("/api/edits", {**EIFFEL, "method": "ft-m", "subject": "Eiffel Tower", "target": " Rome"}, "layer"),
+    ("/api/jobs:acdc", EIFFEL, "max_edges"),
+    ("/api/jobs:relation", {"relation": "country_capital_city"}, "n"),
+    ("/api/jobs:relation", {"relation": "country_capital_city"}, "top_n"),
+    ("/api/jobs:relation", {"relation": "country_capital_city"}, "k"),
+    ("/api/jobs:sweep", EIFFEL, "ig_steps"),
+]
+
+
+@pytest.mark.parametrize("value", [2**63, 2**80, -(2**63), -1])
+@pytest.mark.parametrize("path, body, field", INT_FIELDS, ids=[f"{p}.{f}" for p, _, f in INT_FIELDS])
+def test_out_of_range_integers_are_4xx(client, path, body, field, value):
+    if value == -1 and field == "position":
+        pytest.skip("-1 is a valid position (the last)")
+    if path.startswith("/api/jobs:"):
+        path, body = "/api/jobs", {"kind": path.split(":")[1], "params": {**body, field: value}}
+    else:
+        body = {**body, field: value}
+    res = client.post(path, json=body)
+    assert 400 <= res.status_code < 500, (path, field, value, res.status_code, res.text[:300])
+    assert field in res.json()["error"]["message"], res.text[:300]
+
+
+@pytest.mark.parametrize("sizes", [[2**63], [2**80], [10**9]])
+def test_sweep_sizes_beyond_the_graph_are_4xx(client, sizes):
+    res = client.post("/api/jobs", json={"kind": "sweep", "params": {**EIFFEL, "sizes": sizes}})
+    assert res.status_code == 422 and "sizes" in res.json()["error"]["message"], res.text[:300]

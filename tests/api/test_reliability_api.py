@@ -170,3 +170,26 @@ def test_lens_while_an_acdc_job_runs_waits_one_batch_not_the_job(client, monkeyp
     assert job.status == "succeeded" and still_running
     took = job.finished_at - job.created_at
     assert max(latencies) < 1.0 and took > 2 * max(latencies), (latencies, took)
+
+
+def test_concurrent_acdc_jobs_wait_for_each_other_without_timing_out(api_settings, tiny_gpt2, monkeypatch):
+    """Two ACDC jobs, each longer than the request time limit: the second waits for the worker
+    behind the first (job waits are not client waits) and both succeed."""
+    from kcircuits.circuits import acdc
+
+    real_fast = acdc._Evaluator.fast
+    monkeypatch.setattr(acdc._Evaluator, "fast", lambda self, masks: time.sleep(0.05) or real_fast(self, masks))
+    settings = api_settings.model_copy(update={"request_timeout_s": 0.3})
+    worker = ModelWorker(settings)
+    worker.register("tiny-gpt2", tiny_gpt2)
+    with TestClient(create_app(settings, worker=worker, preload=False)) as client:
+        ids = []
+        for prompt in (PROMPT, "The Louvre is located in the city of"):
+            ids.append(client.post("/api/jobs", json={"kind": "acdc", "params": {
+                "prompt": prompt, "target": " Paris", "tau": -1e9}}).json()["id"])
+            deadline = time.monotonic() + 20
+            while client.app.state.jobs.get(ids[-1]).progress == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)  # the first job holds the worker when the second starts
+        jobs = [client.app.state.jobs.wait(job_id, timeout=60) for job_id in ids]
+        assert [job.status for job in jobs] == ["succeeded", "succeeded"], [job.error for job in jobs]
+        assert all(job.finished_at - job.created_at > 0.3 for job in jobs)

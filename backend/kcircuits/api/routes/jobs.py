@@ -26,6 +26,8 @@ from kcircuits.jobs import JobContext
 from kcircuits.lm.worker import BACKGROUND
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+#: The largest ``max_edges`` an ACDC request may name (above every supported model's graph).
+MAX_ACDC_EDGES = 10_000_000
 
 
 class AcdcParams(BaseModel):
@@ -41,7 +43,8 @@ class AcdcParams(BaseModel):
     corrupt_prompt: str | None = Field(None, max_length=100_000)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     session: str | None = Field(None, max_length=100)
-    max_edges: int = Field(20_000, ge=1, description="refuse graphs larger than this (one forward per edge)")
+    max_edges: int = Field(20_000, ge=1, le=MAX_ACDC_EDGES,
+                           description="refuse graphs larger than this (one forward per edge)")
 
 
 class RelationParams(BaseModel):
@@ -178,22 +181,37 @@ def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
         ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=steps.progress))
 
 
+def _n_edges(params: BaseModel, settings, kv_mode: str = "grouped") -> int:
+    """Edge count of the computation graph of the params' model (registry facts, no weights)."""
+    from kcircuits.circuits.graph import get_graph
+    from kcircuits.lm.registry import get_spec
+
+    return get_graph(get_spec(params.model or settings.default_model, settings).arch, kv_mode=kv_mode).n_edges
+
+
 def _check_relation(params: RelationParams, settings) -> None:
-    """An unknown relation is a bad request now, not a failed job later."""
+    """An unknown relation or a circuit larger than the graph is a bad request now, not a
+    failed job later."""
     from kcircuits.circuits.relation import load_relation
 
     try:
         load_relation(params.relation)
     except NotFound as exc:
         raise BadRequest(f"params.relation: {exc.message}") from None
+    if params.top_n is not None and params.top_n > (n_edges := _n_edges(params, settings)):
+        raise BadRequest(f"params.top_n is {params.top_n}; the graph has {n_edges} edges")
+
+
+def _check_sweep(params: SweepParams, settings) -> None:
+    """Every circuit size lies within the graph."""
+    n_edges = _n_edges(params, settings, params.kv_mode)
+    if max(params.sizes) > n_edges:
+        raise BadRequest(f"params.sizes: {max(params.sizes)} is above the graph's {n_edges} edges")
 
 
 def _check_acdc_size(params: AcdcParams, settings) -> None:
     """ACDC costs one forward per evaluated edge: refuse graphs above ``max_edges`` up front."""
-    from kcircuits.circuits.graph import get_graph
-    from kcircuits.lm.registry import get_spec
-
-    n_edges = get_graph(get_spec(params.model or settings.default_model, settings).arch, kv_mode=params.kv_mode).n_edges
+    n_edges = _n_edges(params, settings, params.kv_mode)
     if n_edges > params.max_edges:
         raise BadRequest(f"ACDC on this model evaluates up to {n_edges} edges, above max_edges={params.max_edges}; "
                          "raise max_edges to run it anyway, or use EAP / EAP-IG")
@@ -203,7 +221,7 @@ KINDS: dict[str, JobKind] = {
     "acdc": JobKind(AcdcParams, _acdc_body, "circuit", method="acdc", not_in_id=("max_edges",),
                     check=_check_acdc_size),
     "relation": JobKind(RelationParams, _relation_body, "relation", check=_check_relation),
-    "sweep": JobKind(SweepParams, _sweep_body, "sweep"),
+    "sweep": JobKind(SweepParams, _sweep_body, "sweep", check=_check_sweep),
 }
 
 
