@@ -319,7 +319,7 @@ export interface GraphStats {
 }
 
 // ---- jobs -------------------------------------------------------------------------------------
-export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "cancelling";
+export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "cancelling" | "interrupted";
 export interface AcdcParams extends Omit<CircuitRequest, "method"> {
   method?: "acdc";
   tau?: number;
@@ -349,7 +349,7 @@ export interface JobEvent {
   total?: number;
   [k: string]: unknown;
 }
-export const TERMINAL: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 
 // ---- store / permalinks -----------------------------------------------------------------------
 export interface ResultSummary {
