@@ -63,8 +63,7 @@ def node_detail(model, body: DetailIn, settings: Settings) -> dict:
     return {
         "node": body.node, "kind": "head", "layer": layer, "head": head, "tokens": detail["tokens"],
         "pattern": detail["pattern"], "subject_positions": subject_pos,
-        "relation_positions": relation_positions(tokens[0], subject_pos, model.tokenizer.bos_token_id
-                                                 if model.spec.prepend_bos else None),
+        "relation_positions": relation_positions(model, tokens, subject_pos),
         "promoted": detail["promoted"], "suppressed": detail["suppressed"],
         "dla_by_source": detail.get("dla_by_source"), "role": scores.get("role"),
         "scores": {key: scores.get(key) for key in ("subject_attention", "relation_attention",
