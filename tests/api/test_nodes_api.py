@@ -16,7 +16,10 @@ def test_head_detail(client):
     assert body["subject_positions"] and not set(body["subject_positions"]) & set(body["relation_positions"])
     assert 0 not in body["relation_positions"]  # BOS excluded
     assert len(body["promoted"]) == 4 and set(body["scores"]) == {
-        "subject_attention", "relation_attention", "subject_dla_share", "relation_dla_share"}
+        "subject_attention", "relation_attention", "subject_dla_share", "relation_dla_share", "dla", "attribution",
+        "target_rank", "subject_rank"}
+    assert isinstance(body["significant"], bool) and set(body["significance"]) == {"dla", "attribution"}
+    assert body["role"] is None or body["significant"]
     expected = sum(body["pattern"][-1][p] for p in body["subject_positions"])
     assert abs(body["scores"]["subject_attention"] - expected) < 1e-5
 
