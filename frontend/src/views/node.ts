@@ -98,7 +98,15 @@ export class NodePanel {
   private async renderHead(d: HeadDetail): Promise<void> {
     const scores = h("table", { class: "kv-table" });
     scores.append(h("tr", {}, h("th", { text: "role" }), h("td", { text: d.role ?? "–" })));
-    for (const [k, v] of Object.entries(d.scores ?? {})) scores.append(h("tr", {}, h("th", { text: k.replace(/_/g, " ") }), h("td", { text: fmt(v) })));
+    const sig = Object.values(d.significance ?? {}).filter((z): z is number => typeof z === "number");
+    if (d.significant !== undefined) {
+      scores.append(h("tr", {}, h("th", { text: "significant" }),
+        h("td", { text: `${d.significant ? "yes" : "no"}${sig.length ? ` (${fmt(Math.max(...sig), 1)} MADs)` : ""}` })));
+    }
+    for (const [k, v] of Object.entries(d.scores ?? {})) {
+      const text = k.endsWith("_rank") ? (v === null || v === undefined ? "–" : String(v)) : fmt(v);
+      scores.append(h("tr", {}, h("th", { text: k.replace(/_/g, " ") }), h("td", { text })));
+    }
     const plot = h("div", { class: "pattern-plot", "data-testid": "attention-pattern" });
     this.body.append(plot, h("div", { class: "legend-line muted", text: "S = subject token, R = relation token" }), scores,
       h("div", { class: "toklists" }, tokenList("promoted", d.promoted, "promoted"), tokenList("suppressed", d.suppressed, "suppressed")));
