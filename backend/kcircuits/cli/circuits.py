@@ -68,6 +68,10 @@ def circuit(
     with domain_errors():
         if top_n is not None and threshold is not None:
             raise BadRequest("give --top-n or --threshold, not both")
+        from kcircuits.circuits.heads import HeadRoleThresholds, annotate_circuit_roles
+
+        thresholds = HeadRoleThresholds(significance_k=significance_k, write_top_k=write_top_k)
+        thresholds.check()
         loaded = load(model)
         if method == "acdc":
             try:
@@ -82,10 +86,6 @@ def circuit(
             result = compute_circuit(loaded, prompt, target, method=method, ablation=ablation, metric=metric,
                                      corrupt_prompt=corrupt, subject=subject, top_n=top_n, threshold=threshold,
                                      ig_steps=ig_steps, random_seeds=random_seeds)
-        from kcircuits.circuits.heads import HeadRoleThresholds, annotate_circuit_roles
-
-        thresholds = HeadRoleThresholds(significance_k=significance_k, write_top_k=write_top_k)
-        thresholds.check()
         annotate_circuit_roles(loaded, result, thresholds)
         if out is not None:
             _write(result, out)
