@@ -7,6 +7,7 @@ import torch
 
 from kcircuits.circuits.heads import (
     HeadRoleThresholds,
+    _ranks,
     _role,
     annotate_circuit_roles,
     classify_heads,
@@ -154,6 +155,11 @@ def test_significance_is_median_plus_k_mads():
     # MAD 0: strictly above the median; fewer than three values: nothing
     assert significant_mask([0, 1, 1, 1, 10], k=3) == ([False, False, False, False, True], [None] * 5)
     assert significant_mask([0.0, 5.0], k=0)[0] == [False, False]
+
+
+def test_ranks_count_ties_against_the_token():
+    lens = torch.tensor([[0.0, 3.0, 1.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
+    assert _ranks(lens, [1, 2, 0]).tolist() == [[2, 3, 4], [4, 4, 4]]
 
 
 def test_relation_positions_skip_subject_self_sink_and_function_words(tiny_gpt2):

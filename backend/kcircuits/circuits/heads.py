@@ -13,7 +13,7 @@ Continuous scores of a head h at the attending position d (default: the last), o
   d_model too); per source s, DLA(s) = attn_h[d, s] (v_s W_O) / sigma_final . u_y, which adds up
   to ``dla`` exactly (``subject_dla``, ``relation_dla`` and the |DLA| shares split it by S and R);
 - what it writes: its output at d (its OV output, attention-weighted) projected through the final
-  norm and W_U: the 1-based ``target_rank`` of the target and ``subject_rank``, the best rank of a
+  norm and W_U: the 1-based ``target_rank`` of the target (ties count against it) and ``subject_rank``, the best rank of a
   subject token (function-word subject tokens such as " de" are skipped unless all are), plus its
   top promoted / suppressed tokens;
 - ``attribution``: the head's circuit score when the caller has one (a circuit's node score).
@@ -221,9 +221,10 @@ def _role(significant: bool, a_subj: float, a_rel: float, writes: bool, t: HeadR
 
 
 def _ranks(lens: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
-    """1-based ranks [H, len(ids)] of token ``ids`` in each row of ``lens`` [H, V]."""
+    """1-based ranks [H, len(ids)] of token ``ids`` in each row of ``lens`` [H, V]; ties count against
+    the token (a head writing nothing ranks every token last, not first)."""
     picked = lens[:, list(ids)]  # [H, n]
-    return 1 + (lens[:, None, :] > picked[:, :, None]).sum(-1)
+    return (lens[:, None, :] >= picked[:, :, None]).sum(-1)
 
 
 def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int], target_id: int,
