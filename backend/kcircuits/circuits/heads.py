@@ -14,8 +14,8 @@ Continuous scores of a head h at the attending position d (default: the last), o
   to ``dla`` exactly (``subject_dla``, ``relation_dla`` and the |DLA| shares split it by S and R);
 - what it writes: its output at d (its OV output, attention-weighted) projected through the final
   norm and W_U: the 1-based ``target_rank`` of the target (ties count against it) and
-  ``subject_rank``, the best rank of a subject token (function-word subject tokens such as " de" are skipped unless all are), plus its
-  top promoted / suppressed tokens;
+  ``subject_rank``, the best rank of a subject token (function-word subject tokens such as " de"
+  are skipped unless all are), plus its top promoted / suppressed tokens;
 - ``attribution``: the head's circuit score when the caller has one (a circuit's node score).
 
 Significance (against the other heads classified together, e.g. a circuit's heads): with
