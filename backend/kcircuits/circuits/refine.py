@@ -162,7 +162,7 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
                                                           strict=True)] for i, row in enumerate(tried)]
     # finer shares where faithfulness crosses 1 between two neighbouring shares (one more batch)
     finer = []
-    for i, n in enumerate(sizes):
+    for i in range(len(sizes)):
         fs = [faith(v, m_full, m_empty) for _, _, v in rows[i]]
         for k in range(len(shares) - 1):
             a, b = fs[k], fs[k + 1]

@@ -60,13 +60,23 @@ def circuit(
     tau: float = typer.Option(0.01, "--tau", help="ACDC threshold (method acdc)."),
     ig_steps: int = typer.Option(5, "--ig-steps", min=1, max=64),
     random_seeds: int = typer.Option(3, "--random-seeds", min=0, max=20),
+    roles: bool = typer.Option(False, "--roles", help="Print a table of the labelled heads with their role scores."),
+    significance_k: float = typer.Option(3.0, "--significance-k", min=0.0,
+                                         help="Role significance: MADs above the median |score| of the circuit's heads."),
+    write_top_k: int = typer.Option(10, "--write-top-k", min=1,
+                                    help="A mover's target or subject token must rank within this in its output."),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     out: Path = typer.Option(None, "--out", help="Write the result: .json, or .graphml / .dot / .svg / .png via export."),
 ) -> None:
-    """Discover a circuit and report its size, faithfulness and Hit@10 (full / circuit / random)."""
+    """Discover a circuit and report its size, faithfulness and Hit@10 (full / circuit / random),
+    and its head roles (``--roles``: a table of the labelled heads with their scores)."""
     with domain_errors():
         if top_n is not None and threshold is not None:
             raise BadRequest("give --top-n or --threshold, not both")
+        from kcircuits.circuits.heads import HeadRoleThresholds, annotate_circuit_roles
+
+        thresholds = HeadRoleThresholds(significance_k=significance_k, write_top_k=write_top_k)
+        thresholds.check()
         loaded = load(model)
         if method == "acdc":
             try:
@@ -82,9 +92,10 @@ def circuit(
             result = compute_circuit(loaded, prompt, target, method=method, ablation=ablation, metric=metric,
                                      corrupt_prompt=corrupt, subject=subject, top_n=top_n, threshold=threshold,
                                      ig_steps=ig_steps, random_seeds=random_seeds, counterfactuals=counterfactuals)
+        annotate_circuit_roles(loaded, result, thresholds)
         if out is not None:
             _write(result, out)
-    emit(result, as_json, _summary)
+    emit(result, as_json, _summary_with_roles if roles else _summary)
 
 
 def sweep(
@@ -138,6 +149,36 @@ def _write(result: dict, path: Path) -> None:
         path.write_bytes(data)
     else:
         path.write_text(data)
+
+
+def _print_roles(result: dict) -> None:
+    """The labelled heads (strongest direct effect first) with their role scores."""
+    record = result.get("roles") or {}
+    counts = record.get("counts") or {}
+    labelled = sorted(((h, info) for h, info in (result.get("heads") or {}).items() if info.get("role")),
+                      key=lambda item: -abs(item[1]["dla"]))
+    typer.echo(f"head roles ({counts.get('total', 0)} circuit heads: " + ", ".join(
+        f"{counts.get(r, 0)} {r}" for r in ("mover", "relation", "mixture", "none")) + ")")
+    typer.echo(f"  significance: {record.get('significance', '')}")
+    typer.echo(f"  relation tokens: {record.get('relation_tokens', [])}")
+    if not labelled:
+        typer.echo("  no head passes the role rules")
+        return
+    typer.echo(f"  {'head':<9}{'role':<10}{'A_subj':>7}{'A_rel':>7}{'DLA':>9}{'attrib':>9}{'sig':>7}"
+               f"{'tgt_rk':>8}{'subj_rk':>8}  top tokens")
+    for hid, info in labelled:
+        sig = max((z for z in info["significance"].values() if z is not None), default=None)
+        attribution = info.get("attribution")
+        typer.echo(f"  {hid:<9}{info['role']:<10}{info['subject_attention']:>7.2f}{info['relation_attention']:>7.2f}"
+                   f"{info['dla']:>+9.3f}{'' if attribution is None else format(attribution, '.3f'):>9}"
+                   f"{'' if sig is None else format(sig, '.1f'):>7}{info['target_rank']:>8}"
+                   f"{info['subject_rank'] if info['subject_rank'] is not None else '-':>8}  "
+                   + " ".join(repr(t) for t in info["top_tokens"][:4]))
+
+
+def _summary_with_roles(result: dict) -> None:
+    _summary(result)
+    _print_roles(result)
 
 
 def _summary(result: dict) -> None:

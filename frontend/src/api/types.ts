@@ -182,11 +182,28 @@ export interface CircuitMetrics {
 }
 export interface HeadInfo {
   role: Role;
+  significant?: boolean;
+  significance?: { dla: number | null; attribution: number | null };
   subject_attention?: number;
   relation_attention?: number;
   subject_dla_share?: number;
   relation_dla_share?: number;
+  dla?: number;
+  attribution?: number | null;
+  target_rank?: number;
+  subject_rank?: number | null;
   top_tokens?: (string | ScoredToken)[];
+}
+/** How a result's head roles were decided. */
+export interface RolesRecord {
+  thresholds: Record<string, number>;
+  significance: string;
+  mover: string;
+  relation: string;
+  mixture: string;
+  relation_positions: number[];
+  relation_tokens: string[];
+  counts: Record<string, number>;
 }
 export interface Provenance {
   model: string;
@@ -223,6 +240,7 @@ export interface CircuitResult {
   edges: CircuitEdge[];
   metrics: CircuitMetrics;
   heads?: Record<string, HeadInfo>;
+  roles?: RolesRecord;
   timings?: Record<string, number>;
   provenance?: Provenance;
 }
@@ -283,7 +301,10 @@ export interface HeadDetail {
   promoted: ScoredToken[];
   suppressed: ScoredToken[];
   role: Role;
-  scores: Partial<Record<"subject_attention" | "relation_attention" | "subject_dla_share" | "relation_dla_share", number>>;
+  significant?: boolean;
+  significance?: { dla: number | null; attribution: number | null };
+  scores: Partial<Record<"subject_attention" | "relation_attention" | "subject_dla_share" | "relation_dla_share" | "dla"
+    | "attribution" | "target_rank" | "subject_rank", number | null>>;
 }
 export interface MlpDetail {
   node: string;

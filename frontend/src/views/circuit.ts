@@ -5,7 +5,8 @@
 import { ApiError, type Client } from "../api/client";
 import type { Ablation, CircuitResult, LensResult, Method, SweepResult } from "../api/types";
 import { GraphCanvas, ROLE_COLOURS, type Selected } from "../graph/canvas";
-import { drawCircuit } from "../graph/model";
+import { drawPicture } from "../graph/model";
+import { groupId } from "../graph/paths";
 import type { Selection } from "../graph/prune";
 import type { ViewState } from "../state/url";
 import { clear, fmt, h, pct } from "../util/dom";
@@ -47,6 +48,13 @@ export class CircuitView {
   private slider = h("input", { type: "range", min: 1, max: 100, value: 100, step: 1, "aria-label": "prune", "data-testid": "prune-slider" });
   private sliderLabel = h("span", { class: "mono" });
   private labelsToggle = h("input", { type: "checkbox", "aria-label": "labels" });
+  private allPaths = h("input", { type: "checkbox", "aria-label": "all paths", "data-testid": "all-paths" });
+  private pathsK = h("input", { type: "number", min: 1, max: 500, value: DEFAULT_PATHS, "aria-label": "strongest paths",
+    "data-testid": "paths-k", title: "draw the k strongest input → logits paths (product of |edge score|)" });
+  private pathsNote = h("span", { class: "muted", "data-testid": "paths-note" });
+  private groupBar = h("span", { class: "group-bar", "data-testid": "role-groups" });
+  /** Roles whose heads are drawn as one group node. */
+  collapsed = new Set<string>();
   private metrics = h("div", { class: "metrics", "data-testid": "metrics" });
   private replayBox = h("div", { class: "replay-box" });
   private body: HTMLElement;
@@ -71,14 +79,15 @@ export class CircuitView {
       h("span", { class: "legend-item" }, swatch("#374151"), "mlp"),
       h("span", { class: "legend-item" }, swatch("#2563eb"), "+ edge"),
       h("span", { class: "legend-item" }, swatch("#dc2626"), "− edge"),
-      h("span", { class: "muted", text: "drag: pan · wheel/+/−: zoom · 0: fit" }));
+      h("span", { class: "muted", text: "drag: pan · wheel/+/−: zoom · 0: fit · hover: paths · click a group: expand" }));
     const controls = h("div", { class: "controls", "data-testid": "circuit-controls" },
       h("label", {}, "method ", this.method), h("label", {}, "ablation ", this.ablation),
       h("label", { class: "grow" }, "corrupt ", this.corrupt), h("label", {}, "top-n ", this.topN),
       h("label", { class: "tau" }, "τ ", this.tau, " max edges ", this.maxEdges), this.runBtn, this.sweepBtn, this.jobs.cancelBtn, this.jobs.progress, this.status);
     if (opts.controls === false) controls.hidden = true;
     const pruneBar = h("div", { class: "prune-bar" }, h("label", {}, "prune ", this.sliderMode), this.slider, this.sliderLabel,
-      h("label", {}, this.labelsToggle, " labels"));
+      h("label", {}, this.labelsToggle, " labels"), h("label", {}, "strongest ", this.pathsK, " paths"),
+      h("label", {}, this.allPaths, " all paths"), this.pathsNote, this.groupBar);
     this.body = h("div", { class: "circuit-body" },
       h("div", { class: "circuit-main" }, pruneBar, gbox, legend),
       h("aside", { class: "sidebar" }, this.metrics, this.fidelity.el, this.sweepPanel.el, this.nodePanel.el, this.share.el));
@@ -91,6 +100,8 @@ export class CircuitView {
     this.slider.addEventListener("input", () => this.onSlider());
     this.sliderMode.addEventListener("change", () => { this.configureSlider(); this.onSlider(); });
     this.labelsToggle.addEventListener("change", () => { this.graph.labels = this.labelsToggle.checked; this.graph.draw(); this.emitState(); });
+    this.allPaths.addEventListener("change", () => { this.redraw(true); this.emitState(); });
+    this.pathsK.addEventListener("change", () => { this.redraw(true); this.emitState(); });
     this.syncMethod();
     this.body.hidden = true;
   }
@@ -190,6 +201,9 @@ export class CircuitView {
     this.sliderMode.value = this.sel.mode === "threshold" ? "threshold" : "top_n";
     this.labelsToggle.checked = !!state.labels;
     this.graph.labels = !!state.labels;
+    this.allPaths.checked = !!state.all_paths;
+    this.pathsK.value = String(state.paths && state.paths > 0 ? state.paths : DEFAULT_PATHS);
+    this.collapsed = new Set(state.groups ?? []);
     this.configureSlider();
     this.redraw(false);
     this.renderMetrics();
@@ -250,12 +264,35 @@ export class CircuitView {
     return this.lens && this.circuit && this.lens.prompt === this.circuit.prompt ? this.lens : null;
   }
 
+  /** Expand or collapse the heads of ``role`` into one group node. */
+  toggleGroup(role: string): void {
+    if (this.collapsed.has(role)) this.collapsed.delete(role);
+    else this.collapsed.add(role);
+    this.redraw(true);
+    this.emitState();
+  }
+
   private redraw(keepView: boolean): void {
     if (!this.circuit) return;
-    const d = drawCircuit(this.circuit, this.sel);
+    const k = Math.max(1, Math.round(Number(this.pathsK.value) || DEFAULT_PATHS));
+    const d = drawPicture(this.circuit, this.sel, { topPaths: this.allPaths.checked ? null : k, collapsed: this.collapsed });
     this.graph.setData(d.nodes, d.edges, { keepView });
+    this.pathsNote.textContent = d.hiddenEdges ? `(${d.hiddenEdges} weaker edges hidden)` : "";
+    this.renderGroupBar(d.nodes.filter((n) => n.kind === "head" || n.kind === "group"));
     this.updateSliderLabel();
     this.renderShown();
+  }
+
+  private renderGroupBar(heads: { role?: string | null; kind: string }[]): void {
+    clear(this.groupBar);
+    const roles = new Set([...heads.map((n) => n.role).filter((r): r is string => !!r), ...this.collapsed]);
+    for (const role of Object.keys(ROLE_COLOURS).filter((r) => roles.has(r))) {
+      const on = this.collapsed.has(role);
+      const b = h("button", { type: "button", class: "small", "data-testid": `group-${role}`, "aria-pressed": on ? "true" : "false",
+        text: on ? `expand ${role}` : `collapse ${role}` });
+      b.addEventListener("click", () => this.toggleGroup(role));
+      this.groupBar.append(b);
+    }
   }
 
   private renderMetrics(): void {
@@ -270,6 +307,11 @@ export class CircuitView {
     ];
     if (m.hit_at_10) rows.push(["Hit@10", `full ${m.hit_at_10.full} · circuit ${m.hit_at_10.circuit} · random ${fmt(m.hit_at_10.random, 2)}`]);
     if (m.target_rank) rows.push(["target rank", `full ${m.target_rank.full} · circuit ${m.target_rank.circuit}`]);
+    if (c.roles) {
+      const n = c.roles.counts;
+      rows.push(["head roles", `${n.mover ?? 0} mover · ${n.relation ?? 0} relation · ${n.mixture ?? 0} mixture · ${n.none ?? 0} none`
+        + ` (k = ${c.roles.thresholds.significance_k} MAD)`]);
+    }
     if (c.timings?.total_s !== undefined) rows.push(["time", `${fmt(c.timings.total_s, 2)} s`]);
     const tbl = h("table", { class: "kv-table" });
     for (const [k, v] of rows) tbl.append(h("tr", {}, h("th", { text: k }), h("td", { text: v })));
@@ -286,6 +328,8 @@ export class CircuitView {
   }
 
   private onSelected(s: Selected): void {
+    const group = s?.type === "node" ? Object.keys(ROLE_COLOURS).find((r) => groupId(r) === s.id) : undefined;
+    if (group) { this.toggleGroup(group); return; }
     if (this.circuit) void this.nodePanel.show(s, this.circuit, this.getContext());
     this.emitState();
   }
@@ -299,6 +343,10 @@ export class CircuitView {
     if (sel?.type === "edge") s.edge = sel.key;
     if (this.replay && this.replay.step > 0) s.step = this.replay.step;
     if (this.graph.labels) s.labels = true;
+    if (this.allPaths.checked) s.all_paths = true;
+    const k = Math.round(Number(this.pathsK.value));
+    if (k > 0 && k !== DEFAULT_PATHS) s.paths = k;
+    if (this.collapsed.size) s.groups = [...this.collapsed].sort();
     return s;
   }
 
@@ -306,6 +354,8 @@ export class CircuitView {
     this.onState(this.viewState());
   }
 }
+
+const DEFAULT_PATHS = 10;
 
 function swatch(colour: string, round = false): HTMLElement {
   const s = h("span", { class: `swatch${round ? " round" : ""}` });

@@ -18,6 +18,69 @@ from kcircuits.errors import BadRequest
 router = APIRouter(prefix="/api", tags=["circuits"])
 
 
+class RoleThresholdsIn(BaseModel):
+    """Thresholds of the head-role rules (see :mod:`kcircuits.circuits.heads`)."""
+
+    model_config = WIRE
+
+    significance_k: float = Field(3.0, ge=0, le=100, description="MADs above the median |score| of the circuit's heads")
+    mover_attention: float = Field(0.3, ge=0, le=1, description="subject attention of a mover")
+    relation_attention: float = Field(0.3, ge=0, le=1, description="attention to the relation's content tokens")
+    write_top_k: int = Field(10, ge=1, le=1000, description="a mover's target or subject token rank in its output")
+    min_population: int = Field(8, ge=3, le=10_000,
+                                description="fewer circuit heads: significance among all the model's heads")
+
+    def thresholds(self):
+        from kcircuits.circuits.heads import HeadRoleThresholds
+
+        return HeadRoleThresholds(**self.model_dump())
+
+
+class HeadRoleOut(BaseModel):
+    """One circuit head's role scores (``result.heads[head_id]``)."""
+
+    role: Literal["mover", "relation", "mixture"] | None
+    significant: bool
+    significance: dict[Literal["dla", "attribution"], float | None]
+    subject_attention: float
+    relation_attention: float
+    subject_dla_share: float
+    relation_dla_share: float
+    dla: float
+    subject_dla: float
+    relation_dla: float
+    attribution: float | None
+    target_rank: int
+    subject_rank: int | None
+    top_tokens: list[str]
+    top_token_ids: list[int]
+    suppressed_tokens: list[str]
+
+
+class RolesOut(BaseModel):
+    """How a result's head roles were decided (``result.roles``)."""
+
+    thresholds: dict[str, float]
+    significance: str
+    mover: str
+    relation: str
+    mixture: str
+    relation_positions: list[int]
+    relation_tokens: list[str]
+    counts: dict[str, int]
+
+
+def with_roles(model: Any, result: dict, roles: RoleThresholdsIn | None = None) -> dict:
+    """Runs in the worker: the circuit result's head roles with significance (in place), checked
+    against the wire models."""
+    from kcircuits.circuits.heads import annotate_circuit_roles
+
+    annotate_circuit_roles(model, result, (roles or RoleThresholdsIn()).thresholds())
+    result["heads"] = {hid: HeadRoleOut.model_validate(info).model_dump() for hid, info in result["heads"].items()}
+    result["roles"] = RolesOut.model_validate(result["roles"]).model_dump()
+    return result
+
+
 class CircuitIn(BaseModel):
     """One circuit request. Selection: ``top_n`` or ``threshold`` (default: top 1% of the edges)."""
 
@@ -46,6 +109,7 @@ class CircuitIn(BaseModel):
     max_edges_returned: int = Field(3000, ge=0, le=20_000)
     random_seeds: int = Field(3, ge=0, le=10)
     with_heads: bool = True
+    roles: RoleThresholdsIn = Field(default_factory=RoleThresholdsIn, description="head-role thresholds")
     session: str | None = Field(None, max_length=100, description="edit session id")
 
 
@@ -85,8 +149,10 @@ def run_circuit(model: Any, body: CircuitIn, settings: Settings) -> dict:
     from kcircuits.circuits.discover import compute_circuit
 
     check_tokens(model.tokenize(body.prompt).shape[1], settings)
-    args = body.model_dump(exclude={"model", "session"})
+    args = body.model_dump(exclude={"model", "session", "roles"})
     result = compute_circuit(model, **args)
+    if body.with_heads:
+        with_roles(model, result, body.roles)
     result["session"] = body.session
     return result
 

@@ -125,7 +125,10 @@ def _side(model, session: EditSession, circuit_target: str, method: str, top_n: 
     req = session.request
     lens_new = _lens(model, session, req.target, settings)
     lens_old = _lens(model, session, session.old_target, settings)
-    circuit = compute_circuit(model, req.prompt, circuit_target, method=method, subject=req.subject, top_n=top_n)
+    from kcircuits.api.routes.circuits import with_roles
+
+    circuit = with_roles(model, compute_circuit(model, req.prompt, circuit_target, method=method, subject=req.subject,
+                                                top_n=top_n))
     return {"lens": lens_new, "lens_old": lens_old, "circuit": circuit}
 
 

@@ -156,12 +156,13 @@ def _on_worker(request: Request, key: str, compute: Callable[[Any, _Steps], dict
 
 
 def _acdc_body(request: Request, params: AcdcParams, key: str) -> Body:
+    from kcircuits.api.routes.circuits import with_roles
     from kcircuits.circuits.acdc import acdc_circuit
 
-    return _on_worker(request, key, lambda model, steps: acdc_circuit(
+    return _on_worker(request, key, lambda model, steps: with_roles(model, acdc_circuit(
         model, params.prompt, params.target, tau=params.tau, ablation=params.ablation,
         metric=params.metric, corrupt_prompt=params.corrupt_prompt, subject=params.subject,
-        kv_mode=params.kv_mode, progress=steps.progress, cancel=steps.cancel))
+        kv_mode=params.kv_mode, progress=steps.progress, cancel=steps.cancel)))
 
 
 def _relation_body(request: Request, params: RelationParams, key: str) -> Body:
