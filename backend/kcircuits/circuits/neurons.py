@@ -1,0 +1,404 @@
+"""Knowledge neurons (Dai et al.; reassessed by Niu et al.): integrated-gradient attribution of
+P(answer | prompt) to MLP hidden units, the knowledge-neuron (KN) filters, and neuron edits
+(METHODS section 8).
+
+The neuron: unit ``i`` of layer ``l``'s MLP hidden layer, ``blocks.{l}.mlp.hook_post`` - GPT-2's
+activation after GELU (the input of ``c_proj``), and for gated Llama-family MLPs
+``act(gate) * up``, the input of ``down_proj``. Only its value at the LAST position is varied.
+
+Integrated gradients, baseline 0 (the neuron silent), midpoint Riemann sum over ``steps``:
+
+    attr_i = a_i * (1/m) sum_k dP/dx_i at x = alpha_k * a,   alpha_k = (k + 0.5) / m
+
+Two paths (``path``):
+- ``joint`` (default): every layer's last-position hidden vector is set to ``alpha * a`` together,
+  one batched forward of ``m`` rows for all layers; completeness over all neurons at once:
+  sum attr ~= P(clean) - P(every last-position MLP unit zeroed).
+- ``layer`` (Dai et al.): one layer at a time is scaled while the others keep their clean values
+  (``L * m`` rows, batched across layers); completeness per layer:
+  sum_i attr_{l,i} ~= P(clean) - P(layer l's last-position units zeroed).
+
+Edits are forward hooks on the same hook points (suppress: set to 0, enhance: multiply by 2); the
+model's weights are never touched, so every other request sees the unedited model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from kcircuits.circuits.patching import run_hooked
+from kcircuits.errors import BadRequest
+from kcircuits.lm.loader import LoadedModel
+
+PATHS = ("joint", "layer")
+EDIT_MODES = ("suppress", "enhance")
+EDIT_POSITIONS = ("last", "all")
+ProgressFn = Callable[[int, int, str], None]
+
+
+def hidden_hook(layer: int) -> str:
+    """The hook point of layer ``layer``'s MLP hidden units (GPT-2 and Llama alike)."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def neuron_id(layer: int, index: int) -> str:
+    return f"L{layer}.N{index}"
+
+
+def parse_neuron(model: LoadedModel, text: str) -> tuple[int, int]:
+    """'L5.N123' -> (5, 123), validated against the model's shape."""
+    arch = model.arch
+    try:
+        layer_s, index_s = text.strip().upper().removeprefix("L").split(".N", 1)
+        layer, index = int(layer_s), int(index_s)
+    except ValueError:
+        raise BadRequest(f"neuron {text!r} is not L<layer>.N<index>") from None
+    if not (0 <= layer < arch.n_layers and 0 <= index < arch.d_mlp):
+        raise BadRequest(f"neuron {text!r} is outside this model ({arch.n_layers} layers, {arch.d_mlp} units)")
+    return layer, index
+
+
+@dataclass(frozen=True)
+class IGParams:
+    """Attribution settings. ``batch_size``: rows per forward (memory only; not in the result id)."""
+
+    steps: int = 20
+    path: str = "joint"
+    batch_size: int = 64
+
+    def check(self) -> None:
+        if not 1 <= self.steps <= 512:
+            raise BadRequest("steps must be between 1 and 512")
+        if self.path not in PATHS:
+            raise BadRequest(f"path must be one of {PATHS}")
+        if self.batch_size < 1:
+            raise BadRequest("batch_size must be at least 1")
+
+
+@dataclass(frozen=True)
+class KNParams:
+    """KN filters: ``threshold`` - keep neurons above this fraction of the per-prompt maximum
+    attribution; ``share`` - keep those found in at least this fraction of the paraphrase prompts."""
+
+    threshold: float = 0.2
+    share: float = 0.5
+
+    def check(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise BadRequest("threshold must lie in (0, 1]")
+        if not 0.0 < self.share <= 1.0:
+            raise BadRequest("share must lie in (0, 1]")
+
+
+def last_hidden(model: LoadedModel, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean hidden units at the last position [L, d_mlp] and last-position logits [V] (fp32)."""
+    names = {hidden_hook(layer) for layer in range(model.arch.n_layers)}
+    with torch.no_grad():
+        logits, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    acts = torch.stack([cache[hidden_hook(layer)][0, -1] for layer in range(model.arch.n_layers)])
+    return acts, logits[0, -1].float()
+
+
+def _setter(leaf: torch.Tensor, rows: torch.Tensor | None) -> Callable:
+    """A hook that writes ``leaf`` [n, d_mlp] at the last position of ``rows`` (all rows if None)."""
+    def hook(x, hook=None):  # [b, pos, d_mlp]
+        x = x.clone()
+        if rows is None:
+            x[:, -1] = leaf.to(x.dtype)
+        else:
+            x[rows, -1] = leaf.to(x.dtype)
+        return x
+    return hook
+
+
+def _target_prob(logits: torch.Tensor, target_id: int) -> torch.Tensor:
+    """[b, 1 or pos, V] -> P(target) at the last position [b] (fp32)."""
+    return logits[:, -1].float().softmax(-1)[:, target_id]
+
+
+def _alphas(steps: int, device) -> torch.Tensor:
+    return (torch.arange(steps, device=device, dtype=torch.float32) + 0.5) / steps
+
+
+def integrated_gradients(model: LoadedModel, tokens: torch.Tensor, target_id: int,
+                         params: IGParams = IGParams()) -> dict[str, Any]:
+    """IG of P(target) w.r.t. every MLP hidden unit at the last position.
+
+    tokens [1, pos]. Returns ``attr`` [L, d_mlp] (fp32, CPU), ``acts`` [L, d_mlp], ``prob`` (clean)
+    and ``baseline_prob`` (a float for ``joint``, a list per layer for ``layer``).
+    """
+    params.check()
+    L = model.arch.n_layers
+    acts, logits = last_hidden(model, tokens)
+    acts = acts.float()
+    prob = float(logits.softmax(-1)[target_id])
+    alphas = _alphas(params.steps, model.device)
+    grads = torch.zeros_like(acts)
+    # rows: (layer or -1 for all layers, alpha); alpha = 0 rows give the baseline probabilities
+    if params.path == "joint":
+        rows = [(-1, float(a)) for a in alphas] + [(-1, 0.0)]
+    else:
+        rows = [(layer, float(a)) for layer in range(L) for a in alphas] + [(layer, 0.0) for layer in range(L)]
+    baseline = {}
+    for start in range(0, len(rows), params.batch_size):
+        chunk = rows[start:start + params.batch_size]
+        n = len(chunk)
+        scale = torch.tensor([a for _, a in chunk], device=model.device)
+        hooks, leaves = [], {}
+        for layer in range(L):
+            members = torch.tensor([i for i, (lay, _) in enumerate(chunk) if lay in (-1, layer)],
+                                   device=model.device, dtype=torch.long)
+            if members.numel() == 0:
+                continue
+            leaf = (scale[members, None] * acts[layer]).requires_grad_(True)  # [n_l, d_mlp]
+            leaves[layer] = (members, leaf)
+            hooks.append((hidden_hook(layer), _setter(leaf, None if members.numel() == n else members)))
+        with torch.enable_grad():
+            p = _target_prob(run_hooked(model, tokens.expand(n, -1), hooks, last_only=True), target_id)
+            p.sum().backward()
+        for layer, (members, leaf) in leaves.items():
+            for j, row in enumerate(members.tolist()):
+                lay, a = chunk[row]
+                if a > 0:
+                    grads[layer] += leaf.grad[j].float()
+                else:
+                    baseline[lay] = float(p[row].detach())
+    attr = (acts * grads / params.steps).cpu()
+    base = baseline[-1] if params.path == "joint" else [baseline[layer] for layer in range(L)]
+    return {"attr": attr, "acts": acts.cpu(), "prob": prob, "baseline_prob": base, "logits": logits.cpu()}
+
+
+# -- KN filters and summaries -------------------------------------------------------------------
+def kn_candidates(attr: torch.Tensor, threshold: float) -> set[tuple[int, int]]:
+    """Neurons whose attribution exceeds ``threshold`` x the prompt's maximum (positive) one."""
+    top = float(attr.max())
+    if top <= 0:
+        return set()
+    return {(int(a), int(b)) for a, b in torch.nonzero(attr > threshold * top).tolist()}
+
+
+def concentration(attr: torch.Tensor, k: int = 10) -> dict[str, float]:
+    """How concentrated the positive attribution is: top-``k`` share of the positive mass and the
+    participation ratio (sum a)^2 / sum a^2 over positive a (an effective neuron count)."""
+    pos = attr.clamp(min=0).flatten()
+    total = float(pos.sum())
+    if total <= 0:
+        return {"top_k": k, "top_k_share": 0.0, "effective_neurons": 0.0}
+    top = float(pos.topk(min(k, pos.numel())).values.sum())
+    return {"top_k": k, "top_k_share": top / total, "effective_neurons": total ** 2 / float((pos ** 2).sum())}
+
+
+def layer_histogram(neurons: Sequence[tuple[int, int]], n_layers: int) -> list[int]:
+    counts = [0] * n_layers
+    for layer, _ in neurons:
+        counts[layer] += 1
+    return counts
+
+
+def _top_neurons(attr: torch.Tensor, k: int) -> list[dict[str, Any]]:
+    flat = attr.flatten()
+    d = attr.shape[1]
+    top = flat.topk(min(k, flat.numel()))
+    return [{"id": neuron_id(i // d, i % d), "layer": i // d, "index": i % d, "attr": float(v)}
+            for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+
+def promoted_tokens(model: LoadedModel, layer: int, index: int, k: int = 5) -> list[str]:
+    """Tokens the neuron's output weight row promotes most (direct path: W_out row @ W_U)."""
+    w_out = model.bridge.blocks[layer].mlp.W_out[index].float()  # [d_model]
+    logits = w_out @ model.bridge.W_U.float()
+    return model.token_strings(logits.topk(k).indices.tolist())
+
+
+def _check_prompts(model: LoadedModel, prompts: Sequence[tuple[str, str]]) -> list[tuple[str, str, torch.Tensor, int]]:
+    if not prompts:
+        raise BadRequest("no prompts to attribute")
+    out = []
+    for prompt, target in prompts:
+        if not prompt.strip():
+            raise BadRequest("a prompt is empty")
+        out.append((prompt, target, model.tokenize(prompt), model.first_token_id(target)))
+    return out
+
+
+def find_neurons(model: LoadedModel, prompts: Sequence[tuple[str, str]], *, ig: IGParams = IGParams(),
+                 kn: KNParams = KNParams(), top_k: int = 20, with_tokens: bool = True,
+                 progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Attribution on each (prompt, target) - paraphrases of one fact - and the KN filters.
+
+    Returns per-prompt summaries, the KNs (with their share of prompts and mean attribution),
+    the layer histogram of KNs, per-layer attribution sums [n_prompts][L], concentration, and
+    ``params`` with every threshold used. ``attr_mean`` ([L, d_mlp] tensor) is kept out of JSON.
+    """
+    ig.check()
+    kn.check()
+    checked = _check_prompts(model, prompts)
+    L = model.arch.n_layers
+    per_prompt, counts, total = [], {}, None
+    for i, (prompt, target, tokens, target_id) in enumerate(checked):
+        if progress:
+            progress(i, len(checked), f"attributing prompt {i + 1}/{len(checked)}")
+        res = integrated_gradients(model, tokens, target_id, ig)
+        attr = res["attr"]
+        total = attr.clone() if total is None else total + attr
+        cands = kn_candidates(attr, kn.threshold)
+        for c in cands:
+            counts[c] = counts.get(c, 0) + 1
+        logits = res["logits"]
+        per_prompt.append({
+            "prompt": prompt, "target": target, "target_id": target_id, "prob": res["prob"],
+            "rank": int((logits > logits[target_id]).sum()) + 1,
+            "top1": model.token_strings([int(logits.argmax())])[0],
+            "baseline_prob": res["baseline_prob"], "attr_sum": float(attr.sum()), "max_attr": float(attr.max()),
+            "layer_attr": attr.sum(1).tolist(), "n_candidates": len(cands),
+            "concentration": concentration(attr), "top": _top_neurons(attr, top_k),
+        })
+    need = math.ceil(kn.share * len(checked) - 1e-9)
+    mean = total / len(checked)
+    kept = sorted((c for c, n in counts.items() if n >= need), key=lambda c: -float(mean[c]))
+    knowns = []
+    for layer, index in kept:
+        item = {"id": neuron_id(layer, index), "layer": layer, "index": index, "attr": float(mean[layer, index]),
+                "share": counts[(layer, index)] / len(checked)}
+        if with_tokens:
+            item["promotes"] = promoted_tokens(model, layer, index)
+        knowns.append(item)
+    if progress:
+        progress(len(checked), len(checked), "done")
+    return {
+        "model": model.spec.id, "n_layers": L, "d_mlp": model.arch.d_mlp,
+        "params": {**asdict(ig), **asdict(kn), "baseline": "zero", "position": "last", "top_k": top_k,
+                   "min_prompts": need},
+        "prompts": per_prompt, "neurons": knowns, "layer_histogram": layer_histogram(kept, L),
+        "concentration": concentration(mean), "top": _top_neurons(mean, top_k), "attr_mean": mean,
+    }
+
+
+def fact_prompts(model: LoadedModel, relation_name: str, subject: str, obj: str | None = None,
+                 max_prompts: int = 8) -> list[tuple[str, str]]:
+    """The paraphrase prompts of one LRE fact: every template of the relation filled with ``subject``
+    (answer: `` " " + object``; the relation's own object when ``obj`` is None)."""
+    from kcircuits.circuits.relation import load_relation
+
+    relation = load_relation(relation_name)
+    if obj is None:
+        found = [o for s, o in relation.samples if s == subject]
+        if not found:
+            raise BadRequest(f"subject {subject!r} is not a sample of relation {relation.name!r}; give its object")
+        obj = found[0]
+    return [(t.format(subject), " " + obj) for t in relation.templates[:max_prompts]]
+
+
+# -- edits ---------------------------------------------------------------------------------------
+def edit_hooks(neurons: Sequence[tuple[int, int]], mode: str, positions: str = "last") -> list[tuple[str, Callable]]:
+    """Forward hooks that zero (``suppress``) or double (``enhance``) the given units."""
+    if mode not in EDIT_MODES:
+        raise BadRequest(f"mode must be one of {EDIT_MODES}")
+    if positions not in EDIT_POSITIONS:
+        raise BadRequest(f"positions must be one of {EDIT_POSITIONS}")
+    by_layer: dict[int, list[int]] = {}
+    for layer, index in neurons:
+        by_layer.setdefault(layer, []).append(index)
+    factor = 0.0 if mode == "suppress" else 2.0
+
+    def make(units: list[int]) -> Callable:
+        def hook(x, hook=None):  # [b, pos, d_mlp]
+            x = x.clone()
+            idx = torch.tensor(units, device=x.device)
+            if positions == "last":
+                x[:, -1, idx] = x[:, -1, idx] * factor
+            else:
+                x[:, :, idx] = x[:, :, idx] * factor
+            return x
+        return hook
+
+    return [(hidden_hook(layer), make(units)) for layer, units in sorted(by_layer.items())]
+
+
+def _last_logits(model: LoadedModel, prompt: str, hooks: list) -> torch.Tensor:
+    with torch.no_grad():
+        return run_hooked(model, model.tokenize(prompt), hooks, last_only=True)[0, -1].float()
+
+
+def _measure(model: LoadedModel, prompt: str, target_id: int | None, hooks: list) -> dict[str, Any]:
+    logits = _last_logits(model, prompt, hooks)
+    probs = logits.softmax(-1)
+    top = int(logits.argmax())
+    out = {"top1_id": top, "top1": model.token_strings([top])[0], "top1_prob": float(probs[top])}
+    if target_id is not None:
+        out["prob"] = float(probs[target_id])
+        out["rank"] = int((logits > logits[target_id]).sum()) + 1
+    out["_logprobs"] = logits.log_softmax(-1)
+    return out
+
+
+def _compare(model: LoadedModel, prompt: str, target: str | None, hooks: list, kind: str,
+             foil: str | None = None) -> dict[str, Any]:
+    """Before/after of one prompt: target prob and rank, top-1 and whether it flipped, KL(before||after),
+    and with a ``foil`` whether the target-vs-foil preference flipped."""
+    target_id = model.first_token_id(target) if target else None
+    pre, post = _measure(model, prompt, target_id, []), _measure(model, prompt, target_id, hooks)
+    lp, lq = pre.pop("_logprobs"), post.pop("_logprobs")
+    row = {"prompt": prompt, "target": target, "kind": kind, "before": pre, "after": post,
+           "top1_flipped": pre["top1_id"] != post["top1_id"], "kl": float((lp.exp() * (lp - lq)).sum())}
+    if foil:
+        foil_id = model.first_token_id(foil)
+        before = bool(lp[target_id] > lp[foil_id])
+        row["foil"] = foil
+        row["pair_flipped"] = before != bool(lq[target_id] > lq[foil_id])
+    return row
+
+
+def edit_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]], mode: str, prompt: str, target: str, *,
+                 positions: str = "last", paraphrases: Sequence[tuple[str, str]] = (),
+                 others: Sequence[tuple[str, str]] = (), unrelated: Sequence[str] = (),
+                 foil: str | None = None) -> dict[str, Any]:
+    """Suppress or enhance ``neurons`` (forward hooks, weights untouched) and compare before/after on
+    the prompt, its paraphrases, the relation's other facts and unrelated prompts."""
+    if not neurons:
+        raise BadRequest("no neurons to edit")
+    hooks = edit_hooks(neurons, mode, positions)
+    main = _compare(model, prompt, target, hooks, "prompt", foil)
+    rows = [_compare(model, p, t, hooks, "paraphrase") for p, t in paraphrases]
+    rows += [_compare(model, p, t, hooks, "other_fact") for p, t in others]
+    rows += [_compare(model, p, None, hooks, "unrelated") for p in unrelated]
+
+    def summary(kind: str) -> dict[str, Any] | None:
+        items = [r for r in rows if r["kind"] == kind]
+        if not items:
+            return None
+        out = {"n": len(items), "top1_flip_rate": sum(r["top1_flipped"] for r in items) / len(items),
+               "mean_kl": sum(r["kl"] for r in items) / len(items)}
+        if items[0]["target"] is not None:
+            out["mean_prob_before"] = sum(r["before"]["prob"] for r in items) / len(items)
+            out["mean_prob_after"] = sum(r["after"]["prob"] for r in items) / len(items)
+        return out
+
+    before, after = main["before"]["prob"], main["after"]["prob"]
+    return {
+        "mode": mode, "positions": positions, "neurons": [neuron_id(a, b) for a, b in neurons],
+        "prompt": main, "prob_change": after - before,
+        "relative_change": (after - before) / before if before > 0 else None,
+        "rows": rows, "summary": {k: summary(k) for k in ("paraphrase", "other_fact", "unrelated")},
+    }
+
+
+def relation_context(model: LoadedModel, relation_name: str, subject: str, n_others: int = 5) -> dict[str, Any]:
+    """Paraphrases of the fact (the relation's other templates), other facts of the relation (first
+    template, other subjects) and unrelated prompts (fixed, none an instance of this relation)."""
+    from kcircuits.circuits.relation import load_relation
+    from kcircuits.editing.evaluate import UNRELATED
+
+    relation = load_relation(relation_name)
+    objects = dict(relation.samples)
+    if subject not in objects:
+        raise BadRequest(f"subject {subject!r} is not a sample of relation {relation.name!r}")
+    paraphrases = [(t.format(subject), " " + objects[subject]) for t in relation.templates[1:]]
+    others = [(relation.template.format(s), " " + o) for s, o in relation.samples if s != subject][:n_others]
+    own = {t.format(s) for t in relation.templates for s, _ in relation.samples}
+    return {"paraphrases": paraphrases, "others": others, "unrelated": [p for p in UNRELATED if p not in own]}

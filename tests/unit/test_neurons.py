@@ -1,0 +1,179 @@
+"""Knowledge neurons against oracles: IG completeness, the hook point of a hidden unit, a planted
+neuron that carries a fact, hook-only edits that leave the weights bit-identical."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kcircuits.circuits.neurons import (
+    IGParams,
+    KNParams,
+    concentration,
+    edit_hooks,
+    edit_neurons,
+    find_neurons,
+    hidden_hook,
+    integrated_gradients,
+    kn_candidates,
+    parse_neuron,
+)
+from kcircuits.circuits.patching import run_hooked
+from kcircuits.circuits.testing import planted_neuron_model
+from kcircuits.errors import BadRequest
+
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_neuron_model()
+
+
+def _zeroed_prob(model, tokens, target_id, layers):
+    """P(target) with the last-position hidden units of ``layers`` set to 0 (the IG baseline)."""
+    def zero(x, hook):
+        x = x.clone()
+        x[:, -1] = 0.0
+        return x
+    with torch.no_grad():
+        logits = run_hooked(model, tokens, [(hidden_hook(layer), zero) for layer in layers], last_only=True)
+    return float(logits[0, -1].float().softmax(-1)[target_id])
+
+
+@pytest.mark.parametrize("model_name", ["tiny_gpt2", "tiny_llama"])
+def test_ig_completeness_joint_and_per_layer(request, model_name):
+    model = request.getfixturevalue(model_name)
+    tokens = model.tokenize(PROMPT)
+    target = model.first_token_id(" Paris")
+    joint = integrated_gradients(model, tokens, target, IGParams(steps=64, path="joint", batch_size=24))
+    layers = list(range(model.arch.n_layers))
+    gap = joint["prob"] - _zeroed_prob(model, tokens, target, layers)
+    assert abs(gap) > 1e-8
+    assert joint["baseline_prob"] == pytest.approx(joint["prob"] - gap, abs=1e-9)
+    assert float(joint["attr"].sum()) == pytest.approx(gap, rel=2e-2)
+    per_layer = integrated_gradients(model, tokens, target, IGParams(steps=64, path="layer", batch_size=50))
+    for layer in layers:
+        gap_l = per_layer["prob"] - _zeroed_prob(model, tokens, target, [layer])
+        assert float(per_layer["attr"][layer].sum()) == pytest.approx(gap_l, rel=2e-2, abs=1e-9)
+
+
+def test_ig_completeness_gets_better_with_steps(planted):
+    model = planted.model
+    tokens, target = model.tokenize(planted.prompts[0]), model.first_token_id(planted.target)
+    gap = (integrated_gradients(model, tokens, target, IGParams(steps=1))["prob"]
+           - _zeroed_prob(model, tokens, target, range(model.arch.n_layers)))
+    errors = [abs(float(integrated_gradients(model, tokens, target, IGParams(steps=m))["attr"].sum()) - gap)
+              for m in (1, 4, 32)]
+    assert errors[2] < errors[1] < errors[0]
+    assert errors[2] < 1e-2 * abs(gap)
+
+
+def test_batch_size_does_not_change_attribution(tiny_gpt2):
+    tokens = tiny_gpt2.tokenize(PROMPT)
+    target = tiny_gpt2.first_token_id(" Paris")
+    a = integrated_gradients(tiny_gpt2, tokens, target, IGParams(steps=6, path="layer", batch_size=5))["attr"]
+    b = integrated_gradients(tiny_gpt2, tokens, target, IGParams(steps=6, path="layer", batch_size=64))["attr"]
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-10)
+
+
+@pytest.mark.parametrize("model_name", ["tiny_gpt2", "tiny_llama"])
+def test_hidden_hook_is_the_input_of_the_output_projection(request, model_name):
+    model = request.getfixturevalue(model_name)
+    seen = {}
+    mlp = model.bridge.blocks[1].mlp.original_component
+    proj = mlp.c_proj if model.arch.family == "gpt2" else mlp.down_proj
+    handle = proj.register_forward_pre_hook(lambda mod, args: seen.setdefault("x", args[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            _, cache = model.bridge.run_with_cache(model.tokenize(PROMPT), names_filter=lambda n: n == hidden_hook(1))
+    finally:
+        handle.remove()
+    assert cache[hidden_hook(1)].shape[-1] == model.arch.d_mlp
+    torch.testing.assert_close(cache[hidden_hook(1)], seen["x"])
+
+
+def test_planted_neuron_is_found_first_and_kept_by_the_filters(planted):
+    result = find_neurons(planted.model, [(p, planted.target) for p in planted.prompts], ig=IGParams(steps=20),
+                          kn=KNParams(threshold=0.2, share=0.5))
+    planted_id = f"L{planted.layer}.N{planted.index}"
+    for row in result["prompts"]:
+        assert row["top"][0]["id"] == planted_id
+        assert row["prob"] > 0.9
+    assert [n["id"] for n in result["neurons"]] == [planted_id]
+    assert result["neurons"][0]["share"] == 1.0
+    assert " Paris" in result["neurons"][0]["promotes"]
+    assert result["layer_histogram"] == [0, 1]
+    assert result["params"]["threshold"] == 0.2 and result["params"]["share"] == 0.5
+    assert result["params"]["steps"] == 20 and result["params"]["baseline"] == "zero"
+
+
+def test_suppressing_the_planted_neuron_removes_the_fact_and_enhancing_raises_it(planted):
+    model, neuron = planted.model, [(planted.layer, planted.index)]
+    down = edit_neurons(model, neuron, "suppress", planted.prompts[0], planted.target,
+                        paraphrases=[(p, planted.target) for p in planted.prompts[1:]])
+    assert down["prompt"]["before"]["rank"] == 1
+    assert down["prompt"]["after"]["prob"] < 0.01 and down["prompt"]["after"]["rank"] > 1
+    assert down["prompt"]["top1_flipped"]
+    assert down["summary"]["paraphrase"]["top1_flip_rate"] == 1.0
+    up = edit_neurons(model, neuron, "enhance", planted.prompts[0], planted.target)
+    assert up["prompt"]["after"]["prob"] > up["prompt"]["before"]["prob"]
+    # a neuron that does not carry the fact changes nothing measurable
+    other = edit_neurons(model, [(1, (planted.index + 1) % model.arch.d_mlp)], "suppress", planted.prompts[0], planted.target)
+    assert other["prompt"]["after"]["rank"] == 1
+
+
+def test_edits_leave_the_model_bit_identical(tiny_llama):
+    before = {k: v.clone() for k, v in tiny_llama.bridge.state_dict().items()}
+    tokens = tiny_llama.tokenize(PROMPT)
+    with torch.no_grad():
+        clean = tiny_llama.bridge(tokens)
+        edited = run_hooked(tiny_llama, tokens, edit_hooks([(0, 3), (1, 7)], "suppress", "all"))
+    assert not torch.equal(clean, edited)
+    edit_neurons(tiny_llama, [(0, 3), (1, 7)], "enhance", PROMPT, " Paris", unrelated=["Water is made of"])
+    after = tiny_llama.bridge.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        assert torch.equal(tiny_llama.bridge(tokens), clean)
+
+
+def test_edit_hooks_zero_and_double_only_the_chosen_units():
+    x = torch.arange(24, dtype=torch.float32).reshape(1, 3, 8) + 1
+    (_, zero), = edit_hooks([(0, 2), (0, 5)], "suppress", "last")
+    (_, double), = edit_hooks([(0, 2)], "enhance", "all")
+    z, d = zero(x), double(x)
+    assert z[0, -1, 2] == 0 and z[0, -1, 5] == 0 and torch.equal(z[0, :2], x[0, :2])
+    assert torch.equal(d[..., 2], 2 * x[..., 2]) and torch.equal(d[..., 3], x[..., 3])
+
+
+def test_kn_threshold_and_concentration_closed_forms():
+    attr = torch.tensor([[1.0, 0.25, -3.0], [0.1, 0.5, 0.0]])
+    assert kn_candidates(attr, 0.2) == {(0, 0), (0, 1), (1, 1)}
+    assert kn_candidates(attr, 0.3) == {(0, 0), (1, 1)}
+    assert kn_candidates(-attr.abs(), 0.2) == set()
+    c = concentration(attr, k=2)
+    assert c["top_k_share"] == pytest.approx(1.5 / 1.85)
+    assert c["effective_neurons"] == pytest.approx(1.85 ** 2 / (1 + 0.0625 + 0.01 + 0.25))
+
+
+def test_share_filter_counts_prompts(planted):
+    prompts = [(p, planted.target) for p in planted.prompts] + [(planted.corrupt_prompt, planted.target)]
+    kept = find_neurons(planted.model, prompts, ig=IGParams(steps=4), kn=KNParams(share=1.0), with_tokens=False)
+    assert kept["params"]["min_prompts"] == 4
+    assert all(n["share"] == 1.0 for n in kept["neurons"])
+
+
+def test_bad_inputs_are_named(tiny_gpt2):
+    with pytest.raises(BadRequest, match="steps"):
+        IGParams(steps=0).check()
+    with pytest.raises(BadRequest, match="threshold"):
+        KNParams(threshold=0).check()
+    with pytest.raises(BadRequest, match="outside"):
+        parse_neuron(tiny_gpt2, "L9.N1")
+    with pytest.raises(BadRequest, match="L<layer>"):
+        parse_neuron(tiny_gpt2, "mlp3")
+    assert parse_neuron(tiny_gpt2, "l1.n5") == (1, 5)
+    with pytest.raises(BadRequest, match="no neurons"):
+        edit_neurons(tiny_gpt2, [], "suppress", PROMPT, " Paris")
+    with pytest.raises(BadRequest, match="mode"):
+        edit_hooks([(0, 1)], "erase")
