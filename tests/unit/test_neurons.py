@@ -177,3 +177,67 @@ def test_bad_inputs_are_named(tiny_gpt2):
         edit_neurons(tiny_gpt2, [], "suppress", PROMPT, " Paris")
     with pytest.raises(BadRequest, match="mode"):
         edit_hooks([(0, 1)], "erase")
+
+
+def test_committed_syntax_pairs_are_the_generators_output():
+    import importlib.util
+    from pathlib import Path
+
+    from kcircuits.circuits.neurons import syntax_items
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "make_syntax_pairs.py"
+    spec = importlib.util.spec_from_file_location("make_syntax_pairs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert list(syntax_items()) == module.build()
+    phenomena = {item["phenomenon"] for item in syntax_items()}
+    assert phenomena == {"det_noun", "subj_verb"}
+    for item in syntax_items():
+        assert item["target"] != item["foil"]
+        if item["phenomenon"] == "det_noun":
+            plural = item["prompt"].split()[-1] in ("these", "those")
+            assert (item["number"] == "pl") == plural
+
+
+def test_syntax_groups_keep_only_pairs_the_model_gets_right(tiny_gpt2):
+    from kcircuits.circuits.neurons import _last_logits, syntax_groups
+
+    groups = syntax_groups(tiny_gpt2, 6, max_prompts=2)
+    assert groups and {g.phenomenon for g in groups} <= {"det_noun", "subj_verb"}
+    for group in groups:
+        assert 1 <= len(group.prompts) <= 2
+        for prompt, target in group.prompts:
+            logits = _last_logits(tiny_gpt2, prompt, [])
+            assert logits[tiny_gpt2.first_token_id(target)] > logits[tiny_gpt2.first_token_id(group.foil)]
+    with pytest.raises(BadRequest, match="phenomena"):
+        syntax_groups(tiny_gpt2, 2, phenomena=("negation",))
+
+
+def test_summary_row_closed_form():
+    from kcircuits.circuits.neurons import summarise
+
+    def row(hist, n, share, flip, pair):
+        edit = {"top1_flipped": flip, "pair_flipped": pair, "relative_change": -0.5}
+        return {"layer_histogram": hist, "n_neurons": n, "concentration": {"top_k_share": share, "effective_neurons": 2.0},
+                "edits": {"suppress": edit if n else None, "enhance": edit if n else None}}
+
+    s = summarise([row([1, 2], 3, 0.5, True, False), row([0, 0], 0, 0.3, False, None)], 2)
+    assert s["layer_histogram"] == [1, 2] and s["mean_kn_layer"] == pytest.approx(2 / 3)
+    assert s["mean_kns"] == 1.5 and s["with_kns"] == 0.5 and s["top10_share"] == pytest.approx(0.4)
+    assert s["suppress"] == {"n": 1, "top1_flip_rate": 1.0, "pair_flip_rate": 0.0, "mean_relative_change": -0.5}
+
+
+def test_relation_context_has_paraphrases_symmetry_and_unrelated(tiny_gpt2):
+    from kcircuits.circuits.neurons import relation_context
+    from kcircuits.circuits.relation import load_relation
+
+    ctx = relation_context(tiny_gpt2, "country_capital_city", "France")
+    assert ctx["paraphrases"] and all("France" in p and t == " Paris" for p, t in ctx["paraphrases"])
+    assert ctx["symmetric"] == [] and all("France" not in p for p, _ in ctx["others"])
+    assert "The capital of France is" not in ctx["unrelated"] and ctx["unrelated"]
+    antonym = load_relation("adj_antonym")
+    subject, obj = antonym.samples[0]
+    sym = relation_context(tiny_gpt2, "adj_antonym", subject)["symmetric"]
+    assert sym and all(obj in p and t == " " + subject for p, t in sym)
+    with pytest.raises(BadRequest, match="not a sample"):
+        relation_context(tiny_gpt2, "country_capital_city", "Atlantis")

@@ -24,9 +24,12 @@ model's weights are never touched, so every other request sees the unedited mode
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +41,7 @@ from kcircuits.lm.loader import LoadedModel
 PATHS = ("joint", "layer")
 EDIT_MODES = ("suppress", "enhance")
 EDIT_POSITIONS = ("last", "all")
+EDIT_KINDS = ("paraphrase", "symmetric", "other_fact", "unrelated")
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -357,14 +361,16 @@ def _compare(model: LoadedModel, prompt: str, target: str | None, hooks: list, k
 def edit_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]], mode: str, prompt: str, target: str, *,
                  positions: str = "last", paraphrases: Sequence[tuple[str, str]] = (),
                  others: Sequence[tuple[str, str]] = (), unrelated: Sequence[str] = (),
-                 foil: str | None = None) -> dict[str, Any]:
+                 symmetric: Sequence[tuple[str, str]] = (), foil: str | None = None) -> dict[str, Any]:
     """Suppress or enhance ``neurons`` (forward hooks, weights untouched) and compare before/after on
-    the prompt, its paraphrases, the relation's other facts and unrelated prompts."""
+    the prompt, its paraphrases (synonym invariance), the reversed fact of a symmetric relation
+    (bijective symmetry), the relation's other facts and unrelated prompts."""
     if not neurons:
         raise BadRequest("no neurons to edit")
     hooks = edit_hooks(neurons, mode, positions)
     main = _compare(model, prompt, target, hooks, "prompt", foil)
     rows = [_compare(model, p, t, hooks, "paraphrase") for p, t in paraphrases]
+    rows += [_compare(model, p, t, hooks, "symmetric") for p, t in symmetric]
     rows += [_compare(model, p, t, hooks, "other_fact") for p, t in others]
     rows += [_compare(model, p, None, hooks, "unrelated") for p in unrelated]
 
@@ -384,12 +390,13 @@ def edit_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]], mode: s
         "mode": mode, "positions": positions, "neurons": [neuron_id(a, b) for a, b in neurons],
         "prompt": main, "prob_change": after - before,
         "relative_change": (after - before) / before if before > 0 else None,
-        "rows": rows, "summary": {k: summary(k) for k in ("paraphrase", "other_fact", "unrelated")},
+        "rows": rows, "summary": {k: summary(k) for k in EDIT_KINDS},
     }
 
 
 def relation_context(model: LoadedModel, relation_name: str, subject: str, n_others: int = 5) -> dict[str, Any]:
-    """Paraphrases of the fact (the relation's other templates), other facts of the relation (first
+    """Paraphrases of the fact (the relation's other templates), its reversal when the relation is
+    symmetric (the object as subject, answered by the subject), other facts of the relation (first
     template, other subjects) and unrelated prompts (fixed, none an instance of this relation)."""
     from kcircuits.circuits.relation import load_relation
     from kcircuits.editing.evaluate import UNRELATED
@@ -400,5 +407,158 @@ def relation_context(model: LoadedModel, relation_name: str, subject: str, n_oth
         raise BadRequest(f"subject {subject!r} is not a sample of relation {relation.name!r}")
     paraphrases = [(t.format(subject), " " + objects[subject]) for t in relation.templates[1:]]
     others = [(relation.template.format(s), " " + o) for s, o in relation.samples if s != subject][:n_others]
+    symmetric = ([(t.format(objects[subject]), " " + subject) for t in relation.templates]
+                 if relation.properties.get("symmetric") else [])
     own = {t.format(s) for t in relation.templates for s, _ in relation.samples}
-    return {"paraphrases": paraphrases, "others": others, "unrelated": [p for p in UNRELATED if p not in own]}
+    return {"paraphrases": paraphrases, "symmetric": symmetric, "others": others,
+            "unrelated": [p for p in UNRELATED if p not in own]}
+
+
+# -- localisation: syntax next to facts (Niu et al.'s comparison) --------------------------------
+SYNTAX_FILE = Path(__file__).resolve().parent.parent / "data" / "syntax" / "minimal_pairs.json"
+DEFAULT_RELATIONS = ("country_capital_city", "country_language", "country_currency", "company_hq",
+                     "landmark_in_country", "food_from_country")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Paraphrase prompts of one fact, or the frames of one syntax item (same noun and number).
+    ``prompts``: (prompt, target); ``foil``: the minimal pair's other form (syntax only)."""
+
+    name: str
+    kind: str  # fact | syntax
+    prompts: tuple[tuple[str, str], ...]
+    foil: str | None = None
+    phenomenon: str | None = None
+
+
+@lru_cache(maxsize=1)
+def syntax_items() -> tuple[dict, ...]:
+    """The committed minimal pairs (see bench/make_syntax_pairs.py)."""
+    return tuple(json.loads(SYNTAX_FILE.read_text())["items"])
+
+
+def syntax_groups(model: LoadedModel, n: int, phenomena: Sequence[str] = ("det_noun", "subj_verb"),
+                  max_prompts: int = 3) -> list[Group]:
+    """Up to ``n`` syntax groups, alternating phenomena, in file order. An item is used when its target
+    and foil start with different tokens and the model prefers the target on it (the syntax analogue
+    of a known fact); a group keeps its first ``max_prompts`` such items."""
+    by_group: dict[str, list[dict]] = {}
+    for item in syntax_items():
+        if item["phenomenon"] in phenomena:
+            by_group.setdefault(item["group"], []).append(item)
+    queues = {ph: [g for g in by_group if g.startswith(ph + ":")] for ph in phenomena}
+    unknown = [ph for ph, groups in queues.items() if not groups]
+    if unknown:
+        raise BadRequest(f"unknown syntax phenomena {unknown}; known: det_noun, subj_verb")
+    out: list[Group] = []
+    while len(out) < n and any(queues.values()):
+        for ph in phenomena:
+            if not queues[ph] or len(out) >= n:
+                continue
+            name = queues[ph].pop(0)
+            kept = []
+            for item in by_group[name]:
+                t, f = model.first_token_id(item["target"]), model.first_token_id(item["foil"])
+                if t == f:
+                    continue
+                logits = _last_logits(model, item["prompt"], [])
+                if logits[t] > logits[f]:
+                    kept.append((item["prompt"], item["target"]))
+                if len(kept) >= max_prompts:
+                    break
+            if kept:
+                out.append(Group(name, "syntax", tuple(kept), by_group[name][0]["foil"], ph))
+    return out
+
+
+def fact_groups(model: LoadedModel, n: int, relations: Sequence[str] = DEFAULT_RELATIONS,
+                max_prompts: int = 3) -> list[Group]:
+    """Up to ``n`` known facts (answer = the model's top-1 on the relation's first template), taken
+    round-robin over ``relations``; each with its paraphrases (the relation's templates)."""
+    from kcircuits.circuits.relation import known_facts, load_relation
+
+    queues = {}
+    for name in relations:
+        relation = load_relation(name)
+        queues[name] = list(known_facts(model, relation, k=1))
+    out: list[Group] = []
+    while len(out) < n and any(queues.values()):
+        for name in relations:
+            if queues[name] and len(out) < n:
+                fact = queues[name].pop(0)
+                prompts = fact_prompts(model, name, fact.subject, fact.object, max_prompts)
+                out.append(Group(f"{name}:{fact.subject}", "fact", tuple(prompts)))
+    return out
+
+
+def localise_group(model: LoadedModel, group: Group, ig: IGParams, kn: KNParams) -> dict[str, Any]:
+    """KNs of one group and the effect of suppressing / enhancing them on its first prompt."""
+    found = find_neurons(model, group.prompts, ig=ig, kn=kn, with_tokens=False)
+    neurons = [(n["layer"], n["index"]) for n in found["neurons"]]
+    prompt, target = group.prompts[0]
+    edits = {}
+    for mode in EDIT_MODES:
+        if not neurons:
+            edits[mode] = None
+            continue
+        row = _compare(model, prompt, target, edit_hooks(neurons, mode), "prompt", group.foil)
+        before, after = row["before"]["prob"], row["after"]["prob"]
+        edits[mode] = {"prob_before": before, "prob_after": after, "top1_flipped": row["top1_flipped"],
+                       "pair_flipped": row.get("pair_flipped"),
+                       "relative_change": (after - before) / before if before > 0 else None}
+    return {"name": group.name, "kind": group.kind, "phenomenon": group.phenomenon, "prompts": [p for p, _ in group.prompts],
+            "target": target, "foil": group.foil, "n_neurons": len(neurons), "neurons": [n["id"] for n in found["neurons"]],
+            "layer_histogram": found["layer_histogram"], "concentration": found["concentration"], "edits": edits}
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def summarise(rows: Sequence[dict[str, Any]], n_layers: int) -> dict[str, Any]:
+    """One table row: KN count and layer histogram, concentration, edit flip rates over ``rows``."""
+    hist = [sum(r["layer_histogram"][layer] for r in rows) for layer in range(n_layers)]
+    total = sum(hist)
+    out: dict[str, Any] = {
+        "n_groups": len(rows), "mean_kns": _mean([r["n_neurons"] for r in rows]),
+        "with_kns": sum(1 for r in rows if r["n_neurons"]) / len(rows) if rows else None,
+        "layer_histogram": hist, "mean_kn_layer": sum(i * c for i, c in enumerate(hist)) / total if total else None,
+        "top10_share": _mean([r["concentration"]["top_k_share"] for r in rows]),
+        "effective_neurons": _mean([r["concentration"]["effective_neurons"] for r in rows]),
+    }
+    for mode in EDIT_MODES:
+        edited = [r["edits"][mode] for r in rows if r["edits"][mode] is not None]
+        out[mode] = {"n": len(edited), "top1_flip_rate": _mean([float(e["top1_flipped"]) for e in edited]),
+                     "pair_flip_rate": _mean([None if e["pair_flipped"] is None else float(e["pair_flipped"]) for e in edited]),
+                     "mean_relative_change": _mean([e["relative_change"] for e in edited])}
+    return out
+
+
+def compare_localisation(model: LoadedModel, n_facts: int = 20, n_syntax: int = 20, *, ig: IGParams = IGParams(),
+                         kn: KNParams = KNParams(), max_prompts: int = 3, relations: Sequence[str] = DEFAULT_RELATIONS,
+                         phenomena: Sequence[str] = ("det_noun", "subj_verb"), progress: ProgressFn | None = None,
+                         cancel: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Niu et al.'s comparison: the same attribution, filters and edits on facts and on syntax pairs.
+    Returns per-group rows and one summary row per set (facts, syntax, and each phenomenon)."""
+    ig.check()
+    kn.check()
+    groups = fact_groups(model, n_facts, relations, max_prompts) + syntax_groups(model, n_syntax, phenomena, max_prompts)
+    rows = []
+    for i, group in enumerate(groups):
+        if cancel:
+            cancel()
+        if progress:
+            progress(i, len(groups), f"{group.kind} {group.name}")
+        rows.append(localise_group(model, group, ig, kn))
+    if progress:
+        progress(len(groups), len(groups), "done")
+    L = model.arch.n_layers
+    sets = {"facts": [r for r in rows if r["kind"] == "fact"], "syntax": [r for r in rows if r["kind"] == "syntax"]}
+    for ph in phenomena:
+        sets[f"syntax:{ph}"] = [r for r in rows if r["phenomenon"] == ph]
+    return {"model": model.spec.id, "n_layers": L,
+            "params": {**asdict(ig), **asdict(kn), "baseline": "zero", "max_prompts": max_prompts,
+                       "relations": list(relations), "phenomena": list(phenomena), "n_facts": n_facts, "n_syntax": n_syntax},
+            "summary": {name: summarise(items, L) for name, items in sets.items() if items}, "rows": rows}
