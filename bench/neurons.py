@@ -67,7 +67,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    from kcircuits.circuits.neurons import IGParams, KNParams, compare_localisation, integrated_gradients, last_hidden
+    from kcircuits.circuits.neurons import (
+        IGParams,
+        KNParams,
+        compare_localisation,
+        integrated_gradients,
+        last_hidden,
+    )
     from kcircuits.config import get_settings
     from kcircuits.lm.loader import load_model
 
