@@ -241,3 +241,33 @@ def test_relation_context_has_paraphrases_symmetry_and_unrelated(tiny_gpt2):
     assert sym and all(obj in p and t == " " + subject for p, t in sym)
     with pytest.raises(BadRequest, match="not a sample"):
         relation_context(tiny_gpt2, "country_capital_city", "Atlantis")
+
+
+def test_beside_circuit_closed_form():
+    from kcircuits.circuits.neurons import beside_circuit
+
+    circuit = {"nodes": [{"id": "input", "kind": "input", "layer": None}, {"id": "a0.h0", "kind": "head", "layer": 0, "score": 2.0,
+                          "in_circuit": True},
+                         {"id": "m0", "kind": "mlp", "layer": 0, "score": -1.0, "in_circuit": True},
+                         {"id": "m1", "kind": "mlp", "layer": 1, "score": 0.5, "in_circuit": False},
+                         {"id": "logits", "kind": "logits", "layer": None}],
+               "edges": [{"source": "a0.h0", "target": "logits", "score": -3.0, "in_circuit": True},
+                         {"source": "m0", "target": "logits", "score": 1.0, "in_circuit": True},
+                         {"source": "input", "target": "m0", "score": 0.5, "in_circuit": False}]}
+    neurons = {"neurons": [{"id": "L0.N3", "layer": 0, "attr": 0.5}, {"id": "L1.N1", "layer": 1, "attr": 0.25}]}
+    out = beside_circuit(circuit, neurons)
+    assert [(m["node"], m["in_circuit"], m["kns"]) for m in out["mlps"]] == [("m0", True, ["L0.N3"]), ("m1", False, ["L1.N1"])]
+    assert out["kn_share_in_circuit"] == 0.5 and out["circuit_mlps_with_kns"] == 1
+    assert out["effect_share_edges"] == {"head": 0.75, "mlp": 0.25, "input": 0.0}
+    assert out["effect_share_nodes"]["head"] == pytest.approx(2 / 3)
+
+
+def test_planted_neuron_sits_in_the_circuits_mlp(planted):
+    from kcircuits.circuits.neurons import neurons_with_circuit
+
+    out = neurons_with_circuit(planted.model, planted.prompts[0], planted.target, paraphrases=planted.prompts[1:],
+                               ig=IGParams(steps=8), circuit_top_n=10)
+    side = out["circuit"]
+    assert side["n_kns"] == 1 and side["kn_share_in_circuit"] == 1.0
+    assert [m["node"] for m in side["mlps"] if m["in_circuit"] and m["kns"]] == [f"m{planted.layer}"]
+    assert side["effect_share_edges"]["head"] > 0 and side["effect_share_edges"]["mlp"] > 0

@@ -562,3 +562,62 @@ def compare_localisation(model: LoadedModel, n_facts: int = 20, n_syntax: int = 
             "params": {**asdict(ig), **asdict(kn), "baseline": "zero", "max_prompts": max_prompts,
                        "relations": list(relations), "phenomena": list(phenomena), "n_facts": n_facts, "n_syntax": n_syntax},
             "summary": {name: summarise(items, L) for name, items in sets.items() if items}, "rows": rows}
+
+
+# -- beside the circuit --------------------------------------------------------------------------
+def beside_circuit(circuit: dict[str, Any], neurons: dict[str, Any]) -> dict[str, Any]:
+    """KNs next to a circuit of the same prompt (a :func:`compute_circuit` result): which circuit MLP
+    nodes hold KNs, the share of KNs inside circuit MLPs, and the share of the circuit's effect
+    (sum of |edge score| over circuit edges, by the sender's kind) that flows from heads, MLPs and
+    the input. The node-score shares (|score| summed over circuit nodes) are given alongside."""
+    kind_of = {n["id"]: n["kind"] for n in circuit["nodes"]}
+    in_circuit = {n["id"] for n in circuit["nodes"] if n.get("in_circuit")}
+    by_layer: dict[int, list[dict]] = {}
+    for kn in neurons["neurons"]:
+        by_layer.setdefault(kn["layer"], []).append(kn)
+    mlps = []
+    for node in circuit["nodes"]:
+        if node["kind"] != "mlp":
+            continue
+        held = by_layer.get(node["layer"], [])
+        if node["id"] in in_circuit or held:
+            mlps.append({"node": node["id"], "layer": node["layer"], "in_circuit": node["id"] in in_circuit,
+                         "score": node.get("score"), "kns": [k["id"] for k in held],
+                         "kn_attr": sum(k["attr"] for k in held)})
+    edge_mass = {"head": 0.0, "mlp": 0.0, "input": 0.0}
+    for edge in circuit["edges"]:
+        if edge.get("in_circuit"):
+            edge_mass[kind_of[edge["source"]]] += abs(edge["score"])
+    node_mass = {"head": 0.0, "mlp": 0.0}
+    for node in circuit["nodes"]:
+        if node["id"] in in_circuit and node["kind"] in node_mass and node.get("score") is not None:
+            node_mass[node["kind"]] += abs(node["score"])
+    n_kns = len(neurons["neurons"])
+    inside = sum(len(m["kns"]) for m in mlps if m["in_circuit"])
+
+    def shares(mass: dict[str, float]) -> dict[str, float | None]:
+        total = sum(mass.values())
+        return {k: (v / total if total > 0 else None) for k, v in mass.items()}
+
+    return {"mlps": mlps, "n_kns": n_kns, "kns_in_circuit_mlps": inside,
+            "kn_share_in_circuit": inside / n_kns if n_kns else None,
+            "circuit_mlps_with_kns": sum(1 for m in mlps if m["in_circuit"] and m["kns"]),
+            "circuit_mlps": sum(1 for m in mlps if m["in_circuit"]),
+            "effect_share_edges": shares(edge_mass), "effect_share_nodes": shares(node_mass)}
+
+
+def neurons_with_circuit(model: LoadedModel, prompt: str, target: str, *, paraphrases: Sequence[str] = (),
+                         ig: IGParams = IGParams(), kn: KNParams = KNParams(), top_k: int = 20,
+                         circuit_method: str = "eap-ig", circuit_top_n: int | None = None,
+                         progress: ProgressFn | None = None) -> dict[str, Any]:
+    """KNs of ``prompt`` (with its paraphrases) and, beside them, the prompt's circuit."""
+    from kcircuits.circuits.discover import compute_circuit
+
+    found = find_neurons(model, [(prompt, target), *((p, target) for p in paraphrases)], ig=ig, kn=kn,
+                         top_k=top_k, progress=progress)
+    circuit = compute_circuit(model, prompt, target, method=circuit_method, top_n=circuit_top_n,
+                              max_edges_returned=500, random_seeds=0, with_heads=False)
+    found["circuit"] = {"method": circuit["method"], "metrics": {k: circuit["metrics"].get(k) for k in
+                                                                  ("edges", "nodes", "faithfulness")},
+                        **beside_circuit(circuit, found)}
+    return found
