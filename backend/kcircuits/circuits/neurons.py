@@ -231,13 +231,13 @@ def _check_prompts(model: LoadedModel, prompts: Sequence[tuple[str, str]]) -> li
 
 
 def find_neurons(model: LoadedModel, prompts: Sequence[tuple[str, str]], *, ig: IGParams = IGParams(),
-                 kn: KNParams = KNParams(), top_k: int = 20, with_tokens: bool = True,
+                 kn: KNParams = KNParams(), top_k: int = 20, with_tokens: bool = True, chart_per_layer: int = 32,
                  progress: ProgressFn | None = None) -> dict[str, Any]:
     """Attribution on each (prompt, target) - paraphrases of one fact - and the KN filters.
 
     Returns per-prompt summaries, the KNs (with their share of prompts and mean attribution),
     the layer histogram of KNs, per-layer attribution sums [n_prompts][L], concentration, and
-    ``params`` with every threshold used. ``attr_mean`` ([L, d_mlp] tensor) is kept out of JSON.
+    ``params`` with every threshold used, and ``chart``: the strongest neurons of each layer.
     """
     ig.check()
     kn.check()
@@ -272,6 +272,10 @@ def find_neurons(model: LoadedModel, prompts: Sequence[tuple[str, str]], *, ig: 
         if with_tokens:
             item["promotes"] = promoted_tokens(model, layer, index)
         knowns.append(item)
+    top = _top_neurons(mean, top_k)
+    if with_tokens:
+        for item in top:
+            item["promotes"] = promoted_tokens(model, item["layer"], item["index"])
     if progress:
         progress(len(checked), len(checked), "done")
     return {
@@ -279,8 +283,18 @@ def find_neurons(model: LoadedModel, prompts: Sequence[tuple[str, str]], *, ig: 
         "params": {**asdict(ig), **asdict(kn), "baseline": "zero", "position": "last", "top_k": top_k,
                    "min_prompts": need},
         "prompts": per_prompt, "neurons": knowns, "layer_histogram": layer_histogram(kept, L),
-        "concentration": concentration(mean), "top": _top_neurons(mean, top_k), "attr_mean": mean,
+        "concentration": concentration(mean), "top": top,
+        "chart": chart_points(mean, chart_per_layer),
     }
+
+
+def chart_points(attr: torch.Tensor, per_layer: int) -> list[dict[str, Any]]:
+    """The ``per_layer`` largest-|attr| neurons of every layer (the layer x neuron chart's points)."""
+    out = []
+    for layer in range(attr.shape[0]):
+        top = attr[layer].abs().topk(min(per_layer, attr.shape[1])).indices.tolist()
+        out += [{"layer": layer, "index": i, "attr": float(attr[layer, i])} for i in top]
+    return out
 
 
 def fact_prompts(model: LoadedModel, relation_name: str, subject: str, obj: str | None = None,
@@ -473,15 +487,16 @@ def syntax_groups(model: LoadedModel, n: int, phenomena: Sequence[str] = ("det_n
 
 
 def fact_groups(model: LoadedModel, n: int, relations: Sequence[str] = DEFAULT_RELATIONS,
-                max_prompts: int = 3) -> list[Group]:
-    """Up to ``n`` known facts (answer = the model's top-1 on the relation's first template), taken
-    round-robin over ``relations``; each with its paraphrases (the relation's templates)."""
-    from kcircuits.circuits.relation import known_facts, load_relation
+                max_prompts: int = 3, scan: int = 40) -> list[Group]:
+    """Up to ``n`` known facts (answer = the model's top-1 on the relation's first template; the first
+    ``scan`` samples of each relation are tried), taken round-robin over ``relations``; each with its
+    paraphrases (the relation's templates)."""
+    from kcircuits.circuits.relation import known_facts, load_relation, relation_facts
 
     queues = {}
     for name in relations:
         relation = load_relation(name)
-        queues[name] = list(known_facts(model, relation, k=1))
+        queues[name] = list(known_facts(model, relation, k=1, facts=relation_facts(model, relation)[:scan]))
     out: list[Group] = []
     while len(out) < n and any(queues.values()):
         for name in relations:
@@ -494,7 +509,7 @@ def fact_groups(model: LoadedModel, n: int, relations: Sequence[str] = DEFAULT_R
 
 def localise_group(model: LoadedModel, group: Group, ig: IGParams, kn: KNParams) -> dict[str, Any]:
     """KNs of one group and the effect of suppressing / enhancing them on its first prompt."""
-    found = find_neurons(model, group.prompts, ig=ig, kn=kn, with_tokens=False)
+    found = find_neurons(model, group.prompts, ig=ig, kn=kn, with_tokens=False, chart_per_layer=0)
     neurons = [(n["layer"], n["index"]) for n in found["neurons"]]
     prompt, target = group.prompts[0]
     edits = {}

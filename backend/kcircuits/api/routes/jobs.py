@@ -1,7 +1,8 @@
 """Slow work as jobs: POST /api/jobs (202 + id), GET status, SSE events, DELETE cancels.
 
 Kinds: ``acdc`` (exact ACDC as the paper ran it), ``relation`` (LRE relation run, Table 1 row),
-``sweep`` (circuit size vs faithfulness and Hit@10). Each kind has a pydantic params model; the
+``sweep`` (circuit size vs faithfulness and Hit@10), ``neurons`` (knowledge neurons of a fact) and
+``neurons-compare`` (KN localisation on facts vs syntax; see routes/neurons.py). Each kind has a pydantic params model; the
 body runs its model work through the worker at background priority.
 """
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kcircuits.api.deps import JobsDep, StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.routes.neurons import CompareIn, NeuronsIn, check_compare, check_neurons
 from kcircuits.api.storing import stored_or_computed
 from kcircuits.api.validation import check_prompt, model_key
 from kcircuits.circuits.discover import DEFAULT_SWEEP_SIZES
@@ -31,7 +33,7 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    kind: Literal["acdc", "relation", "sweep"]
+    kind: Literal["acdc", "relation", "sweep", "neurons", "neurons-compare"]
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -151,6 +153,20 @@ def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
         ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=_progress(ctx)))
 
 
+def _neurons_body(request: Request, params: NeuronsIn, key: str) -> Body:
+    from kcircuits.api.routes.neurons import run_neurons
+
+    settings = request.app.state.settings
+    return _on_worker(request, key, lambda model, ctx: run_neurons(model, params, settings, progress=_progress(ctx)))
+
+
+def _compare_body(request: Request, params: CompareIn, key: str) -> Body:
+    from kcircuits.api.routes.neurons import run_compare
+
+    return _on_worker(request, key, lambda model, ctx: run_compare(model, params, progress=_progress(ctx),
+                                                                   cancel=ctx.check_cancel))
+
+
 def _check_relation(params: RelationParams, settings) -> None:
     """An unknown relation is a bad request now, not a failed job later."""
     from kcircuits.circuits.relation import load_relation
@@ -177,6 +193,8 @@ KINDS: dict[str, JobKind] = {
                     check=_check_acdc_size),
     "relation": JobKind(RelationParams, _relation_body, "relation", check=_check_relation),
     "sweep": JobKind(SweepParams, _sweep_body, "sweep"),
+    "neurons": JobKind(NeuronsIn, _neurons_body, "neurons", method="ig", check=check_neurons),
+    "neurons-compare": JobKind(CompareIn, _compare_body, "neurons_compare", method="ig", check=check_compare),
 }
 
 
