@@ -6,7 +6,6 @@ import time
 
 import pytest
 import torch
-
 from tests.api.test_jobs_api import _events, _wait
 
 FACT = {"prompt": "The capital of France is", "target": " Paris"}
