@@ -271,3 +271,30 @@ def test_planted_neuron_sits_in_the_circuits_mlp(planted):
     assert side["n_kns"] == 1 and side["kn_share_in_circuit"] == 1.0
     assert [m["node"] for m in side["mlps"] if m["in_circuit"] and m["kns"]] == [f"m{planted.layer}"]
     assert side["effect_share_edges"]["head"] > 0 and side["effect_share_edges"]["mlp"] > 0
+
+
+def test_cli_neurons_find_edit_compare():
+    import json
+
+    from typer.testing import CliRunner
+
+    from kcircuits.cli import app
+
+    runner = CliRunner()
+    found = runner.invoke(app, ["neurons", "The capital of France is", "--target", " Paris", "--model", "tiny-gpt2",
+                                "--steps", "2", "--paraphrase", "The capital city of France is", "--json"])
+    assert found.exit_code == 0, found.output
+    data = json.loads(found.output)
+    assert [p["prompt"] for p in data["prompts"]] == ["The capital of France is", "The capital city of France is"]
+    assert data["params"]["steps"] == 2 and data["top"]
+    neuron = data["top"][0]["id"]
+    edited = runner.invoke(app, ["neurons", "edit", "The capital of France is", "--target", " Paris", "--model",
+                                 "tiny-gpt2", "--neuron", neuron, "--mode", "enhance", "--json"])
+    assert edited.exit_code == 0, edited.output
+    out = json.loads(edited.output)
+    assert out["neurons"] == [neuron] and out["mode"] == "enhance" and out["summary"]["unrelated"]["n"] >= 1
+    text = runner.invoke(app, ["neurons", "compare", "--model", "tiny-gpt2", "--n-facts", "0", "--n-syntax", "1",
+                               "--steps", "1", "--max-prompts", "1"])
+    assert text.exit_code == 0 and "syntax" in text.output and "KN layers" in text.output
+    bad = runner.invoke(app, ["neurons", "edit", "x", "--target", " y", "--model", "tiny-gpt2", "--neuron", "L9.N1"])
+    assert bad.exit_code == 2 and "outside this model" in bad.output

@@ -636,3 +636,42 @@ def neurons_with_circuit(model: LoadedModel, prompt: str, target: str, *, paraph
                                                                   ("edges", "nodes", "faithfulness")},
                         **beside_circuit(circuit, found)}
     return found
+
+
+# -- entry points shared by the API, the jobs and the CLI ----------------------------------------
+MAX_PROMPTS = 16
+
+
+def request_prompts(model: LoadedModel, prompt: str, target: str, paraphrases: Sequence[str] = (),
+                    relation: str | None = None, subject: str | None = None) -> list[tuple[str, str]]:
+    """The prompt, its paraphrases and, with a relation, its templates filled with ``subject``
+    (each prompt once, at most ``MAX_PROMPTS``), all answered by ``target``."""
+    texts = [prompt, *paraphrases]
+    if relation:
+        from kcircuits.circuits.relation import load_relation
+
+        if not subject or not subject.strip():
+            raise BadRequest("relation needs a subject (its templates are filled with it)")
+        texts += [t.format(subject) for t in load_relation(relation).templates]
+    return [(t, target) for t in list(dict.fromkeys(texts))[:MAX_PROMPTS]]
+
+
+def edit_request(model: LoadedModel, neurons: Sequence[str], mode: str, prompt: str, target: str, *,
+                 positions: str = "last", relation: str | None = None, subject: str | None = None,
+                 paraphrases: Sequence[str] = (), unrelated: Sequence[str] | None = None,
+                 foil: str | None = None) -> dict[str, Any]:
+    """:func:`edit_neurons` from neuron ids and an optional LRE relation (paraphrases, symmetric
+    reversal, other facts); ``unrelated`` None: the fixed unrelated prompts of the relation context."""
+    parsed = list(dict.fromkeys(parse_neuron(model, n) for n in neurons))
+    ctx: dict[str, Any] = {"paraphrases": [], "symmetric": [], "others": [], "unrelated": []}
+    if relation:
+        ctx = relation_context(model, relation, subject or "")
+    elif unrelated is None:
+        from kcircuits.editing.evaluate import UNRELATED
+
+        ctx["unrelated"] = [p for p in UNRELATED if p != prompt]
+    if unrelated is not None:
+        ctx["unrelated"] = list(unrelated)
+    return edit_neurons(model, parsed, mode, prompt, target, positions=positions,
+                        paraphrases=[(p, target) for p in paraphrases] + ctx["paraphrases"],
+                        symmetric=ctx["symmetric"], others=ctx["others"], unrelated=ctx["unrelated"], foil=foil)

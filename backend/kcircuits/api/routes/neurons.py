@@ -107,24 +107,19 @@ def check_compare(params: CompareIn, settings: Settings) -> None:
         _check_relation(name, "-", f"relations[{i}]")
 
 
-def _prompts(model: Any, params: NeuronsIn, settings: Settings) -> list[tuple[str, str]]:
-    """The prompt, its paraphrases and the relation's templates filled with the subject (each once)."""
-    texts = [params.prompt, *params.paraphrases]
-    if params.relation:
-        from kcircuits.circuits.relation import load_relation
-
-        texts += [t.format(params.subject) for t in load_relation(params.relation).templates]
-    texts = list(dict.fromkeys(texts))[:16]
-    for text in texts:
-        check_tokens(model.tokenize(text).shape[1], settings)
-    return [(t, params.target) for t in texts]
-
-
 def run_neurons(model: Any, params: NeuronsIn, settings: Settings, progress=None) -> dict:
     """Runs in the worker: attribution on every prompt, the KN filters, and the circuit if asked."""
-    from kcircuits.circuits.neurons import IGParams, KNParams, find_neurons, neurons_with_circuit
+    from kcircuits.circuits.neurons import (
+        IGParams,
+        KNParams,
+        find_neurons,
+        neurons_with_circuit,
+        request_prompts,
+    )
 
-    prompts = _prompts(model, params, settings)
+    prompts = request_prompts(model, params.prompt, params.target, params.paraphrases, params.relation, params.subject)
+    for text, _ in prompts:
+        check_tokens(model.tokenize(text).shape[1], settings)
     ig, kn = IGParams(steps=params.steps, path=params.path), KNParams(params.threshold, params.share)
     if params.with_circuit:
         result = neurons_with_circuit(model, prompts[0][0], params.target, paraphrases=[p for p, _ in prompts[1:]],
@@ -149,19 +144,12 @@ def run_compare(model: Any, params: CompareIn, progress=None, cancel=None) -> di
 
 def run_edit(model: Any, body: NeuronEditIn, settings: Settings) -> dict:
     """Runs in the worker: parse the neuron ids, gather the neighbour prompts, edit by hooks, compare."""
-    from kcircuits.circuits.neurons import edit_neurons, parse_neuron, relation_context
+    from kcircuits.circuits.neurons import edit_request
 
     check_tokens(model.tokenize(body.prompt).shape[1], settings)
-    neurons = list(dict.fromkeys(parse_neuron(model, n) for n in body.neurons))
-    ctx: dict[str, Any] = {"paraphrases": [], "symmetric": [], "others": [], "unrelated": []}
-    if body.relation:
-        ctx = relation_context(model, body.relation, body.subject or "")
-    if body.unrelated is not None:
-        ctx["unrelated"] = list(body.unrelated)
-    paraphrases = [(p, body.target) for p in body.paraphrases] + ctx["paraphrases"]
-    result = edit_neurons(model, neurons, body.mode, body.prompt, body.target, positions=body.positions,
-                          paraphrases=paraphrases, symmetric=ctx["symmetric"], others=ctx["others"],
-                          unrelated=ctx["unrelated"], foil=body.foil)
+    result = edit_request(model, body.neurons, body.mode, body.prompt, body.target, positions=body.positions,
+                          relation=body.relation, subject=body.subject, paraphrases=body.paraphrases,
+                          unrelated=body.unrelated, foil=body.foil)
     return {"kind": "neuron_edit", "model": model.spec.id, "target": body.target, "relation": body.relation,
             "subject": body.subject, "session": body.session, **result}
 
