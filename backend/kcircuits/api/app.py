@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 #: Route modules under kcircuits.api.routes, each with a ``router``.
-ROUTE_MODULES = ["health", "models", "lens", "nodes", "jobs", "results", "edits", "circuits", "relations"]
+ROUTE_MODULES = ["health", "models", "lens", "nodes", "jobs", "results", "edits", "circuits", "relations", "neurons"]
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
        "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 

@@ -346,7 +346,7 @@ export interface AcdcParams extends Omit<CircuitRequest, "method"> {
   tau?: number;
 }
 export interface JobRequest {
-  kind: "acdc" | "relation" | "sweep";
+  kind: "acdc" | "relation" | "sweep" | "neurons" | "neurons-compare";
   params: Record<string, unknown>;
 }
 export interface Job {
@@ -519,4 +519,124 @@ export interface RelationRow {
   validation: HitSplit;
   test: HitSplit;
   timings: { total_s: number };
+}
+
+// ---- knowledge neurons ------------------------------------------------------------------------
+export interface NeuronRef {
+  id: string;
+  layer: number;
+  index: number;
+  attr: number;
+  share?: number;
+  promotes?: string[];
+}
+export interface Concentration {
+  top_k: number;
+  top_k_share: number;
+  effective_neurons: number;
+}
+export interface NeuronPromptRow {
+  prompt: string;
+  target: string;
+  prob: number;
+  rank: number;
+  top1: string;
+  attr_sum: number;
+  max_attr: number;
+  baseline_prob: number | number[];
+  n_candidates: number;
+  concentration: Concentration;
+}
+export interface BesideCircuit {
+  method: string;
+  metrics: { edges: number; nodes: number; faithfulness: number | null };
+  mlps: { node: string; layer: number; in_circuit: boolean; score: number | null; kns: string[]; kn_attr: number }[];
+  n_kns: number;
+  kns_in_circuit_mlps: number;
+  kn_share_in_circuit: number | null;
+  circuit_mlps: number;
+  circuit_mlps_with_kns: number;
+  effect_share_edges: Record<"head" | "mlp" | "input", number | null>;
+  effect_share_nodes: Record<"head" | "mlp", number | null>;
+}
+export interface NeuronsResult {
+  kind: "neurons";
+  id?: string;
+  model: string;
+  prompt: string;
+  target: string;
+  n_layers: number;
+  d_mlp: number;
+  params: Record<string, unknown> & { steps: number; path: string; threshold: number; share: number; min_prompts: number };
+  prompts: NeuronPromptRow[];
+  neurons: NeuronRef[];
+  top: NeuronRef[];
+  chart: { layer: number; index: number; attr: number }[];
+  layer_histogram: number[];
+  concentration: Concentration;
+  circuit?: BesideCircuit;
+}
+export interface NeuronMeasure {
+  top1: string;
+  top1_prob: number;
+  prob?: number;
+  rank?: number;
+}
+export interface NeuronEditRow {
+  prompt: string;
+  target: string | null;
+  kind: "prompt" | "paraphrase" | "symmetric" | "other_fact" | "unrelated";
+  before: NeuronMeasure;
+  after: NeuronMeasure;
+  top1_flipped: boolean;
+  kl: number;
+  pair_flipped?: boolean;
+}
+export interface NeuronEditRequest {
+  model?: string;
+  prompt: string;
+  target: string;
+  neurons: string[];
+  mode: "suppress" | "enhance";
+  positions?: "last" | "all";
+  relation?: string | null;
+  subject?: string | null;
+  foil?: string | null;
+}
+export interface NeuronEditSummary {
+  n: number;
+  top1_flip_rate: number;
+  mean_kl: number;
+  mean_prob_before?: number;
+  mean_prob_after?: number;
+}
+export interface NeuronEditResult {
+  kind: "neuron_edit";
+  id?: string;
+  mode: "suppress" | "enhance";
+  neurons: string[];
+  prompt: NeuronEditRow;
+  prob_change: number;
+  relative_change: number | null;
+  rows: NeuronEditRow[];
+  summary: Record<string, NeuronEditSummary | null>;
+}
+export interface LocalisationSummary {
+  n_groups: number;
+  mean_kns: number | null;
+  with_kns: number | null;
+  layer_histogram: number[];
+  mean_kn_layer: number | null;
+  top10_share: number | null;
+  effective_neurons: number | null;
+  suppress: { n: number; top1_flip_rate: number | null; pair_flip_rate: number | null; mean_relative_change: number | null };
+  enhance: { n: number; top1_flip_rate: number | null; pair_flip_rate: number | null; mean_relative_change: number | null };
+}
+export interface CompareResult {
+  kind: "neurons_compare";
+  model: string;
+  n_layers: number;
+  params: Record<string, unknown>;
+  summary: Record<string, LocalisationSummary>;
+  rows: { name: string; kind: string; n_neurons: number; target: string; foil: string | null }[];
 }

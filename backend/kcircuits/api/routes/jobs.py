@@ -1,7 +1,8 @@
 """Slow work as jobs: POST /api/jobs (202 + id), GET status, SSE events, DELETE cancels.
 
 Kinds: ``acdc`` (exact ACDC as the paper ran it), ``relation`` (LRE relation run, Table 1 row),
-``sweep`` (circuit size vs faithfulness and Hit@10). Each kind has a pydantic params model; the
+``sweep`` (circuit size vs faithfulness and Hit@10), ``neurons`` (knowledge neurons of a fact) and
+``neurons-compare`` (KN localisation on facts vs syntax; see routes/neurons.py). Each kind has a pydantic params model; the
 body runs its model work through the worker at background priority.
 """
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import JobsDep, StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.routes.neurons import CompareIn, NeuronsIn, check_compare, check_neurons
 from kcircuits.api.storing import stored_or_computed
 from kcircuits.api.validation import WIRE, check_prompt, model_key
 from kcircuits.circuits.discover import DEFAULT_SWEEP_SIZES
@@ -100,8 +102,23 @@ class SweepJobIn(BaseModel):
     params: SweepParams
 
 
+class NeuronsJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["neurons"]
+    params: NeuronsIn
+
+
+class NeuronsCompareJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["neurons-compare"]
+    params: CompareIn
+
+
 #: POST /api/jobs: ``kind`` picks the params model (documented per kind in the schema).
-JobIn = Annotated[AcdcJobIn | RelationJobIn | SweepJobIn, Field(discriminator="kind")]
+JobIn = Annotated[AcdcJobIn | RelationJobIn | SweepJobIn | NeuronsJobIn | NeuronsCompareJobIn,
+                  Field(discriminator="kind")]
 Body = Callable[[JobContext], Any]
 
 
@@ -190,6 +207,20 @@ def _n_edges(params: BaseModel, settings, kv_mode: str = "grouped") -> int:
     return get_graph(get_spec(params.model or settings.default_model, settings).arch, kv_mode=kv_mode).n_edges
 
 
+def _neurons_body(request: Request, params: NeuronsIn, key: str) -> Body:
+    from kcircuits.api.routes.neurons import run_neurons
+
+    settings = request.app.state.settings
+    return _on_worker(request, key, lambda model, steps: run_neurons(model, params, settings, progress=steps.progress))
+
+
+def _compare_body(request: Request, params: CompareIn, key: str) -> Body:
+    from kcircuits.api.routes.neurons import run_compare
+
+    return _on_worker(request, key, lambda model, steps: run_compare(model, params, progress=steps.progress,
+                                                                     cancel=steps.cancel))
+
+
 def _check_relation(params: RelationParams, settings) -> None:
     """An unknown relation or a circuit larger than the graph is a bad request now, not a
     failed job later."""
@@ -223,6 +254,8 @@ KINDS: dict[str, JobKind] = {
                     check=_check_acdc_size),
     "relation": JobKind(RelationParams, _relation_body, "relation", check=_check_relation),
     "sweep": JobKind(SweepParams, _sweep_body, "sweep", check=_check_sweep),
+    "neurons": JobKind(NeuronsIn, _neurons_body, "neurons", method="ig", check=check_neurons),
+    "neurons-compare": JobKind(CompareIn, _compare_body, "neurons_compare", method="ig", check=check_compare),
 }
 
 
