@@ -203,3 +203,27 @@ def test_out_of_range_integers_are_4xx(client, path, body, field, value):
 def test_sweep_sizes_beyond_the_graph_are_4xx(client, sizes):
     res = client.post("/api/jobs", json={"kind": "sweep", "params": {**EIFFEL, "sizes": sizes}})
     assert res.status_code == 422 and "sizes" in res.json()["error"]["message"], res.text[:300]
+
+
+@pytest.mark.parametrize("url", [
+    "/api/results?q=%ED%A0%80", "/api/results?q=%00", "/api/results?model=%FF%FE", "/api/results?saved=maybe",
+    "/api/results?limit=%00", "/api/jobs/%ED%A0%80", "/api/jobs/%00", "/api/edits/%FF", "/api/views/%ED%A0%80",
+    "/api/results/%00/export", "/api/circuits/graph-stats?model=%ED%A0%80",
+    "/api/circuits/" + "a" * 64 + "/nodes/%ED%A0%80", "/api/results/..%2F..%2Fetc%2Fpasswd",
+])
+def test_hostile_paths_and_queries_get_the_envelope(client, url):
+    res = client.get(url)
+    assert res.status_code in (200, 404, 422), (url, res.status_code, res.text[:200])
+    body = res.json()
+    assert ("error" in body) == (res.status_code != 200), body
+
+
+@pytest.mark.parametrize("body", [
+    '{"prompt": "ab\\ud800cd"}',  # a lone surrogate: not a string
+    '{"prompt": "\\u00b3S\\uda9a\\udc0b\\u05a1", "target": "\\u0015\\"\\u00ca", "threshold": 0.0, "method": "eap"}',
+    '{"prompt": "a", "target": " b", "method": "eap", "top_n": 1e400}',
+    '{"prompt": "a", "target": " b", "method": "eap", "threshold": NaN}',
+])
+def test_hostile_circuit_bodies_never_500(client, body):
+    res = client.post("/api/circuits", content=body, headers={"content-type": "application/json"})
+    assert res.status_code in (200, 400, 422), res.text[:300]

@@ -193,3 +193,53 @@ def test_concurrent_acdc_jobs_wait_for_each_other_without_timing_out(api_setting
         jobs = [client.app.state.jobs.wait(job_id, timeout=60) for job_id in ids]
         assert [job.status for job in jobs] == ["succeeded", "succeeded"], [job.error for job in jobs]
         assert all(job.finished_at - job.created_at > 0.3 for job in jobs)
+
+
+def test_concurrent_mixed_requests_equal_serial_runs(client):
+    """Lens, node-detail and circuit requests sent 6 at a time answer exactly what they answer one
+    by one (the worker owns the model; hooked runs never overlap)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = ["The Eiffel Tower is in", "The capital of Italy is", "Berlin lies in", "The Louvre is in"]
+    requests = [("/api/lens", {"prompt": p, "target": " Paris", "top_k": 3}) for p in prompts]
+    requests += [("/api/nodes/detail", {"prompt": p, "node": "a1.h2", "target": " Paris"}) for p in prompts]
+    requests += [("/api/circuits", {"prompt": p, "target": " Paris", "method": "eap", "ablation": "zero",
+                                    "top_n": 5, "random_seeds": 0}) for p in prompts[:2]]
+
+    def answer(request):
+        res = client.post(*request[:1], json=request[1])
+        assert res.status_code == 200, res.text
+        data = res.json()
+        return {k: v for k, v in data.items() if k not in ("cached", "timings")}
+
+    serial = [answer(r) for r in requests]
+    with ThreadPoolExecutor(6) as pool:
+        concurrent = list(pool.map(answer, requests * 2))
+    assert concurrent == serial * 2
+
+
+def test_overload_answers_503_with_retry_after_at_once(client, api_settings):
+    """The worker is held and its queue (8) fills: further requests get 503 + Retry-After in
+    well under a second, and the queued ones all answer once the worker is free."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+    held = client.app.state.worker.submit("tiny-gpt2", lambda model: release.wait(30))
+
+    def lens(i):
+        start = time.perf_counter()
+        res = client.post("/api/lens", json={"prompt": f"Overload {i} is", "top_k": 2})
+        return res.status_code, res.headers.get("retry-after"), time.perf_counter() - start
+
+    with ThreadPoolExecutor(api_settings.queue_size + 4) as pool:
+        queued = [pool.submit(lens, i) for i in range(api_settings.queue_size)]
+        deadline = time.monotonic() + 10
+        while client.app.state.worker.queue_depth() < api_settings.queue_size and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = list(pool.map(lens, range(100, 104)))
+        release.set()
+        answered = [f.result(30) for f in queued]
+    held.result(5)
+    assert all(status == 503 and retry and took < 0.5 for status, retry, took in refused), refused
+    assert [status for status, _, _ in answered] == [200] * api_settings.queue_size

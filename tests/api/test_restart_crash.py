@@ -246,12 +246,13 @@ def test_jobs_running_at_kill_9_are_interrupted_after_restart(tmp_path):
     server = Server(tmp_path, SLOW_ACDC_SERVER)
     try:
         server.wait("/healthz")
-        ids = [server.client.post("/api/jobs", json={"kind": "acdc", "params": {
-            "prompt": prompt, "target": " Paris", "tau": -1e9}}).json()["id"]
-            for prompt in ("The Eiffel Tower is in the city of", "The Louvre is in the city of")]
-        deadline = time.time() + 60
-        while server.client.get(f"/api/jobs/{ids[0]}").json()["progress"] == 0 and time.time() < deadline:
-            time.sleep(0.1)
+        ids = []
+        for prompt in ("The Eiffel Tower is in the city of", "The Louvre is in the city of"):
+            ids.append(server.client.post("/api/jobs", json={"kind": "acdc", "params": {
+                "prompt": prompt, "target": " Paris", "tau": -1e9}}).json()["id"])
+            deadline = time.time() + 60
+            while server.client.get(f"/api/jobs/{ids[0]}").json()["progress"] == 0 and time.time() < deadline:
+                time.sleep(0.1)  # the first job holds the worker: the second waits behind it
         time.sleep(1.2)  # past the store's once-a-second throttle of progress writes
         assert server.client.get(f"/api/jobs/{ids[0]}").json()["status"] == "running"
     finally:

@@ -19,6 +19,17 @@ def _json_response(status: int, body: dict) -> tuple[dict, dict]:
             {"type": "http.response.body", "body": data})
 
 
+class _TrackedSend:
+    """An ASGI ``send`` that remembers whether the response has started."""
+
+    def __init__(self, send):
+        self.send, self.started = send, False
+
+    async def __call__(self, message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` once a request body passes the limit (an HTTPException, so the
     framework's body parsing passes it on instead of turning it into a 400)."""
@@ -50,7 +61,7 @@ class BodyLimitMiddleware:
                     await send(message)
                 return
         seen = 0
-        started = False
+        tracked = _TrackedSend(send)
 
         async def counting_receive():
             nonlocal seen
@@ -61,15 +72,10 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked)
         except Exception as exc:
-            if started or not _caused_by(exc, BodyTooLarge):
+            if tracked.started or not _caused_by(exc, BodyTooLarge):
                 raise
             for message in too_large:
                 await send(message)
@@ -122,18 +128,11 @@ class CatchAllMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception:
-            if started:
+            if tracked.started:
                 raise
             log.exception("unhandled error")
             for message in _json_response(500, error_body("internal_error", "internal error")):
