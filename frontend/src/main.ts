@@ -1,7 +1,7 @@
 /** kcircuits dashboard entry: routes (/, /c/{id}, /v/{short}, ?bench=N), prompt bar + live lens, circuit, edit, results. */
 import "./style.css";
 import { api, ApiError } from "./api/client";
-import type { CircuitResult, LensResult, RelationRow, SweepResult } from "./api/types";
+import type { CircuitResult, CompareResult, LensResult, NeuronEditResult, NeuronsResult, RelationRow, SweepResult } from "./api/types";
 import { GraphCanvas } from "./graph/canvas";
 import { drawCircuit, syntheticCircuit } from "./graph/model";
 import { decodeState, parseRoute, writeStateToUrl } from "./state/url";
@@ -9,6 +9,7 @@ import { clear, debounce, h, showToken } from "./util/dom";
 import { CircuitView } from "./views/circuit";
 import { EditView } from "./views/edit";
 import { LensView, TokenChips } from "./views/lens";
+import { NeuronsView } from "./views/neurons";
 import { RelationsView } from "./views/relations";
 import { ResultsList } from "./views/share";
 import { SweepPanel } from "./views/sweep";
@@ -67,6 +68,7 @@ class Dashboard {
   private editView: EditView;
   private results = new ResultsList(api);
   private relations: RelationsView;
+  private neurons: NeuronsView;
   private subjectOverride: string | null = null;
   private session: string | null = null;
   private ctrl: AbortController | null = null;
@@ -77,6 +79,7 @@ class Dashboard {
     this.circuitView.onCircuit = (c) => { hook.circuit = c; hook.graph = this.circuitView.graph; };
     this.editView = new EditView(api, () => this.model.value || undefined);
     this.relations = new RelationsView(api, () => this.model.value || undefined);
+    this.neurons = new NeuronsView(api, () => this.model.value || undefined);
     this.editView.onSession = (id) => {
       this.session = id;
       this.useSession.disabled = !id;
@@ -91,14 +94,15 @@ class Dashboard {
         h("div", { class: "row subject-row" }, h("span", { class: "muted", text: "subject (click tokens to adjust):" }), this.chips.el)),
       this.lensView.el, this.circuitView.el);
     const pages: Record<string, HTMLElement> = { Explore: explore, Edit: h("div", { class: "page" }, this.editView.el),
-      Relations: h("div", { class: "page" }, this.relations.el), Results: h("div", { class: "page" }, this.results.el) };
+      Relations: h("div", { class: "page" }, this.relations.el), Neurons: h("div", { class: "page" }, this.neurons.el), Results: h("div", { class: "page" }, this.results.el) };
     const show = (name: string) => {
       for (const [k, el] of Object.entries(pages)) el.hidden = k !== name;
       if (name === "Results") void this.results.load();
       if (name === "Relations") void this.relations.load();
+      if (name === "Neurons") void this.neurons.load();
     };
     root.append(header("Explore", { Explore: () => show("Explore"), Edit: () => show("Edit"),
-      Relations: () => show("Relations"), Results: () => show("Results") }),
+      Relations: () => show("Relations"), Neurons: () => show("Neurons"), Results: () => show("Results") }),
       ...Object.values(pages));
     show("Explore");
     const sched = debounce(() => void this.runLens(), 300);
@@ -203,6 +207,12 @@ async function storedResultPage(main: HTMLElement, result: StoredResult): Promis
     main.append(view.el);
     view.addRow(result as unknown as RelationRow);
     void view.load();
+  } else if (result.kind === "neurons" || result.kind === "neurons_compare" || result.kind === "neuron_edit") {
+    const view = new NeuronsView(api, () => undefined);
+    main.append(view.el);
+    if (result.kind === "neurons") await view.show(result as unknown as NeuronsResult);
+    else if (result.kind === "neurons_compare") await view.showCompare(result as unknown as CompareResult);
+    else view.showEdit(result as unknown as NeuronEditResult);
   } else {
     main.append(h("section", { class: "panel" }, h("pre", { class: "mono", text: JSON.stringify(result, null, 2) })));
   }

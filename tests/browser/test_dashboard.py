@@ -435,3 +435,32 @@ def test_relation_run_adds_a_table_row(page, server):
     page.goto(f"/c/{result_id}")  # the stored row's permalink shows the same table row
     page.wait_for_selector("[data-testid=relation-row]")
     assert page.locator("[data-testid=relation-row] td").all_text_contents()[:6] == cells[:6]
+
+
+def test_neurons_tab_finds_suppresses_and_shows_before_after(page, server):
+    """Neurons tab: a neurons job (progress), the KN/top tables and chart, then Suppress shows the same
+    before/after ranks as the API's edit of the same neurons."""
+    require_endpoint(server, "GET", "/api/neurons/syntax")
+    page.goto("/")
+    page.wait_for_selector("[data-testid=model] option", state="attached")
+    page.select_option("[data-testid=model]", "tiny-gpt2")
+    page.click("button[data-tab=Neurons]")
+    page.fill("[data-testid=neurons-prompt]", "The capital of France is")
+    page.fill("[data-testid=neurons-target]", " Paris")
+    page.fill("[data-testid=neurons-steps]", "4")
+    page.click("[data-testid=neurons-run]")
+    page.wait_for_selector("[data-testid=neurons-top] tbody tr", timeout=SLOW)
+    page.wait_for_selector("[data-testid=neurons-chart] .main-svg")
+    top_ids = page.locator("[data-testid=neurons-top] tbody tr td:nth-child(2)").all_text_contents()
+    assert top_ids and all(re.fullmatch(r"L\d+\.N\d+", t) for t in top_ids)
+    page.locator(f"[data-testid=neurons-top] input[data-neuron='{top_ids[0]}']").check()
+    page.click("[data-testid=neurons-suppress]")
+    page.wait_for_selector("[data-testid=neurons-edit-main]", timeout=SLOW)
+    assert page.get_attribute("[data-testid=neurons-edit-out]", "data-mode") == "suppress"
+    status, api = http(server, "POST", "/api/neurons/edit", {"model": "tiny-gpt2", "prompt": "The capital of France is",
+                                                             "target": " Paris", "neurons": [top_ids[0]], "mode": "suppress"})
+    assert status == 200, api
+    first = page.locator("[data-testid=neurons-edit-table] tbody tr").first.locator("td").all_text_contents()
+    assert first[0] == "prompt" and first[4] == f"{api['prompt']['before']['rank']} → {api['prompt']['after']['rank']}"
+    assert page.locator("[data-testid=neurons-edit-table] tbody tr").count() == 1 + len(api["rows"])
+    screenshot(page, "neurons", page.locator(".neurons-view"))

@@ -193,3 +193,74 @@ def planted_roles_model(n_heads: int = 8, d_model: int = 64, key_gain: float = 8
     return PlantedRoles(model, ROLES_PROMPT, "France", " Paris", mover="a1.h2", relation="a0.h1",
                         decoys={"a0.h3": "attends to function words", "a1.h0": "writes neither answer nor subject",
                                 "a1.h5": "not significant"})
+
+
+@dataclass
+class PlantedNeuron:
+    """A planted model whose fact is carried by one MLP unit (``layer``, ``index``) at the last position."""
+
+    model: Any  # LoadedModel
+    prompts: list[str]  # paraphrases that mention the subject
+    corrupt_prompt: str
+    target: str
+    layer: int
+    index: int
+
+
+def planted_neuron_model(subject: str = " France", corrupt_subject: str = " Spain", target: str = " Paris",
+                         index: int = 37, d_model: int = 64, seed: int = 0, device: str = "cpu") -> PlantedNeuron:
+    """A tiny 2-layer GPT-2 where layer 0's head 1 moves the subject feature to every later position
+    (dimension ``MOVE_DIM``) and layer 1's MLP unit ``index`` reads it and writes the answer direction
+    (``ANS_DIM``, read by the tied unembedding of ``target``). No other component reads or writes the
+    planted dimensions, so the answer's probability comes through that one neuron."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kcircuits.lm.loader import from_hf_model
+    from kcircuits.lm.random_models import gpt2_tokenizer
+
+    move_dim, head, n_heads = 2, 1, 4
+    tokenizer = gpt2_tokenizer()
+    subj_id, ans_id = tokenizer(subject)["input_ids"], tokenizer(target)["input_ids"]
+    if len(subj_id) != 1 or len(ans_id) != 1:
+        raise ValueError("subject and target must be single tokens")
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_head=n_heads, n_embd=d_model, vocab_size=tokenizer.vocab_size,
+                        n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = GPT2LMHeadModel(config).eval()
+    dh = d_model // n_heads
+    planted = [SUBJ_DIM, ANS_DIM, move_dim]
+    with torch.no_grad():
+        wte = hf.transformer.wte.weight
+        wte[:, planted] = 0.0
+        wte[subj_id[0], SUBJ_DIM] = 1.0
+        wte[ans_id[0], ANS_DIM] = 1.0
+        hf.transformer.wpe.weight[:, planted] = 0.0
+        for block in hf.transformer.h:
+            block.attn.c_attn.weight[planted, :] = 0.0
+            block.attn.c_proj.weight[:, planted] = 0.0
+            block.attn.c_proj.bias[planted] = 0.0
+            block.mlp.c_fc.weight[planted, :] = 0.0
+            block.mlp.c_proj.weight[:, planted] = 0.0
+            block.mlp.c_proj.bias[planted] = 0.0
+        attn = hf.transformer.h[0].attn
+        w, bias = attn.c_attn.weight, attn.c_attn.bias
+        q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
+        for c0 in (q0, k0, v0):
+            w[:, c0:c0 + dh] = 0.0
+            bias[c0:c0 + dh] = 0.0
+        bias[q0] = 1.0  # constant query
+        w[SUBJ_DIM, k0] = 2.0  # key = subject feature
+        w[SUBJ_DIM, v0] = 1.0  # value = subject feature
+        attn.c_proj.weight[head * dh:(head + 1) * dh, :] = 0.0
+        attn.c_proj.weight[head * dh, move_dim] = 1.0
+        mlp = hf.transformer.h[1].mlp
+        mlp.c_fc.weight[:, index] = 0.0
+        mlp.c_fc.bias[index] = 0.0
+        mlp.c_fc.weight[move_dim, index] = 1.0  # the unit reads the moved subject feature
+        mlp.c_proj.weight[index, :] = 0.0
+        mlp.c_proj.weight[index, ANS_DIM] = 4.0  # and writes the answer direction
+        hf.transformer.ln_f.weight[ANS_DIM] = 2.0
+    model = from_hf_model("planted-neuron", hf, tokenizer, device=device, revision=f"planted-neuron:{seed}")
+    prompts = [f"The capital of{subject} is the city of", f"The capital city of{subject} is",
+               f"What is the capital of{subject}? It is"]
+    return PlantedNeuron(model, prompts, f"The capital of{corrupt_subject} is the city of", target, 1, index)

@@ -2,7 +2,8 @@
 import type {
   CircuitRequest, CircuitResult, EditCompare, EditCreated, EditRequest, EditSession, ExportFormat, GraphStats,
   Job, JobEvent, JobRequest, LensRequest, LensResult, ModelsResponse, InfoResponse, NodeDetail, NodeDetailRequest,
-  ProjectRequest, ProjectResponse, RelationInfo, ResultsList, ResultsQuery, StoredView, ViewResponse,
+  NeuronEditRequest, NeuronEditResult, ProjectRequest, ProjectResponse, RelationInfo, ResultsList, ResultsQuery,
+  StoredView, ViewResponse,
 } from "./types";
 import { TERMINAL } from "./types";
 
@@ -68,6 +69,7 @@ export class Client {
   nodeDetail(body: NodeDetailRequest): Promise<NodeDetail> { return this.request("POST", "/api/nodes/detail", body); }
 
   relations(): Promise<{ items: RelationInfo[] }> { return this.request("GET", "/api/relations"); }
+  neuronEdit(body: NeuronEditRequest): Promise<NeuronEditResult> { return this.request("POST", "/api/neurons/edit", body); }
   createJob(body: JobRequest): Promise<Job> { return this.request("POST", "/api/jobs", body); }
   job(id: string): Promise<Job> { return this.request("GET", `/api/jobs/${encodeURIComponent(id)}`); }
   cancelJob(id: string): Promise<Job> { return this.request("DELETE", `/api/jobs/${encodeURIComponent(id)}`); }
@@ -96,7 +98,7 @@ export class Client {
   }
 }
 
-const EVENT_NAMES = ["queued", "running", "progress", "cancelling", "succeeded", "failed", "cancelled"];
+const EVENT_NAMES = ["queued", "running", "progress", "cancelling", "succeeded", "failed", "cancelled", "interrupted"];
 
 /**
  * Follow a job's SSE stream; calls onEvent for each event and resolves with the final job (fetched once the

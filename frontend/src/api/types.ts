@@ -116,7 +116,7 @@ export interface ProjectResponse {
 }
 
 // ---- circuits ---------------------------------------------------------------------------------
-export type Method = "eap" | "eap-ig" | "exact" | "acdc";
+export type Method = "eap-ig-refine" | "eap-ig" | "eap" | "eap-ig-mask" | "clean-corrupted" | "exact" | "acdc";
 export type Ablation = "patch" | "zero" | "mean";
 export type Metric = "logit_diff" | "logprob" | "prob" | "match_nll" | "kl";
 export type NodeKind = "input" | "head" | "mlp" | "logits";
@@ -131,6 +131,7 @@ export interface CircuitRequest {
   ablation: Ablation;
   metric?: Metric;
   corrupt_prompt?: string | null;
+  counterfactuals?: number;
   subject?: string | null;
   top_n?: number;
   threshold?: number;
@@ -170,6 +171,9 @@ export interface CircuitMetrics {
   edge_fraction: number;
   node_fraction: number;
   faithfulness: number | null;
+  /** why faithfulness is undefined (no signal between the full and the empty circuit), else null */
+  faithfulness_undefined?: string | null;
+  harmful_share?: number | null;
   metric_full?: number | null;
   metric_circuit?: number | null;
   metric_empty?: number | null;
@@ -227,6 +231,9 @@ export interface CircuitResult {
   ablation: Ablation;
   metric: Metric | string;
   corrupt_prompt: string | null;
+  corrupt_prompts?: string[];
+  counterfactual?: CounterfactualRecord | null;
+  curve?: FaithfulnessCurve;
   params: Record<string, unknown>;
   graph: GraphInfo;
   nodes: CircuitNode[];
@@ -236,6 +243,50 @@ export interface CircuitResult {
   roles?: RolesRecord;
   timings?: Record<string, number>;
   provenance?: Provenance;
+}
+
+/** One automatic counterfactual: same relation and template, another subject, its answer the foil. */
+export interface CounterfactualCandidate {
+  prompt: string;
+  subject: string;
+  relation: string | null;
+  foil: string;
+  foil_id: number;
+  foil_prob: number;
+  target_prob: number;
+  margin: number;
+  kind: "known" | "same kind" | "other";
+  own_object: string | null;
+  why: string;
+}
+export interface CounterfactualRecord {
+  source: string;
+  relation: string | null;
+  subject: string | null;
+  reason: string;
+  chosen: CounterfactualCandidate[];
+  candidates: CounterfactualCandidate[];
+}
+/** A point of the faithfulness curve: measured by patched runs, with random circuits of its size. */
+export interface CurvePoint {
+  edges: number;
+  size: number | null;
+  edge_fraction: number;
+  requested: boolean;
+  faithfulness: number | null;
+  metric: number;
+  hit_at_10: number;
+  target_rank: number;
+  harmful_share: number | null;
+  random: { edges: number[]; faithfulness: (number | null)[]; faithfulness_mean: number | null; hit_at_10: number | null };
+}
+export interface FaithfulnessCurve {
+  points: CurvePoint[];
+  cpr: number | null;
+  cmd: number | null;
+  cpr_normalised: number | null;
+  cmd_normalised: number | null;
+  faithfulness_undefined: string | null;
 }
 
 export interface HeadDetail {
@@ -289,13 +340,13 @@ export interface GraphStats {
 }
 
 // ---- jobs -------------------------------------------------------------------------------------
-export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "cancelling";
+export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "cancelling" | "interrupted";
 export interface AcdcParams extends Omit<CircuitRequest, "method"> {
   method?: "acdc";
   tau?: number;
 }
 export interface JobRequest {
-  kind: "acdc" | "relation" | "sweep";
+  kind: "acdc" | "relation" | "sweep" | "neurons" | "neurons-compare";
   params: Record<string, unknown>;
 }
 export interface Job {
@@ -319,7 +370,7 @@ export interface JobEvent {
   total?: number;
   [k: string]: unknown;
 }
-export const TERMINAL: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 
 // ---- store / permalinks -----------------------------------------------------------------------
 export interface ResultSummary {
@@ -468,4 +519,124 @@ export interface RelationRow {
   validation: HitSplit;
   test: HitSplit;
   timings: { total_s: number };
+}
+
+// ---- knowledge neurons ------------------------------------------------------------------------
+export interface NeuronRef {
+  id: string;
+  layer: number;
+  index: number;
+  attr: number;
+  share?: number;
+  promotes?: string[];
+}
+export interface Concentration {
+  top_k: number;
+  top_k_share: number;
+  effective_neurons: number;
+}
+export interface NeuronPromptRow {
+  prompt: string;
+  target: string;
+  prob: number;
+  rank: number;
+  top1: string;
+  attr_sum: number;
+  max_attr: number;
+  baseline_prob: number | number[];
+  n_candidates: number;
+  concentration: Concentration;
+}
+export interface BesideCircuit {
+  method: string;
+  metrics: { edges: number; nodes: number; faithfulness: number | null };
+  mlps: { node: string; layer: number; in_circuit: boolean; score: number | null; kns: string[]; kn_attr: number }[];
+  n_kns: number;
+  kns_in_circuit_mlps: number;
+  kn_share_in_circuit: number | null;
+  circuit_mlps: number;
+  circuit_mlps_with_kns: number;
+  effect_share_edges: Record<"head" | "mlp" | "input", number | null>;
+  effect_share_nodes: Record<"head" | "mlp", number | null>;
+}
+export interface NeuronsResult {
+  kind: "neurons";
+  id?: string;
+  model: string;
+  prompt: string;
+  target: string;
+  n_layers: number;
+  d_mlp: number;
+  params: Record<string, unknown> & { steps: number; path: string; threshold: number; share: number; min_prompts: number };
+  prompts: NeuronPromptRow[];
+  neurons: NeuronRef[];
+  top: NeuronRef[];
+  chart: { layer: number; index: number; attr: number }[];
+  layer_histogram: number[];
+  concentration: Concentration;
+  circuit?: BesideCircuit;
+}
+export interface NeuronMeasure {
+  top1: string;
+  top1_prob: number;
+  prob?: number;
+  rank?: number;
+}
+export interface NeuronEditRow {
+  prompt: string;
+  target: string | null;
+  kind: "prompt" | "paraphrase" | "symmetric" | "other_fact" | "unrelated";
+  before: NeuronMeasure;
+  after: NeuronMeasure;
+  top1_flipped: boolean;
+  kl: number;
+  pair_flipped?: boolean;
+}
+export interface NeuronEditRequest {
+  model?: string;
+  prompt: string;
+  target: string;
+  neurons: string[];
+  mode: "suppress" | "enhance";
+  positions?: "last" | "all";
+  relation?: string | null;
+  subject?: string | null;
+  foil?: string | null;
+}
+export interface NeuronEditSummary {
+  n: number;
+  top1_flip_rate: number;
+  mean_kl: number;
+  mean_prob_before?: number;
+  mean_prob_after?: number;
+}
+export interface NeuronEditResult {
+  kind: "neuron_edit";
+  id?: string;
+  mode: "suppress" | "enhance";
+  neurons: string[];
+  prompt: NeuronEditRow;
+  prob_change: number;
+  relative_change: number | null;
+  rows: NeuronEditRow[];
+  summary: Record<string, NeuronEditSummary | null>;
+}
+export interface LocalisationSummary {
+  n_groups: number;
+  mean_kns: number | null;
+  with_kns: number | null;
+  layer_histogram: number[];
+  mean_kn_layer: number | null;
+  top10_share: number | null;
+  effective_neurons: number | null;
+  suppress: { n: number; top1_flip_rate: number | null; pair_flip_rate: number | null; mean_relative_change: number | null };
+  enhance: { n: number; top1_flip_rate: number | null; pair_flip_rate: number | null; mean_relative_change: number | null };
+}
+export interface CompareResult {
+  kind: "neurons_compare";
+  model: string;
+  n_layers: number;
+  params: Record<string, unknown>;
+  summary: Record<string, LocalisationSummary>;
+  rows: { name: string; kind: string; n_neurons: number; target: string; foil: string | null }[];
 }

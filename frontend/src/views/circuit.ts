@@ -15,6 +15,7 @@ import { Replay } from "./replay";
 import { JobRunner } from "./job";
 import { SharePanel } from "./share";
 import { SweepPanel } from "./sweep";
+import { FidelityPanel, nearestPoint } from "./fidelity";
 
 export interface CircuitContext extends NodeContext {
   target: string | null;
@@ -31,7 +32,7 @@ export class CircuitView {
   readonly graph: GraphCanvas;
   readonly nodePanel: NodePanel;
   private share: SharePanel;
-  private method = select<Method>("method", ["eap", "eap-ig", "exact", "acdc"], "eap", "method");
+  private method = select<Method>("method", ["eap-ig-refine", "eap-ig", "eap", "exact", "acdc"], "eap-ig-refine", "method");
   private ablation = select<Ablation>("ablation", ["patch", "zero", "mean"], "patch", "ablation");
   private corrupt = h("input", { type: "text", placeholder: "corrupt prompt (auto when empty)", "aria-label": "corrupt prompt", class: "wide" });
   private topN = h("input", { type: "number", min: 1, max: 5000, value: 400, "aria-label": "top n", "data-testid": "top-n-input" });
@@ -41,6 +42,7 @@ export class CircuitView {
   private runBtn = h("button", { type: "button", class: "primary", "data-testid": "compute", text: "Compute circuit" });
   private sweepBtn = h("button", { type: "button", "data-testid": "sweep-run", text: "Size sweep", title: "faithfulness and Hit@10 vs circuit size (a job)" });
   private sweepPanel = new SweepPanel();
+  private fidelity = new FidelityPanel();
   private status = h("span", { class: "status", "data-testid": "circuit-status", role: "status" });
   private sliderMode = select<"top_n" | "threshold">("prune by", ["top_n", "threshold"], "top_n", "slider-mode");
   private slider = h("input", { type: "range", min: 1, max: 100, value: 100, step: 1, "aria-label": "prune", "data-testid": "prune-slider" });
@@ -88,7 +90,7 @@ export class CircuitView {
       h("label", {}, this.allPaths, " all paths"), this.pathsNote, this.groupBar);
     this.body = h("div", { class: "circuit-body" },
       h("div", { class: "circuit-main" }, pruneBar, gbox, legend),
-      h("aside", { class: "sidebar" }, this.metrics, this.sweepPanel.el, this.nodePanel.el, this.share.el));
+      h("aside", { class: "sidebar" }, this.metrics, this.fidelity.el, this.sweepPanel.el, this.nodePanel.el, this.share.el));
     this.el = h("section", { class: "panel circuit-panel", "aria-label": "circuit" },
       h("h2", { text: "Circuit" }), controls, this.body, this.replayBox);
     this.jobs.host = this.el;
@@ -173,7 +175,7 @@ export class CircuitView {
   sweep(): Promise<void> {
     return this.guarded(this.sweepBtn, async () => {
       const chosen = this.method.value;
-      const method = chosen === "eap" || chosen === "eap-ig" ? chosen : "eap-ig";
+      const method = chosen === "acdc" || chosen === "exact" ? "eap-ig-refine" : chosen;
       const params: Record<string, unknown> = { ...this.params(), method };
       delete params.top_n;
       const result = await this.jobs.run({ kind: "sweep", params });
@@ -205,6 +207,7 @@ export class CircuitView {
     this.configureSlider();
     this.redraw(false);
     this.renderMetrics();
+    this.fidelity.show(c);
     this.share.setCircuit(c);
     const selected: Selected = state.node ? { type: "node", id: state.node } : state.edge ? { type: "edge", key: state.edge } : null;
     this.graph.select(selected);
@@ -244,7 +247,9 @@ export class CircuitView {
   private updateSliderLabel(): void {
     const drawn = this.graph.counts();
     const mode = this.sel.mode === "server" ? "server selection" : this.sel.mode === "top_n" ? `top ${this.sel.n}` : `|score| ≥ ${fmt(this.sel.t)}`;
-    this.sliderLabel.textContent = `${mode} → ${drawn.edges} edges, ${drawn.nodes} nodes`;
+    const point = this.circuit?.curve ? nearestPoint(this.circuit.curve.points, drawn.edges) : null;
+    const measured = point ? ` · measured F ${fmt(point.faithfulness, 2)} at ${point.edges} edges` : "";
+    this.sliderLabel.textContent = `${mode} → ${drawn.edges} edges, ${drawn.nodes} nodes${measured}`;
   }
 
   private onSlider(): void {
@@ -298,7 +303,7 @@ export class CircuitView {
       ["model", c.model], ["method", `${c.method} · ${c.ablation} · ${c.metric}`],
       ["edges", `${m.edges} / ${c.graph.total_edges} (${pct(m.edge_fraction)})`],
       ["nodes", `${m.nodes} / ${c.graph.total_nodes} (${pct(m.node_fraction)})`],
-      ["faithfulness", fmt(m.faithfulness)],
+      ["faithfulness", m.faithfulness_undefined ? "undefined" : fmt(m.faithfulness)],
     ];
     if (m.hit_at_10) rows.push(["Hit@10", `full ${m.hit_at_10.full} · circuit ${m.hit_at_10.circuit} · random ${fmt(m.hit_at_10.random, 2)}`]);
     if (m.target_rank) rows.push(["target rank", `full ${m.target_rank.full} · circuit ${m.target_rank.circuit}`]);

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import check_prompt, check_tokens, model_key
+from kcircuits.api.validation import WIRE, check_prompt, check_tokens, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api", tags=["circuits"])
 class RoleThresholdsIn(BaseModel):
     """Thresholds of the head-role rules (see :mod:`kcircuits.circuits.heads`)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     significance_k: float = Field(3.0, ge=0, le=100, description="MADs above the median |score| of the circuit's heads")
     mover_attention: float = Field(0.3, ge=0, le=1, description="subject attention of a mover")
@@ -84,22 +84,27 @@ def with_roles(model: Any, result: dict, roles: RoleThresholdsIn | None = None) 
 class CircuitIn(BaseModel):
     """One circuit request. Selection: ``top_n`` or ``threshold`` (default: top 1% of the edges)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
     prompt: str = Field(..., max_length=100_000)
     target: str = Field(..., min_length=1, max_length=200, description='answer text, e.g. " Paris" (first token)')
-    method: str = Field("eap-ig", max_length=32, description="eap | eap-ig | clean-corrupted | exact (acdc: a job)")
+    method: str = Field("eap-ig-refine", max_length=32,
+                        description="eap-ig-refine (default: re-attributed and calibrated) | eap-ig | eap | "
+                                    "eap-ig-mask | clean-corrupted | exact (acdc: a job)")
     ablation: Literal["patch", "zero", "mean"] = "patch"
-    metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] = "logit_diff"
+    metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] | None = Field(
+        None, description="default: logit_diff under patching, match_nll under zero or mean ablation")
     corrupt_prompt: str | None = Field(None, max_length=100_000,
-                                       description="patching input; built by subject swap when null")
+                                       description="patching input; when null, counterfactuals of the prompt's own "
+                                                   "relation and template with another known answer as the foil")
+    counterfactuals: int = Field(1, ge=1, le=8, description="automatic counterfactuals averaged (a batch)")
     subject: str | None = Field(None, max_length=500, description="subject span; auto-detected when null")
     foil: str | None = Field(None, max_length=200, description="logit_diff foil; default: the corrupted answer")
     top_n: int | None = Field(None, ge=0)
     threshold: float | None = Field(None, ge=0)
     greedy: bool = False
-    ig_steps: int = Field(5, ge=1, le=32)
+    ig_steps: int = Field(5, ge=1, le=64)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     max_edges_returned: int = Field(3000, ge=0, le=20_000)
     random_seeds: int = Field(3, ge=0, le=10)
@@ -117,17 +122,20 @@ def _graph_for(model_id: str, settings: Settings, kv_mode: str = "grouped"):
 
 def _check(body: CircuitIn, settings: Settings, model_id: str) -> None:
     """Cheap checks before any model work (registry facts only)."""
-    from kcircuits.circuits.attribution import EXACT_MAX_EDGES, METHODS
+    from kcircuits.circuits.attribution import EXACT_MAX_EDGES
+    from kcircuits.circuits.discover import DISCOVERY_METHODS, REFINE_METHOD
 
     check_prompt(body.prompt, settings)
     if body.corrupt_prompt is not None:
         check_prompt(body.corrupt_prompt, settings, "corrupt_prompt")
     if body.method == "acdc":
         raise BadRequest("acdc runs one forward per edge: start it as a job (POST /api/jobs, kind 'acdc')")
-    if body.method not in METHODS:
-        raise BadRequest(f"unknown method {body.method!r}; choose one of {list(METHODS)}")
+    if body.method not in DISCOVERY_METHODS:
+        raise BadRequest(f"unknown method {body.method!r}; choose one of {list(DISCOVERY_METHODS)}")
     if body.top_n is not None and body.threshold is not None:
         raise BadRequest("give top_n or threshold, not both")
+    if body.threshold is not None and body.method == REFINE_METHOD:
+        raise BadRequest(f"threshold selects by one pass's scores: use top_n with {REFINE_METHOD}, or another method")
     graph = _graph_for(model_id, settings, body.kv_mode)
     if body.top_n is not None and body.top_n > graph.n_edges:
         raise BadRequest(f"top_n is {body.top_n}; the graph has {graph.n_edges} edges")

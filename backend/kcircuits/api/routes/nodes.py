@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
-from kcircuits.api.validation import check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.api.validation import WIRE, check_prompt, check_tokens, check_top_k, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
 
@@ -19,7 +19,7 @@ _CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ProjectIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
@@ -30,7 +30,7 @@ class ProjectIn(BaseModel):
 
 
 class DetailIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
