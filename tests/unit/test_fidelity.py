@@ -114,3 +114,28 @@ def test_bench_fact_rule_and_aggregation():
     assert row["median"] == pytest.approx(0.9) and row["share_ge_0_8"] == pytest.approx(2 / 3)
     assert row["undefined"] == 1 and row["errors"] == 1 and row["facts"] == 5
     assert row["hit_at_10"] == pytest.approx(2 / 4) and row["random_median"] == 0.0
+
+
+def test_relation_circuit_holds_on_the_facts_it_was_found_on():
+    """A planted model that knows 12 capitals through one head: the relation circuit is that
+    head's three edges, and it keeps every answer on the validation facts it was found on as on
+    the test facts (the bug this guards: 0.10 on validation against 0.80 on test)."""
+    from kcircuits.circuits.relation import run_relation
+    from kcircuits.circuits.testing import planted_relation_model
+
+    pr = planted_relation_model()
+    row = run_relation(pr.model, pr.relation, n=6, k=10, known_k=1, filter_test=True, ablation="patch", top_n=3)
+    assert sorted(row["circuit_edges"]) == sorted(pr.edge_ids)
+    assert row["n_validation"] >= 4 and row["n_test"] >= 4
+    assert row["validation"]["original"] == row["test"]["original"] == 1.0
+    assert row["validation"]["circuit"] == 1.0 and row["validation"]["circuit"] >= row["test"]["circuit"]
+
+
+def test_flat_logits_rank_the_target_last():
+    """Ties count against the target: a fully ablated (flat) output keeps no answer in the top 10."""
+    import torch
+
+    from kcircuits.circuits.evaluate import vocab_ranks
+
+    assert vocab_ranks(torch.zeros(2, 50), [3, 7]).tolist() == [50, 50]
+    assert vocab_ranks(torch.tensor([[0.0, 2.0, 1.0]]), [2]).tolist() == [2]

@@ -29,10 +29,18 @@ HIT_K = 10
 
 def target_ranks(logits: torch.Tensor, target_ids: torch.Tensor, position: int = -1) -> torch.Tensor:
     """1-based ranks of the targets at ``position``: logits [..., b, pos, V], target_ids [b] -> [..., b]."""
-    row = logits[..., position, :].float()
-    tgt = target_ids.to(row.device).expand(row.shape[:-1])
+    return vocab_ranks(logits[..., position, :], target_ids)
+
+
+def vocab_ranks(logits: torch.Tensor, target_ids) -> torch.Tensor:
+    """1-based rank of each target among the vocabulary: logits [..., V], target_ids [...] -> [...].
+
+    Ties count against the target (rank = number of logits >= the target's): a flat output, such
+    as a fully ablated model's, ranks the target last, not first."""
+    row = logits.float()
+    tgt = torch.as_tensor(target_ids, device=row.device).long().expand(row.shape[:-1])
     picked = row.gather(-1, tgt.unsqueeze(-1))
-    return (row > picked).sum(-1) + 1
+    return (row >= picked).sum(-1)
 
 
 @torch.no_grad()

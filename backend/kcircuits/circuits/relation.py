@@ -157,13 +157,11 @@ def last_logits(model, prompts: Sequence[str], batch_size: int = 32) -> torch.Te
 
 
 def target_ranks(logits: torch.Tensor, target_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """1-based rank of each target among the vocabulary logits: logits [n, V] -> [n] long.
+    """1-based rank of each target among the vocabulary logits: logits [n, V] -> [n] long (ties
+    count against the target; see :func:`kcircuits.circuits.evaluate.vocab_ranks`)."""
+    from kcircuits.circuits.evaluate import vocab_ranks
 
-    Ties count against the target (rank = 1 + number of strictly larger logits).
-    """
-    targets = torch.as_tensor(target_ids, device=logits.device).long()
-    picked = logits.gather(1, targets[:, None])
-    return (logits > picked).sum(-1) + 1
+    return vocab_ranks(logits, target_ids)
 
 
 def known_facts(model, relation: Relation | str, k: int = 10, facts: Sequence[Fact] | None = None,

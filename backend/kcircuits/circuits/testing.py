@@ -264,3 +264,84 @@ def planted_neuron_model(subject: str = " France", corrupt_subject: str = " Spai
     prompts = [f"The capital of{subject} is the city of", f"The capital city of{subject} is",
                f"What is the capital of{subject}? It is"]
     return PlantedNeuron(model, prompts, f"The capital of{corrupt_subject} is the city of", target, 1, index)
+
+
+@dataclass
+class PlantedRelation:
+    """A planted model that knows ``known`` (subject, object) facts of one LRE relation through a
+    single head (``layer``, ``head``): the truth for a relation run."""
+
+    model: Any  # LoadedModel
+    relation: str
+    known: list[tuple[str, str]]
+    layer: int
+    head: int
+
+    @property
+    def edge_ids(self) -> list[str]:
+        h = f"a{self.layer}.h{self.head}"
+        return [f"input->{h}<k>", f"input->{h}<v>", f"{h}->logits"]
+
+
+def planted_relation_model(relation: str = "country_capital_city", n_facts: int = 12, n_heads: int = 4,
+                           d_model: int = 64, head: int = 2, gain: float = 12.0, seed: int = 0,
+                           device: str = "cpu") -> PlantedRelation:
+    """A tiny 2-layer GPT-2 that answers the first ``n_facts`` samples of ``relation`` whose subject
+    is one token (with distinct answer tokens): subject i's embedding carries feature dimension
+    ``8 + i``; the last layer's head ``head`` attends to any subject (constant query, key = the sum
+    of the subject features) and its value/output maps feature i onto answer dimension
+    ``8 + n + i``, which the tied unembedding reads as answer i's first token. Nothing else reads
+    or writes the planted dimensions, so every known fact flows through that head alone."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kcircuits.circuits.relation import load_relation
+    from kcircuits.lm.loader import from_hf_model
+    from kcircuits.lm.random_models import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    dh = d_model // n_heads
+    facts, answers = [], set()
+    for subject, obj in load_relation(relation).samples:
+        subj, ans = tokenizer(" " + subject)["input_ids"], tokenizer(" " + obj)["input_ids"][0]
+        if len(subj) == 1 and ans not in answers:
+            facts.append((subject, obj, subj[0], ans))
+            answers.add(ans)
+        if len(facts) == n_facts:
+            break
+    n = len(facts)
+    if 8 + 2 * n > d_model or n > dh:
+        raise ValueError("too many facts for d_model / the head size")
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_head=n_heads, n_embd=d_model, vocab_size=tokenizer.vocab_size,
+                        n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = GPT2LMHeadModel(config).eval()
+    layer = 1
+    planted = list(range(8, 8 + 2 * n))
+    with torch.no_grad():
+        wte = hf.transformer.wte.weight  # tied with lm_head
+        wte[:, planted] = 0.0
+        hf.transformer.wpe.weight[:, planted] = 0.0
+        for block in hf.transformer.h:
+            block.attn.c_attn.weight[planted, :] = 0.0
+            block.attn.c_proj.weight[:, planted] = 0.0
+            block.attn.c_proj.bias[planted] = 0.0
+            block.mlp.c_fc.weight[planted, :] = 0.0
+            block.mlp.c_proj.weight[:, planted] = 0.0
+            block.mlp.c_proj.bias[planted] = 0.0
+        attn = hf.transformer.h[layer].attn
+        w, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D [d, 3d] = q | k | v
+        q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
+        for c0 in (q0, k0, v0):
+            w[:, c0:c0 + dh] = 0.0
+            bias[c0:c0 + dh] = 0.0
+        bias[q0] = 1.0
+        proj = attn.c_proj.weight
+        proj[head * dh:(head + 1) * dh, :] = 0.0
+        for i, (_, _, subj_id, ans_id) in enumerate(facts):
+            wte[subj_id, 8 + i] = 1.0
+            wte[ans_id, 8 + n + i] = 1.0
+            w[8 + i, k0] = 4.0  # any subject feature raises the key
+            w[8 + i, v0 + i] = 1.0  # value i = feature i
+            proj[head * dh + i, 8 + n + i] = gain  # -> answer i
+    model = from_hf_model(f"planted-relation-{n}", hf, tokenizer, device=device, revision=f"planted-relation:{seed}")
+    return PlantedRelation(model, relation, [(s, o) for s, o, _, _ in facts], layer, head)

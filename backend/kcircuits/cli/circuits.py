@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from kcircuits.circuits.discover import DEFAULT_METHOD
-from kcircuits.cli.common import domain_errors, emit, load
+from kcircuits.cli.common import domain_errors, emit, load, progress_bar
 from kcircuits.errors import BadRequest
 
 # Options shared by the circuit commands (typer reads them as parameter metadata).
@@ -83,15 +83,18 @@ def circuit(
                 from kcircuits.circuits.acdc import acdc_circuit
             except ImportError as exc:
                 raise BadRequest("acdc is not available in this installation") from exc
-            result = acdc_circuit(loaded, prompt, target, tau, ablation=ablation, metric=metric,
-                                  corrupt_prompt=corrupt, subject=subject, random_seeds=random_seeds,
-                                  counterfactuals=counterfactuals)
+            with progress_bar("acdc") as report:
+                result = acdc_circuit(loaded, prompt, target, tau, ablation=ablation, metric=metric,
+                                      corrupt_prompt=corrupt, subject=subject, random_seeds=random_seeds,
+                                      counterfactuals=counterfactuals, progress=report)
         else:
             from kcircuits.circuits.discover import compute_circuit
 
-            result = compute_circuit(loaded, prompt, target, method=method, ablation=ablation, metric=metric,
-                                     corrupt_prompt=corrupt, subject=subject, top_n=top_n, threshold=threshold,
-                                     ig_steps=ig_steps, random_seeds=random_seeds, counterfactuals=counterfactuals)
+            with progress_bar(method) as report:
+                result = compute_circuit(loaded, prompt, target, method=method, ablation=ablation, metric=metric,
+                                         corrupt_prompt=corrupt, subject=subject, top_n=top_n, threshold=threshold,
+                                         ig_steps=ig_steps, random_seeds=random_seeds, counterfactuals=counterfactuals,
+                                         progress=report)
         annotate_circuit_roles(loaded, result, thresholds)
         if out is not None:
             _write(result, out)

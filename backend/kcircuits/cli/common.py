@@ -53,5 +53,24 @@ def load(model_id: str | None):
         fail(exc)
 
 
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A stderr progress bar (tqdm) for the engine's ``progress(done, total, message)`` callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def report(done: int, total: int, message: str = "") -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message[:40], refresh=False)
+        bar.refresh()
+    try:
+        yield report
+    finally:
+        bar.close()
+
+
 def is_tty() -> bool:
     return sys.stdout.isatty()
