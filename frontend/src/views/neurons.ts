@@ -179,7 +179,7 @@ export class NeuronsView {
     const P = await plotly();
     const pts = result.chart;
     await P.react(chart, [
-      { x: pts.map((q) => q.index), y: pts.map((q) => q.layer), mode: "markers", type: "scattergl", name: "strongest per layer",
+      { x: pts.map((q) => q.index), y: pts.map((q) => q.layer), mode: "markers", type: "scatter", name: "strongest per layer",
         marker: { color: pts.map((q) => q.attr), colorscale: "RdBu", reversescale: true, cmid: 0, size: 6, colorbar: { title: { text: "attr" } } },
         text: pts.map((q) => `L${q.layer}.N${q.index}`), hovertemplate: "%{text}: %{marker.color:.3g}<extra></extra>" },
       { x: result.neurons.map((n) => n.index), y: result.neurons.map((n) => n.layer), mode: "markers", type: "scatter", name: "knowledge neurons",
