@@ -152,6 +152,8 @@ export class NeuronsView {
     clear(this.out);
     this.el.dataset.kns = String(result.neurons.length);
     const p = result.params;
+    if (result.id) this.out.append(h("p", { "data-testid": "neurons-permalink" }, "permalink: ",
+      h("a", { href: `/c/${encodeURIComponent(result.id)}`, class: "mono", text: result.id.slice(0, 12) })));
     this.out.append(h("p", { class: "muted", "data-testid": "neurons-params",
       text: `IG m=${p.steps} (${p.path}, baseline 0) · threshold ${p.threshold} of the max · shared by ≥ ${p.min_prompts} of ${result.prompts.length} prompts` }));
     this.out.append(table(["prompt", "P(target)", "rank", "top-1", "Σ attr"], result.prompts.map((r) =>
