@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def shown(value: object, limit: int = 64) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (hostile ids are long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 class KCircuitsError(Exception):
     """Base error: ``status`` is the HTTP status, ``kind`` the envelope's error type."""
 

@@ -25,6 +25,14 @@ FORMATS = ("json", "graphml", "dot", "png", "svg")
 MEDIA_TYPES = {"json": "application/json", "graphml": "application/graphml+xml",
                "dot": "text/vnd.graphviz", "png": "image/png", "svg": "image/svg+xml"}
 GRAPH_ATTRS = ("id", "kind", "model", "revision", "prompt", "target", "method", "ablation", "metric")
+#: A circuit head's role scores (``result.heads``) copied onto its GraphML / DOT node.
+ROLE_SCORES = ("significant", "subject_attention", "relation_attention", "dla", "attribution", "target_rank",
+               "subject_rank")
+
+
+def _role_scores(result: dict[str, Any], node_id: str) -> dict[str, Any]:
+    info = (result.get("heads") or {}).get(node_id) or {}
+    return {k: info[k] for k in ROLE_SCORES if _scalar(info.get(k))}
 
 
 def export_circuit(result: dict[str, Any], fmt: str) -> str | bytes:
@@ -56,6 +64,7 @@ def to_networkx(result: dict[str, Any]):
             graph.graph[name] = result[name]
     for node in result["nodes"]:
         attrs = {k: v for k, v in node.items() if k != "id" and _scalar(v)}
+        attrs.update(_role_scores(result, str(node["id"])))
         graph.add_node(str(node["id"]), **attrs)
     for edge in result["edges"]:
         attrs = {k: v for k, v in edge.items() if k not in ("source", "target") and _scalar(v)}
@@ -84,8 +93,11 @@ def to_dot(result: dict[str, Any]) -> str:
     lines.append(f"  label={_dot_quote(label)};")
     for node in result["nodes"]:
         style = "filled" if node.get("in_circuit") else "dashed"
+        extra = {"role": node["role"]} if node.get("role") else {}
+        extra.update(_role_scores(result, str(node["id"])))
+        attrs = "".join(f"{k}={_dot_quote(v)}, " for k, v in extra.items())
         lines.append(f"  {_dot_quote(node['id'])} [kind={_dot_quote(node.get('kind', ''))}, "
-                     f"score={_dot_quote(node.get('score', ''))}, style={style}];")
+                     f"score={_dot_quote(node.get('score', ''))}, {attrs}style={style}];")
     for edge in edges:
         score = float(edge.get("score") or 0.0)
         width = 0.5 + 3.0 * abs(score) / top

@@ -7,20 +7,22 @@ background priority, so interactive requests interleave). It reports progress th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcircuits.errors import Busy, KCircuitsError, NotFound
+from kcircuits.errors import Busy, KCircuitsError, NotFound, shown
+from kcircuits.lm.worker import unbounded_waits
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}  # interrupted: cut off by a restart
 
 
 class Cancelled(Exception):
@@ -44,6 +46,8 @@ class Job:
     events: list[dict[str, Any]] = field(default_factory=list)
     cancel_flag: threading.Event = field(default_factory=threading.Event)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    #: async event-stream readers waiting for the next event: (their loop, their asyncio.Event)
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)
 
     def public(self, with_result: bool = True) -> dict[str, Any]:
         data = {"id": self.id, "kind": self.kind, "params": self.params, "status": self.status,
@@ -103,7 +107,7 @@ class JobManager:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise NotFound(f"no job with id {job_id!r}")
+            raise NotFound(f"no job with id {shown(job_id)}")
         return job
 
     def list(self) -> list[Job]:
@@ -147,6 +151,35 @@ class JobManager:
             if done and index >= len(job.events):
                 return
 
+    async def aevents(self, job_id: str, start: int = 0, poll_s: float = 15.0) -> AsyncIterator[dict[str, Any] | None]:
+        """:meth:`events` for the event loop: waits on an asyncio.Event that :meth:`_emit` sets
+        from the job's thread, so an open stream holds no thread while it waits."""
+        job = self.get(job_id)
+        loop = asyncio.get_running_loop()
+        index = start
+        while True:
+            waiter = (loop, asyncio.Event())
+            with job.changed:
+                pending = job.events[index:]
+                done = job.status in TERMINAL
+                if not pending and not done:
+                    job.waiters.append(waiter)
+            if pending or done:
+                for event in pending:
+                    index += 1
+                    yield event
+                if done and index >= len(job.events):
+                    return
+                continue
+            try:
+                await asyncio.wait_for(waiter[1].wait(), poll_s)
+            except TimeoutError:
+                yield None
+            finally:
+                with job.changed:
+                    if waiter in job.waiters:
+                        job.waiters.remove(waiter)
+
     def shutdown(self) -> None:
         for job in self.list():
             job.cancel_flag.set()
@@ -160,7 +193,8 @@ class JobManager:
             return
         self._emit(job, "running", status="running")
         try:
-            result = body(JobContext(self, job))
+            with unbounded_waits():  # a job waits for the worker as long as it takes (no client waits)
+                result = body(JobContext(self, job))
         except Cancelled:
             self._finish(job, "cancelled", message="cancelled")
         except KCircuitsError as exc:
@@ -190,6 +224,12 @@ class JobManager:
                                "progress": job.progress, "message": job.message,
                                **{k: v for k, v in data.items() if k not in {"status", "progress", "message"}}})
             job.changed.notify_all()
+            waiters, job.waiters = job.waiters, []
+        for loop, ready in waiters:
+            try:
+                loop.call_soon_threadsafe(ready.set)
+            except RuntimeError:  # that stream's loop has closed
+                pass
         for listener in self.listeners:
             try:
                 listener(job)

@@ -20,6 +20,7 @@ interface TestHook {
   circuit: CircuitResult | null;
   graph: GraphCanvas | null;
   drawn: () => { nodes: string[]; edges: string[] };
+  drawnEdges: () => { key: string; source: string; target: string }[];
   bench?: { edges: number; firstRenderMs: number; drawMs: number; panFrames?: number[] };
   panBench?: (frames: number) => Promise<{ draw: number[]; frame: number[] }>;
   lensRequests: number;
@@ -31,6 +32,7 @@ declare global {
 const hook: TestHook = {
   cspViolations: [], lens: null, circuit: null, graph: null, lensRequests: 0,
   drawn: () => ({ nodes: hook.graph?.nodeIds() ?? [], edges: hook.graph?.edgeKeys() ?? [] }),
+  drawnEdges: () => hook.graph?.edgeList() ?? [],
 };
 window.__kc = hook;
 document.addEventListener("securitypolicyviolation", (e) => hook.cspViolations.push({ directive: e.violatedDirective, blocked: e.blockedURI }));

@@ -8,6 +8,7 @@ describe("URL view state", () => {
     { threshold: 0.0125, edge: "a0.h1->a3.h2<q>", show_all: true },
     { threshold: 0, node: "logits" },
     { top_n: 1, node: "m0" },
+    { top_n: 30, all_paths: true, paths: 25, groups: ["mover", "relation"] },
   ];
   it.each(cases)("round-trips %o", (s) => {
     expect(decodeState(encodeState(s))).toEqual(s);
@@ -18,6 +19,7 @@ describe("URL view state", () => {
     expect(decodeState("threshold=0.5&top_n=3")).toEqual({ threshold: 0.5 });
     expect(decodeState("top_n=abc&node=<img>&step=-1&labels=0&edge=x\"y")).toEqual({});
     expect(decodeState("?node=a1.h2&foo=bar")).toEqual({ node: "a1.h2" });
+    expect(decodeState("groups=relation,<b>,mover,mover")).toEqual({ groups: ["mover", "relation"] });
   });
   it("writes with replaceState, keeping the path", () => {
     const calls: string[] = [];

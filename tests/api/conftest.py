@@ -24,3 +24,15 @@ def client(api_settings, tiny_gpt2, tiny_llama):
     app = create_app(api_settings, worker=worker, preload=False)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+
+@pytest.fixture
+def live_server(api_settings):
+    """A real uvicorn serving the app (empty worker: routes that need no model) on loopback.
+
+    Yields ``(app, (host, port))``; stops the server afterwards.
+    """
+    from .live import serve_live
+
+    yield from serve_live(create_app(api_settings, worker=ModelWorker(api_settings), preload=False))

@@ -35,6 +35,26 @@ def test_circuit_round_trip_and_cache(client):
     assert again["metrics"] == out["metrics"]
 
 
+def test_circuit_head_roles_carry_scores_and_their_thresholds(client):
+    body = {"prompt": PROMPT, "target": " Paris", "corrupt_prompt": CORRUPT, "method": "eap", "top_n": 40,
+            "random_seeds": 0, "max_edges_returned": 0, "roles": {"significance_k": 1.5, "write_top_k": 20}}
+    res = client.post("/api/circuits", json=body)
+    assert res.status_code == 200, res.text
+    out = res.json()
+    assert out["roles"]["thresholds"]["significance_k"] == 1.5 and out["roles"]["thresholds"]["write_top_k"] == 20
+    assert out["roles"]["relation_tokens"] == [" capital", " city"]
+    circuit_heads = {n["id"] for n in out["nodes"] if n["kind"] == "head" and n["in_circuit"]}
+    assert set(out["heads"]) == circuit_heads and out["roles"]["counts"]["total"] == len(circuit_heads)
+    for hid, info in out["heads"].items():
+        assert {"target_rank", "subject_rank", "significant", "significance", "dla", "attribution"} <= set(info)
+        assert info["role"] is None or info["significant"]
+        assert next(n for n in out["nodes"] if n["id"] == hid)["role"] == info["role"]
+    for bad, needle in [({"significance_k": -1}, "significance_k"), ({"mover_attention": 2}, "mover_attention"),
+                        ({"nope": 1}, "nope")]:
+        res = client.post("/api/circuits", json={**body, "roles": bad})
+        assert res.status_code == 422 and needle in res.text, res.text
+
+
 def test_exact_on_small_graph_and_llama(client):
     res = client.post("/api/circuits", json={"prompt": PROMPT, "target": " Paris", "method": "exact",
                                              "ablation": "zero", "top_n": 5, "random_seeds": 0,

@@ -29,6 +29,15 @@ import sys, uvicorn
 from kcircuits.api.app import create_app
 uvicorn.run(create_app(preload=sys.argv[2] == "1"), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
+#: The app with ACDC's batches slowed to 0.3 s each (a long job on a tiny model), no preload.
+SLOW_ACDC_SERVER = """
+import sys, time, uvicorn
+from kcircuits.api.app import create_app
+from kcircuits.circuits import acdc
+real_fast = acdc._Evaluator.fast
+acdc._Evaluator.fast = lambda self, masks: time.sleep(0.3) or real_fast(self, masks)
+uvicorn.run(create_app(preload=False), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
 WRITER = """
 import os, random, sys, threading
 from kcircuits.config import get_settings
@@ -67,10 +76,10 @@ def _free_port() -> int:
 class Server:
     """``uvicorn`` in a subprocess on a free port."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, script: str = SERVER):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(self.port), str(int(HAS_CIRCUITS))], env=_env(data_dir),
+        self.proc = subprocess.Popen([sys.executable, "-c", script, str(self.port), str(int(HAS_CIRCUITS))], env=_env(data_dir),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
@@ -228,3 +237,36 @@ def test_kill_9_while_writing_leaves_no_corrupt_rows(tmp_path):
     store = open_store(Settings(data_dir=tmp_path, device="cpu"))
     assert store.check_integrity() == [] and store.count() == counts[-1]
     store.close()
+
+
+@pytest.mark.timeout(120)
+def test_jobs_running_at_kill_9_are_interrupted_after_restart(tmp_path):
+    """kill -9 while an ACDC job runs and a second one waits: after the restart neither shows
+    "running" or "queued" forever; both read "interrupted", and DELETE on them answers."""
+    server = Server(tmp_path, SLOW_ACDC_SERVER)
+    try:
+        server.wait("/healthz")
+        ids = []
+        for prompt in ("The Eiffel Tower is in the city of", "The Louvre is in the city of"):
+            ids.append(server.client.post("/api/jobs", json={"kind": "acdc", "params": {
+                "prompt": prompt, "target": " Paris", "tau": -1e9}}).json()["id"])
+            deadline = time.time() + 60
+            while server.client.get(f"/api/jobs/{ids[0]}").json()["progress"] == 0 and time.time() < deadline:
+                time.sleep(0.1)  # the first job holds the worker: the second waits behind it
+        time.sleep(1.2)  # past the store's once-a-second throttle of progress writes
+        assert server.client.get(f"/api/jobs/{ids[0]}").json()["status"] == "running"
+    finally:
+        server.stop(signal.SIGKILL)
+    with sqlite3.connect(tmp_path / "kcircuits.sqlite") as conn:  # what the dead process left
+        left = dict(conn.execute("select id, status from jobs").fetchall())
+    assert left[ids[0]] == "running" and left[ids[1]] in {"queued", "running"}
+    server = Server(tmp_path, SLOW_ACDC_SERVER)
+    try:
+        server.wait("/healthz")
+        for job_id in ids:
+            job = server.client.get(f"/api/jobs/{job_id}").json()
+            assert job["status"] == "interrupted" and job["error"]["type"] == "interrupted", job
+            deleted = server.client.delete(f"/api/jobs/{job_id}")
+            assert deleted.status_code == 200 and deleted.json()["status"] == "interrupted"
+    finally:
+        server.stop()

@@ -105,6 +105,9 @@ def test_circuit_matches_api_and_slider_prunes(page, server):
     assert circuit["metrics"]["edges"] > 0
     want_edges = {f"{e['source']}->{e['receiver']}" for e in circuit["edges"] if e["in_circuit"]}
     in_circuit_nodes = {n["id"] for n in circuit["nodes"] if n["in_circuit"]}
+    # by default only the strongest paths are drawn; "all paths" shows the server's whole selection
+    assert set(drawn(page)["edges"]) <= want_edges
+    page.check("[data-testid=all-paths]")
     d = drawn(page)
     assert set(d["edges"]) == want_edges and len(d["edges"]) == len(want_edges)
     assert set(d["nodes"]) == in_circuit_nodes and len(d["nodes"]) == circuit["metrics"]["nodes"]
@@ -124,6 +127,72 @@ def test_circuit_matches_api_and_slider_prunes(page, server):
     assert 0 < len(d2["edges"]) < before
     assert set(d2["edges"]) == top_n_pruned(circuit, n)
     assert int(graph.get_attribute("data-edges")) == len(d2["edges"])
+
+
+def paths_through(edges: list[dict], node: str) -> set[str]:
+    """Oracle: keys of the drawn edges on some input -> logits path through ``node``."""
+    def reach(start: str, forward: bool) -> set[str]:
+        seen, stack = {start}, [start]
+        while stack:
+            n = stack.pop()
+            for e in edges:
+                a, b = (e["source"], e["target"]) if forward else (e["target"], e["source"])
+                if a == n and b not in seen:
+                    seen.add(b)
+                    stack.append(b)
+        return seen
+
+    from_in, to_out, to_node, from_node = reach("input", True), reach("logits", False), reach(node, False), reach(node, True)
+    return {e["key"] for e in edges if (e["source"] in from_in and e["target"] in to_node)
+            or (e["source"] in from_node and e["target"] in to_out)}
+
+
+def test_circuit_picture_paths_labels_hover_and_groups(page, server):
+    """The picture: strongest paths by default (rest behind a toggle), readable labels, hover highlights
+    exactly a node's paths, role groups collapse and expand; screenshots before / after."""
+    circuits_available(server)
+    type_prompt(page, PROMPT)
+    page.wait_for_function("() => window.__kc.lens.target && window.__kc.lens.target.token === ' Paris'", timeout=SLOW)
+    circuit = compute(page, "eap", top_n=400)
+    page.check("[data-testid=all-paths]")
+    page.wait_for_timeout(300)
+    every = drawn(page)
+    screenshot(page, "circuit-before-all-paths", page.locator(".circuit-panel"))
+    page.uncheck("[data-testid=all-paths]")
+    page.wait_for_timeout(300)
+    top = drawn(page)
+    screenshot(page, "circuit-after-strongest-paths", page.locator(".circuit-panel"))
+    assert 0 < len(top["edges"]) < len(every["edges"]) and set(top["edges"]) <= set(every["edges"])
+    assert "hidden" in page.text_content("[data-testid=paths-note]")
+    # labels: the strongest nodes carry their ids, and no two labels overlap
+    boxes = page.evaluate("() => window.__kc.graph.placedLabels")
+    assert len(boxes) >= min(5, len([n for n in top["nodes"] if n not in ("input", "logits")]))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+                        and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]), (a, b)
+    scores = {n["id"]: abs(n["score"]) for n in circuit["nodes"]}
+    inner = [n for n in top["nodes"] if n not in ("input", "logits")]
+    assert max(inner, key=lambda n: scores[n]) in {b["id"] for b in boxes}
+    # hover: exactly the edges on the node's input -> logits paths are highlighted
+    edges = page.evaluate("() => window.__kc.drawnEdges()")
+    node = next(n for n in inner if paths_through(edges, n) != {e["key"] for e in edges})
+    xy = page.evaluate("id => window.__kc.graph.screenOf(id)", node)
+    page.locator("[data-testid=graph] canvas").first.hover(position={"x": xy["x"], "y": xy["y"]})
+    page.wait_for_function("id => document.querySelector('[data-testid=graph]').dataset.hovered === id", arg=node)
+    assert set(page.evaluate("() => window.__kc.graph.highlightedEdges()")) == paths_through(edges, node)
+    # role groups: collapse the heads of one role into a group node, then expand them again
+    page.check("[data-testid=all-paths]")
+    roles = {n["role"] for n in circuit["nodes"] if n["in_circuit"] and n["kind"] == "head" and n["role"]}
+    assert roles, "no labelled head in the circuit"
+    role = sorted(roles)[0]
+    members = {n["id"] for n in circuit["nodes"] if n["role"] == role and n["id"] in drawn(page)["nodes"]}
+    before = drawn(page)
+    page.click(f"[data-testid=group-{role}]")
+    grouped = drawn(page)
+    assert f"group:{role}" in grouped["nodes"] and not members & set(grouped["nodes"])
+    page.click(f"[data-testid=group-{role}]")
+    assert sorted(drawn(page)["nodes"]) == sorted(before["nodes"])
 
 
 def set_slider(page, value) -> None:

@@ -61,6 +61,20 @@ def test_dot_is_valid_and_holds_every_edge(make_circuit):
     assert dot.count("style=solid") == sum(e["in_circuit"] for e in circuit["edges"])
 
 
+def test_role_scores_reach_graphml_and_dot(make_circuit):
+    circuit = make_circuit()
+    circuit["heads"]["a0.h0"].update(significant=True, subject_attention=0.8, relation_attention=0.05, dla=1.25,
+                                     attribution=0.5, target_rank=1, subject_rank=None)
+    graph = nx.read_graphml(io.StringIO(export_circuit(circuit, "graphml")), force_multigraph=True)
+    node = graph.nodes["a0.h0"]
+    assert node["role"] == "mover" and node["significant"] is True and node["target_rank"] == 1
+    assert node["subject_attention"] == 0.8 and node["dla"] == 1.25 and "subject_rank" not in node
+    assert "dla" not in graph.nodes["a0.h1"]
+    dot = export_circuit(circuit, "dot")
+    line = next(x for x in dot.splitlines() if x.startswith('  "a0.h0" ['))
+    assert NODE_STMT.match(line) and 'role="mover"' in line and 'target_rank="1"' in line
+
+
 def test_png_and_svg_draw_on_the_grid(make_circuit):
     pytest.importorskip("matplotlib")
     circuit = make_circuit()

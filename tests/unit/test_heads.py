@@ -7,14 +7,19 @@ import torch
 
 from kcircuits.circuits.heads import (
     HeadRoleThresholds,
+    _ranks,
     _role,
+    annotate_circuit_roles,
     classify_heads,
     head_detail,
     parse_head_id,
     per_source_outputs,
     readout_matrix,
+    relation_positions,
+    significant_mask,
 )
 from kcircuits.circuits.subject import subject_positions
+from kcircuits.circuits.testing import planted_roles_model
 from kcircuits.errors import BadRequest
 
 PROMPT = "The capital of France is the city of"
@@ -35,31 +40,34 @@ def _pattern_override(layer_head: int, weights: dict[int, float]):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama"])
-def test_forced_attention_gives_mover_and_relation_labels(fixture, request):
+def test_forced_attention_gives_subject_and_relation_scores(fixture, request):
     model = request.getfixturevalue(fixture)
     tokens = model.tokenize(PROMPT)
     subj = subject_positions(model, PROMPT, SUBJECT)
     assert model.token_strings(tokens[0, subj]) == [" France"]
-    relation_pos = [p for p in range(1, tokens.shape[1]) if p not in subj]
+    rel = relation_positions(model, tokens, subj)
+    assert model.token_strings(tokens[0, rel]) == [" capital", " city"]
+    function_pos = [p for p in range(1, tokens.shape[1]) if p not in subj and p not in rel]
     hooks = [
         ("blocks.1.attn.hook_pattern", _pattern_override(2, {subj[0]: 1.0})),
-        ("blocks.0.attn.hook_pattern", _pattern_override(1, {p: 1.0 / len(relation_pos) for p in relation_pos})),
+        ("blocks.0.attn.hook_pattern", _pattern_override(1, {p: 1.0 / len(rel) for p in rel})),
+        # function words and the attending position itself are no relation tokens
+        ("blocks.0.attn.hook_pattern", _pattern_override(3, {p: 1.0 / len(function_pos) for p in function_pos})),
     ]
     target = model.first_token_id(" Paris")
     with model.bridge.hooks(fwd_hooks=hooks):
         roles = classify_heads(model, tokens, subj, target)
     assert len(roles) == 8
-    mover, relation = roles["a1.h2"], roles["a0.h1"]
+    mover, relation, function = roles["a1.h2"], roles["a0.h1"], roles["a0.h3"]
     assert mover["subject_attention"] == pytest.approx(1.0)
     assert mover["subject_dla_share"] == pytest.approx(1.0)
-    assert mover["role"] == "mover"
     assert relation["relation_attention"] == pytest.approx(1.0)
     assert relation["subject_attention"] == pytest.approx(0.0)
     assert relation["relation_dla_share"] == pytest.approx(1.0)
-    assert relation["role"] == "relation"
-    # a head that attends only to BOS has no subject or relation role
+    assert function["relation_attention"] == 0.0 and function["subject_attention"] == 0.0
+    # a head that attends only to BOS has no subject or relation attention, hence no role
     with model.bridge.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern", _pattern_override(0, {0: 1.0}))]):
-        bos_head = classify_heads(model, tokens, subj, target, head_ids=["a1.h0"])["a1.h0"]
+        bos_head = classify_heads(model, tokens, subj, target)["a1.h0"]
     assert bos_head["role"] is None and bos_head["subject_attention"] == 0.0 and bos_head["relation_attention"] == 0.0
 
 
@@ -109,26 +117,107 @@ def test_dla_matches_removing_the_head_from_the_final_residual(fixture, request)
         ablated = centred(model.bridge.run_with_hooks(tokens, fwd_hooks=hooks))
         assert roles[f"a{layer}.h{h}"]["dla"] == pytest.approx(base - ablated, abs=2e-5, rel=1e-3)
         parts = roles[f"a{layer}.h{h}"]
-        assert parts["subject_dla"] + parts["relation_dla"] == pytest.approx(
-            parts["dla"] - _bos_dla(model, cache, layer, h, target), abs=1e-6)
+        subj = subject_positions(model, PROMPT, SUBJECT)
+        rel = relation_positions(model, tokens, subj)
+        by_source = _dla_by_source(model, cache, layer, h, target)
+        assert parts["subject_dla"] == pytest.approx(float(by_source[subj].sum()), abs=1e-6)
+        assert parts["relation_dla"] == pytest.approx(float(by_source[rel].sum()), abs=1e-6)
+        assert parts["dla"] == pytest.approx(float(by_source.sum()), abs=1e-6)
 
 
-def _bos_dla(model, cache, layer, h, target):
+def _dla_by_source(model, cache, layer, h, target):
     scale = cache["ln_final.hook_scale"][0, -1].float()
     u = readout_matrix(model, torch.tensor([target]), centre_vocab=True)[:, 0]
-    return float((per_source_outputs(model, cache, layer, -1)[h, 0] / scale) @ u)
+    return (per_source_outputs(model, cache, layer, -1)[h] / scale) @ u
 
 
 def test_role_rules_and_thresholds():
     t = HeadRoleThresholds()
-    assert _role(0.5, 0.1, 0.2, 0.1, lens_hit=True, t=t) == "mover"
-    assert _role(0.5, 0.1, 0.6, 0.1, lens_hit=False, t=t) == "mover"
-    assert _role(0.5, 0.1, 0.2, 0.1, lens_hit=False, t=t) is None
-    assert _role(0.1, 0.6, 0.1, 0.7, lens_hit=False, t=t) == "relation"
-    assert _role(0.2, 0.2, 0.3, 0.3, lens_hit=False, t=t) == "mixture"
-    assert _role(0.2, 0.2, 0.3, 0.2, lens_hit=False, t=t) is None
-    assert _role(0.29, 0.1, 0.9, 0.0, lens_hit=True, t=t) is None
-    assert _role(0.29, 0.1, 0.9, 0.0, lens_hit=True, t=HeadRoleThresholds(mover_attention=0.25)) == "mover"
+    assert _role(True, 0.5, 0.1, writes=True, t=t) == "mover"
+    assert _role(True, 0.5, 0.1, writes=False, t=t) is None  # a mover must write target or subject
+    assert _role(False, 0.9, 0.0, writes=True, t=t) is None  # not significant
+    assert _role(True, 0.1, 0.6, writes=False, t=t) == "relation"
+    assert _role(False, 0.1, 0.6, writes=False, t=t) is None
+    assert _role(True, 0.4, 0.4, writes=True, t=t) == "mixture"
+    assert _role(True, 0.4, 0.4, writes=False, t=t) == "relation"
+    assert _role(True, 0.29, 0.1, writes=True, t=t) is None
+    assert _role(True, 0.29, 0.1, writes=True, t=HeadRoleThresholds(mover_attention=0.25)) == "mover"
+    with pytest.raises(BadRequest):
+        HeadRoleThresholds(relation_attention=1.5).check()
+
+
+def test_significance_is_median_plus_k_mads():
+    # median 3, MAD 1: threshold 3 + 3 * 1 = 6
+    sig, z = significant_mask([1, -2, 3, 4, -100], k=3)
+    assert sig == [False, False, False, False, True] and z == [-2.0, -1.0, 0.0, 1.0, 97.0]
+    assert significant_mask([1, -2, 3, 4, 6], k=3)[0] == [False] * 5  # not strictly above
+    assert significant_mask([1, -2, 3, 4, 6], k=2.9)[0] == [False] * 4 + [True]
+    # MAD 0: strictly above the median; fewer than three values: nothing
+    assert significant_mask([0, 1, 1, 1, 10], k=3) == ([False, False, False, False, True], [None] * 5)
+    assert significant_mask([0.0, 5.0], k=0)[0] == [False, False]
+
+
+def test_ranks_count_ties_against_the_token():
+    lens = torch.tensor([[0.0, 3.0, 1.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
+    assert _ranks(lens, [1, 2, 0]).tolist() == [[2, 3, 4], [4, 4, 4]]
+
+
+def test_relation_positions_skip_subject_self_sink_and_function_words(tiny_gpt2):
+    model = tiny_gpt2
+    tokens = model.tokenize(PROMPT)  # BOS The capital of France is the city of
+    subj = subject_positions(model, PROMPT, SUBJECT)
+    assert relation_positions(model, tokens, subj) == [2, 7]
+    assert relation_positions(model, tokens, subj, position=7) == [2]  # not the attending position
+    no_bos = model.tokenizer("capital of France is the city of", add_special_tokens=False)["input_ids"]
+    assert relation_positions(model, torch.tensor([no_bos]), [2]) == [5]  # position 0 is the sink
+
+
+def test_planted_mover_and_relation_heads_are_the_only_labelled():
+    """Oracle: a hand-built model whose planted heads have known roles; decoys that attend to the
+    subject without writing it or the answer, to function words, or with no effect get none."""
+    planted = planted_roles_model()
+    model = planted.model
+    tokens = model.tokenize(planted.prompt)
+    subj = subject_positions(model, planted.prompt, planted.subject)
+    roles = classify_heads(model, tokens, subj, model.first_token_id(planted.target))
+    assert {hid: info["role"] for hid, info in roles.items() if info["role"]} == {
+        planted.mover: "mover", planted.relation: "relation"}
+    assert roles[planted.mover]["subject_attention"] > 0.9 and roles[planted.mover]["target_rank"] == 1
+    assert roles[planted.relation]["relation_attention"] > 0.9
+    # the decoys: two are significant (so the other rules reject them), one is not
+    assert roles["a0.h3"]["significant"] and roles["a1.h0"]["significant"]
+    assert roles["a1.h0"]["subject_attention"] > 0.9 and roles["a1.h0"]["target_rank"] > 10
+    assert roles["a1.h5"]["subject_attention"] > 0.9 and not roles["a1.h5"]["significant"]
+    # random heads are not significant
+    assert sum(info["significant"] for info in roles.values()) == 4
+    # stricter thresholds: no labels; a looser write rule does not make a1.h0 a mover
+    strict = classify_heads(model, tokens, subj, model.first_token_id(planted.target),
+                            thresholds=HeadRoleThresholds(significance_k=1e9))
+    assert not any(info["role"] for info in strict.values())
+
+
+def test_circuit_result_roles_record_scores_and_thresholds():
+    from kcircuits.circuits.discover import compute_circuit
+
+    planted = planted_roles_model()
+    model = planted.model
+    result = compute_circuit(model, planted.prompt, planted.target, method="eap-ig", ablation="zero",
+                             subject=planted.subject, top_n=200, random_seeds=0, ig_steps=2)
+    thresholds = HeadRoleThresholds(significance_k=2.5, write_top_k=5)
+    annotate_circuit_roles(model, result, thresholds)
+    heads = result["heads"]
+    circuit_heads = {n["id"] for n in result["nodes"] if n["kind"] == "head" and n["in_circuit"]}
+    assert set(heads) == circuit_heads and {planted.mover, planted.relation} <= circuit_heads
+    assert heads[planted.mover]["role"] == "mover" and heads[planted.relation]["role"] == "relation"
+    assert {h for h, info in heads.items() if info["role"]} == {planted.mover, planted.relation}
+    node_roles = {n["id"]: n["role"] for n in result["nodes"] if n["kind"] == "head"}
+    assert all(node_roles[h] == info["role"] for h, info in heads.items())
+    assert all(heads[h]["attribution"] is not None for h in heads)
+    roles = result["roles"]
+    assert roles["thresholds"]["significance_k"] == 2.5 and roles["thresholds"]["write_top_k"] == 5
+    assert roles["relation_tokens"] == [" capital", " city"]
+    assert roles["counts"]["mover"] == 1 and roles["counts"]["relation"] == 1
+    assert roles["counts"]["total"] == len(heads)
 
 
 def test_head_detail_and_bad_ids(tiny_gpt2):

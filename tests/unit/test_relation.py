@@ -98,8 +98,11 @@ def test_run_relation_row(tiny_gpt2):
         assert row[split]["circuit"] == pytest.approx(expected)
     assert calls[-1] == (9, 9)
     small = run_relation(tiny_gpt2, "country_capital_city", n=2, k=10, known_k=V, method="eap-ig",
-                         ablation="patch", top_n=5)
-    assert 0 < small["edges"] <= 5 and small["validation"]["n"] + small["dropped_no_swap"] >= 2
+                         ablation="patch", top_n=20)
+    assert 0 < small["edges"] <= 20 and small["validation"]["n"] + small["dropped_no_swap"] >= 2
+    refined = run_relation(tiny_gpt2, "country_capital_city", n=2, k=10, known_k=V, ablation="patch", top_n=20)
+    assert refined["method"] == "eap-ig-refine" and 0 < refined["edges"] <= 20
+    assert refined["params"]["calibration"]["facts"] >= 1
     text = format_table([row, small])
     assert "country_capital_city" in text and "average" in text
     with pytest.raises(BadRequest):

@@ -104,3 +104,35 @@ def test_lazy_loading_and_lru_eviction():
         assert loads == ["a", "b", "c", "b"]
     finally:
         worker.stop()
+
+
+def test_background_task_yields_to_interactive_between_steps():
+    """A background task of 40 steps calls yield_to_interactive after each: interactive tasks
+    queued meanwhile run inside it, in the worker thread, and background ones still wait."""
+    worker = ModelWorker(Settings(max_loaded_models=1), loader=lambda key: f"model-{key}").start()
+    order, started = [], threading.Event()
+
+    def long_job(model):
+        started.set()
+        for step in range(40):
+            time.sleep(0.02)
+            order.append(("job", step))
+            worker.yield_to_interactive()
+        return "job done"
+
+    try:
+        job = worker.submit("a", long_job, priority=BACKGROUND)
+        started.wait(5)
+        other_background = worker.submit("a", lambda m: order.append(("background", None)), priority=BACKGROUND)
+        threads = [threading.Thread(target=lambda: worker.run("b", lambda m: order.append((m, threading.current_thread().name))))
+                   for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(5)
+        assert not job.done() and order.count(("model-b", "kcircuits-model-worker")) == 2
+        assert job.result(10) == "job done" and other_background.result(5) is None
+        assert order[-1] == ("background", None)  # ran only after the job
+        assert set(worker.loaded()) == {"a", "b"}  # one slot, but the running job's model was not evicted
+    finally:
+        worker.stop()

@@ -11,12 +11,15 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, Response
 
 from kcircuits import __version__
-from kcircuits.api.errors import ERROR_RESPONSES, error_body, install_error_handlers
+from kcircuits.api.errors import ERROR_RESPONSES, install_error_handlers
+from kcircuits.api.middleware import BodyLimitMiddleware, CatchAllMiddleware, SecurityHeadersMiddleware
+from kcircuits.api.validation import PROMPT_FIELDS
 from kcircuits.config import Settings, get_settings
+from kcircuits.errors import KCircuitsError
 from kcircuits.jobs import JobManager
 from kcircuits.lm.worker import ModelWorker
 
@@ -41,7 +44,8 @@ def _preload(app: FastAPI) -> None:
 def _mark_ready(app: FastAPI, model_id: str, future) -> None:
     if future.exception() is not None:
         log.error("could not load %s: %s", model_id, future.exception())
-        app.state.load_errors[model_id] = str(future.exception())
+        exc = future.exception()
+        app.state.load_errors[model_id] = exc.message if isinstance(exc, KCircuitsError) else type(exc).__name__
     else:
         app.state.ready_models.add(model_id)
 
@@ -56,6 +60,9 @@ def create_app(settings: Settings | None = None, worker: ModelWorker | None = No
         if app.state.store is None:
             app.state.store = _open_store(settings)
         if app.state.store is not None and hasattr(app.state.store, "record_job"):
+            orphaned = app.state.store.interrupt_orphaned_jobs()  # no job of an earlier process still runs
+            if orphaned:
+                log.warning("marked %d job(s) of an earlier process as interrupted", orphaned)
             app.state.jobs.listeners.append(_job_recorder(app.state.store))
         if preload:
             _preload(app)
@@ -75,23 +82,42 @@ def create_app(settings: Settings | None = None, worker: ModelWorker | None = No
         app.state.ready_models.update(worker.loaded())
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _limits_and_headers(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse(error_body("too_large", f"request body over {settings.max_body_bytes} bytes"),
-                                status_code=413)
-        response: Response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+    # inner to outer: count body bytes (413), answer 500s without dropping keep-alive, headers on all
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, headers={
+        "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
     for name in ROUTE_MODULES:
         module = importlib.import_module(f"kcircuits.api.routes.{name}")
         app.include_router(module.router, responses=ERROR_RESPONSES if module.router.prefix.startswith("/api") else None)
     _mount_frontend(app)
+    _document_limits(app, settings)
     return app
+
+
+def _document_limits(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI schema shows the prompt limits this server enforces (its settings), not the
+    models' static ceilings: at least one non-space character, at most ``max_prompt_chars``."""
+    build = app.openapi
+
+    def limit(prop: dict) -> None:
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "array":
+                limit(branch.get("items", {}))
+            elif branch.get("type") == "string":
+                branch.update(minLength=1, maxLength=settings.max_prompt_chars, pattern=r"\S")
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for component in schema.get("components", {}).get("schemas", {}).values():
+                for name, prop in component.get("properties", {}).items():
+                    if name in PROMPT_FIELDS:
+                        limit(prop)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _job_recorder(store):

@@ -6,8 +6,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from kcircuits.errors import Busy, KCircuitsError, NotReady
 
@@ -22,6 +23,10 @@ ERROR_RESPONSES = {
     422: {"description": "Invalid request: the message names the field and the problem"},
     503: {"description": "Busy or not ready: retry after the Retry-After header's seconds"},
 }
+
+
+#: Longest error message sent; longer ones (echoing hostile input) are cut.
+MAX_MESSAGE_CHARS = 500
 
 
 def error_body(kind: str, message: str) -> dict:
@@ -39,13 +44,29 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _capped(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """The methods the OpenAPI schema lists for every path template matching the request's
+    path (so /api/jobs answers GET and POST, not only its first route's method)."""
+    table = getattr(request.app.state, "path_methods", None)
+    if table is None:
+        table = [(compile_path(path)[0], {method.upper() for method in ops})
+                 for path, ops in request.app.openapi()["paths"].items()]
+        request.app.state.path_methods = table
+    methods = {m for regex, ms in table if regex.match(request.url.path) for m in ms}
+    return methods | {"HEAD"} if "GET" in methods else methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KCircuitsError)
     async def _domain(_: Request, exc: KCircuitsError) -> JSONResponse:
         headers = {}
         if isinstance(exc, Busy | NotReady):
             headers["Retry-After"] = str(exc.retry_after_s)
-        return JSONResponse(error_body(exc.kind, exc.message), status_code=exc.status, headers=headers)
+        return JSONResponse(error_body(exc.kind, _capped(exc.message)), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -54,14 +75,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_request", message), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         kind = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(kind, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of every route on this path, not just the first route's
+            allowed = allowed_methods(request)
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"Allow": ", ".join(sorted(allowed | {"OPTIONS"}))})
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return JSONResponse(error_body(kind, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(TimeoutError)
     async def _timeout(_: Request, exc: TimeoutError) -> JSONResponse:
-        return JSONResponse(error_body("timeout", "the model did not answer in time; retry later"),
+        return JSONResponse(error_body("timeout", "the model did not answer in time; retry later (a result still being "
+                                                       "computed is kept, and the same request then reads it)"),
                             status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)

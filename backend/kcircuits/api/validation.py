@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from fastapi import Request
+from pydantic import ConfigDict
 
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
 from kcircuits.lm.registry import get_spec
+
+#: Request bodies: unknown fields refused, no NaN/Infinity, and no lax coercion ("5" or true is
+#: not an integer).
+WIRE = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+#: Fields checked by :func:`check_prompt`: the OpenAPI schema shows the configured limits for them.
+PROMPT_FIELDS = ("prompt", "corrupt_prompt", "paraphrases", "locality_prompts")
 
 
 def model_key(request: Request, model_id: str | None, session: str | None) -> str:

@@ -505,10 +505,10 @@ def mask_with(mask: torch.Tensor, s: int, r: int, value: bool) -> torch.Tensor:
 
 
 def acdc_circuit(model, prompt: str, target: str, tau: float = 0.01, *, ablation: str = "zero",
-                 metric: str = "match_nll", corrupt_prompt: str | None = None, subject: str | None = None,
+                 metric: str | None = None, corrupt_prompt: str | None = None, subject: str | None = None,
                  kv_mode: str = "grouped", progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                  fast: bool = True, batch_size: int = 16, max_edges_returned: int = 3000, random_seeds: int = 3,
-                 with_heads: bool = True, foil: str | None = None) -> dict:
+                 with_heads: bool = True, foil: str | None = None, counterfactuals: int = 1) -> dict:
     """ACDC on one prompt, returned in the circuit wire format (``method: "acdc"``).
 
     Edge ``score``: the metric change measured when the edge was tried (in the metric's own
@@ -519,10 +519,11 @@ def acdc_circuit(model, prompt: str, target: str, tau: float = 0.01, *, ablation
 
     start = time.perf_counter()
     setup = prepare(model, prompt, target, ablation=ablation, metric=metric, corrupt_prompt=corrupt_prompt,
-                    subject=subject, kv_mode=kv_mode, foil=foil)
-    corrupt_tokens = model.tokenize(setup.corrupt_prompt) if setup.ablation == "patch" else None
-    res = acdc(model, setup.tokens, setup.target_ids, tau, ablation=setup.ablation, metric=metric,
-               corrupt_tokens=corrupt_tokens, foil_ids=None if setup.foil_id is None else [setup.foil_id],
+                    subject=subject, kv_mode=kv_mode, foil=foil, counterfactuals=counterfactuals)
+    corrupt_tokens = (torch.cat([model.tokenize(p) for p in setup.corrupt_prompts])
+                      if setup.ablation == "patch" else None)
+    res = acdc(model, setup.tokens, setup.target_ids, tau, ablation=setup.ablation, metric=setup.metric.name,
+               corrupt_tokens=corrupt_tokens, foil_ids=setup.foil_ids or None,
                kv_mode=kv_mode, progress=progress, cancel=cancel, fast=fast, batch_size=batch_size)
     sign = -1.0 if setup.metric.higher_is_better else 1.0
     scores = (sign * res.effects.nan_to_num(0.0)).to(model.device)

@@ -255,6 +255,7 @@ class CurvePoint:
     random_values: tuple[float, ...] = ()
     random_ranks: tuple[list[int], ...] = ()
     random_edges: tuple[int, ...] = ()
+    size: int | None = None  # the size asked for (selection may keep fewer edges: no dangling ones)
 
 
 class _Runner:
@@ -297,13 +298,13 @@ def _curve(model: Any, setup: CircuitSetup, run: _Runner, normaliser: Normaliser
     batch = [m.to(dev) for m in masks] + [r for i in sorted(randoms) for r in randoms[i]]
     vals, ranks = run(torch.stack(batch))
     points, offset = [], len(masks)
-    for i, (mask, share) in enumerate(zip(masks, shares, strict=True)):
+    for i, (n, mask, share) in enumerate(zip(sizes, masks, shares, strict=True)):
         rs = randoms.get(i, [])
         r_vals = tuple(float(v) for v in vals[offset:offset + len(rs)])
         r_ranks = tuple(ranks[offset + j].tolist() for j in range(len(rs)))
         offset += len(rs)
         points.append(CurvePoint(int(mask.sum()), mask, float(vals[i]) if values is None else float(values[i]),
-                                 ranks[i].tolist(), share, r_vals, r_ranks, tuple(int(r.sum()) for r in rs)))
+                                 ranks[i].tolist(), share, r_vals, r_ranks, tuple(int(r.sum()) for r in rs), n))
     return points
 
 
@@ -314,7 +315,7 @@ def _hit(ranks: Sequence[int]) -> float:
 def _point_record(graph: Graph, normaliser: Normaliser, p: CurvePoint, requested: bool) -> dict[str, Any]:
     random_faith = [normaliser(v) for v in p.random_values]
     defined = [f for f in random_faith if f is not None]
-    return {"edges": p.edges, "edge_fraction": p.edges / graph.n_edges, "requested": requested,
+    return {"edges": p.edges, "size": p.size, "edge_fraction": p.edges / graph.n_edges, "requested": requested,
             "faithfulness": normaliser(p.metric_value), "metric": p.metric_value, "hit_at_10": _hit(p.ranks),
             "target_rank": p.ranks[0], "harmful_share": p.harmful_share,
             "random": {"edges": list(p.random_edges), "faithfulness": random_faith,
@@ -485,7 +486,7 @@ def compute_circuit(model: Any, prompt: str, target: str, method: str = DEFAULT_
                         points=points, reference=ref, run=run)
 
 
-def sweep_circuit(model: Any, prompt: str, target: str, method: str = "eap-ig", ablation: str = "patch",
+def sweep_circuit(model: Any, prompt: str, target: str, method: str = DEFAULT_METHOD, ablation: str = "patch",
                   metric: str | None = None, corrupt_prompt: str | None = None, subject: str | None = None,
                   sizes: list[int] | None = None, ig_steps: int = 5, kv_mode: str = "grouped",
                   progress: Any = None) -> dict:
@@ -512,7 +513,9 @@ def sweep_circuit(model: Any, prompt: str, target: str, method: str = "eap-ig", 
                          "hit_at_10": float(m["target_rank"]["empty"] <= HIT_K), "target_rank": m["target_rank"]["empty"],
                          "random_faithfulness": None, "random_hit_at_10": None, "harmful_share": None})
             continue
-        point = min(result["curve"]["points"], key=lambda r: abs(r["edge_fraction"] * graph.n_edges - n))
+        points = result["curve"]["points"]
+        point = next((p for p in points if p["size"] == n), None) or min(
+            points, key=lambda r: abs(r["edge_fraction"] * graph.n_edges - n))
         rows.append({"top_n": n, "edges": point["edges"], "edge_fraction": point["edge_fraction"],
                      "faithfulness": point["faithfulness"], "hit_at_10": point["hit_at_10"],
                      "target_rank": point["target_rank"], "random_faithfulness": point["random"]["faithfulness_mean"],

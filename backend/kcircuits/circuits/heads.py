@@ -1,22 +1,46 @@
-"""Head roles (METHODS section 5): mover / relation / mixture, from one forward with cache.
+"""Head roles (METHODS section 5): mover / relation / mixture, with significance, from one forward.
 
-At the last position d, with subject positions S and relation positions R (prompt tokens minus S
-minus a leading BOS):
-- attention masses A_subj = sum_{s in S} attn[d, s], A_rel = sum_{s in R} attn[d, s];
-- per-source direct logit attribution DLA(s) = attn[d, s] * (v_s W_O) / sigma_final(d) . u_y with
-  u_y = w_lnf * (W_U[:, y] - mean_v W_U) (centred over d_model for LayerNorm models). It is exact:
-  the head's output at d is sum_s attn[d, s] v_s W_O (hook_result), so the per-source terms add up
-  to the head's direct effect on the centred target logit through the cached final-norm scale;
-- DLA shares: sum over S (or R) of |DLA(s)| divided by sum over all sources of |DLA(s)|;
-- lens tokens: the head output at d projected through the final norm (cached scale) and W_U.
-The role rules and thresholds are ours (configurable through :class:`HeadRoleThresholds`).
+Continuous scores of a head h at the attending position d (default: the last), one forward with cache:
+
+- subject attention A_subj = sum_{s in S} attn_h[d, s] over the subject's token positions S;
+- relation attention A_rel = sum_{s in R} attn_h[d, s] over the relation's *content* positions R
+  (:func:`relation_positions`): prompt positions that are not subject positions, not d itself,
+  not position 0 (BOS, or the attention sink when there is no BOS), not a special token (BOS/EOS/
+  pad), and whose token is not a function word (:data:`FUNCTION_WORDS`) nor bare punctuation or
+  whitespace. "The capital of France is the city of" has R = {capital, city};
+- direct effect ``dla``: the head's output at d read through the final norm (cached scale) onto
+  the centred target direction u_y = w_lnf * (W_U[:, y] - mean_v W_U) (LayerNorm: centred over
+  d_model too); per source s, DLA(s) = attn_h[d, s] (v_s W_O) / sigma_final . u_y, which adds up
+  to ``dla`` exactly (``subject_dla``, ``relation_dla`` and the |DLA| shares split it by S and R);
+- what it writes: its output at d (its OV output, attention-weighted) projected through the final
+  norm and W_U: the 1-based ``target_rank`` of the target (ties count against it) and
+  ``subject_rank``, the best rank of a subject token (function-word subject tokens such as " de"
+  are skipped unless all are), plus its top promoted / suppressed tokens;
+- ``attribution``: the head's circuit score when the caller has one (a circuit's node score).
+
+Significance (against the other heads classified together, e.g. a circuit's heads): with
+x_h = |score_h|, med = median_h x_h and MAD = median_h |x_h - med|, a head is significant when
+x_h > med + k * MAD (strict, so with a zero MAD it must exceed the median; with fewer than three
+heads nothing is significant) for its direct effect or, when given, its attribution; k is
+``significance_k``. ``significance`` reports (x_h - med) / MAD per score (None when MAD is 0).
+When fewer than ``min_population`` heads are classified (a tiny circuit), they are judged among
+all the model's heads instead.
+
+Roles (only for significant heads, else None):
+- mover: A_subj >= ``mover_attention`` and it writes the answer or the subject: ``target_rank``
+  or ``subject_rank`` <= ``write_top_k``;
+- relation: A_rel >= ``relation_attention``;
+- mixture: both of the above.
+The rules and thresholds are ours (configurable through :class:`HeadRoleThresholds`); results
+record them (:func:`role_rules`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -24,19 +48,56 @@ import torch
 from kcircuits.errors import BadRequest
 
 _HEAD_ID = re.compile(r"^a(\d+)\.h(\d+)$")
+ROLES = ("mover", "relation", "mixture")
+
+#: English closed-class words: never relation content words.
+FUNCTION_WORDS = frozenset("""
+a an the this that these those some any each every no
+of in on at to for from by with about into onto over under after before between through during
+near within without against among across behind beyond upon toward towards via per than as like
+is are was were be been being am do does did done has have had having will would shall should
+can could may might must
+and or but nor so yet if then because while although though whether
+it its it's he him his she her hers they them their theirs we us our you your i me my mine
+who whom whose which what where when why how there here
+not also very just only more most much many such same other another own
+s 's
+""".split())
 
 
 @dataclass(frozen=True)
 class HeadRoleThresholds:
-    """Thresholds of the role rules (ours, not the paper's; METHODS section 5 defaults)."""
+    """Thresholds of the role rules (ours; see the module doc)."""
 
-    mover_attention: float = 0.3
-    mover_dla_share: float = 0.5
-    relation_attention: float = 0.3
-    relation_dla_share: float = 0.5
-    mixture_attention: float = 0.15
-    mixture_dla_share: float = 0.25
-    lens_k: int = 10
+    significance_k: float = 3.0  # MADs above the median |score| of the heads classified together
+    mover_attention: float = 0.3  # A_subj
+    relation_attention: float = 0.3  # A_rel (content positions only)
+    write_top_k: int = 10  # a mover's target or subject token rank in its projection
+    lens_k: int = 10  # top tokens reported per head
+    min_population: int = 8  # fewer heads classified together: judged among all the model's heads
+
+    def check(self) -> None:
+        if not (self.significance_k >= 0 and 0 <= self.mover_attention <= 1 and 0 <= self.relation_attention <= 1
+                and self.write_top_k >= 1 and self.lens_k >= 1 and self.min_population >= 3):
+            raise BadRequest("role thresholds: significance_k >= 0, attention thresholds in [0, 1], "
+                             "write_top_k >= 1, lens_k >= 1 and min_population >= 3")
+
+
+def role_rules(thresholds: HeadRoleThresholds) -> dict[str, Any]:
+    """The thresholds and the rules in words, for a result to record."""
+    t = thresholds
+    return {
+        "thresholds": asdict(t),
+        "significance": f"|direct effect| or |attribution| > median + {t.significance_k:g} * MAD over the "
+                        f"heads classified together (a circuit's heads; all the model's heads when fewer "
+                        f"than {t.min_population})",
+        "mover": f"significant, subject attention >= {t.mover_attention:g}, and the target or a subject "
+                 f"token ranks <= {t.write_top_k} in the head's output projected through the unembedding",
+        "relation": f"significant, attention >= {t.relation_attention:g} to the relation's content tokens "
+                    "(not subject, not the attending position, not position 0 / special tokens, not "
+                    "function words or punctuation)",
+        "mixture": "both mover and relation",
+    }
 
 
 def parse_head_id(head_id: str, n_layers: int | None = None, n_heads: int | None = None) -> tuple[int, int]:
@@ -120,57 +181,83 @@ def per_source_outputs(model, cache: dict[str, torch.Tensor], layer: int, positi
     return torch.einsum("hk,khe,hed->hkd", pattern.float(), v.float(), W_O.float())
 
 
-def _role(a_subj: float, a_rel: float, s_share: float, r_share: float, lens_hit: bool,
-          t: HeadRoleThresholds) -> str | None:
-    mover = a_subj >= t.mover_attention and (lens_hit or s_share >= t.mover_dla_share)
-    relation = a_rel >= t.relation_attention and r_share >= t.relation_dla_share
+def _is_function_word(token: str) -> bool:
+    word = token.strip().lower()
+    return not any(c.isalnum() for c in word) or word in FUNCTION_WORDS
+
+
+def relation_positions(model, tokens: torch.Tensor, subject_positions: Sequence[int], position: int = -1) -> list[int]:
+    """The relation's content positions of ``tokens`` [1, pos] or [pos] for the attending
+    ``position`` (see the module doc for the rule)."""
+    ids = tokens.reshape(-1).tolist()
+    n = len(ids)
+    if not n:
+        return []
+    skip = set(subject_positions) | {0, position % n}
+    special = set(getattr(model.tokenizer, "all_special_ids", None) or [])
+    strings = model.token_strings(ids)
+    return [p for p in range(n) if p not in skip and ids[p] not in special and not _is_function_word(strings[p])]
+
+
+def significant_mask(values: Sequence[float], k: float) -> tuple[list[bool], list[float | None]]:
+    """Robust outliers of |values|: x > median + k * MAD (strict), and (x - median) / MAD per value
+    (None when MAD is 0). Fewer than three values: none is significant."""
+    x = [abs(float(v)) for v in values]
+    if len(x) < 3:
+        return [False] * len(x), [None] * len(x)
+    med = statistics.median(x)
+    mad = statistics.median(abs(v - med) for v in x)
+    return [v > med + k * mad for v in x], [(v - med) / mad if mad > 0 else None for v in x]
+
+
+def _role(significant: bool, a_subj: float, a_rel: float, writes: bool, t: HeadRoleThresholds) -> str | None:
+    if not significant:
+        return None
+    mover = a_subj >= t.mover_attention and writes
+    relation = a_rel >= t.relation_attention
     if mover and relation:
         return "mixture"
-    if mover:
-        return "mover"
-    if relation:
-        return "relation"
-    if (a_subj >= t.mixture_attention and a_rel >= t.mixture_attention
-            and s_share >= t.mixture_dla_share and r_share >= t.mixture_dla_share):
-        return "mixture"
-    return None
+    return "mover" if mover else "relation" if relation else None
 
 
-def relation_positions(tokens: torch.Tensor, subject_positions: Sequence[int], bos_id: int | None) -> list[int]:
-    """Prompt positions that are neither subject nor a leading BOS."""
-    n = int(tokens.shape[-1])
-    skip = set(subject_positions)
-    if bos_id is not None and n and int(tokens.reshape(-1)[0]) == bos_id:
-        skip.add(0)
-    return [p for p in range(n) if p not in skip]
+def _ranks(lens: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    """1-based ranks [H, len(ids)] of token ``ids`` in each row of ``lens`` [H, V]; ties count against
+    the token (a head writing nothing ranks every token last, not first)."""
+    picked = lens[:, list(ids)]  # [H, n]
+    return (lens[:, None, :] >= picked[:, :, None]).sum(-1)
 
 
 def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int], target_id: int,
                    head_ids: Sequence[str] | None = None, thresholds: HeadRoleThresholds = HeadRoleThresholds(),
-                   position: int = -1) -> dict[str, dict[str, Any]]:
-    """Role scores of heads at ``position`` (default last) of ``tokens`` [1, pos], one forward.
+                   position: int = -1, attribution: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Role scores and roles of ``head_ids`` (default: every head) at ``position`` (default last) of
+    ``tokens`` [1, pos], one forward. Significance is judged among ``head_ids`` (module doc);
+    ``attribution`` {head_id: score} adds the circuit's scores to it.
 
-    Returns {head_id: {role, subject_attention, relation_attention, subject_dla_share,
-    relation_dla_share, dla, subject_dla, relation_dla, top_tokens, top_token_ids, suppressed_tokens}}
-    where ``dla`` is the head's direct effect on the centred target logit (sum of per-source DLA).
+    Returns {head_id: {role, significant, significance {dla, attribution}, subject_attention,
+    relation_attention, subject_dla_share, relation_dla_share, dla, subject_dla, relation_dla,
+    attribution, target_rank, subject_rank, top_tokens, top_token_ids, suppressed_tokens}}.
     """
     if tokens.dim() != 2 or tokens.shape[0] != 1:
         raise BadRequest("classify_heads takes one prompt: tokens of shape [1, pos]")
+    thresholds.check()
     n_layers, n_heads = model.bridge.cfg.n_layers, model.bridge.cfg.n_heads
-    if head_ids is None:
-        wanted = [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
-    else:
-        wanted = [parse_head_id(hid, n_layers, n_heads) for hid in head_ids]
+    every = [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
+    requested = every if head_ids is None else list(dict.fromkeys(parse_head_id(hid, n_layers, n_heads)
+                                                                  for hid in head_ids))
+    wanted = every if len(requested) < thresholds.min_population else requested
     n_pos = int(tokens.shape[1])
     pos = position % n_pos
     subj = sorted({p for p in subject_positions if 0 <= p < n_pos})
-    rel = relation_positions(tokens, subj, getattr(model.tokenizer, "bos_token_id", None))
+    rel = relation_positions(model, tokens, subj, pos)
     layers = sorted({layer for layer, _ in wanted})
     cache = _layer_cache(model, tokens, layers)
     scale = cache["ln_final.hook_scale"][0, pos].float()  # [1]
     u_target = readout_matrix(model, torch.tensor([target_id], device=model.device), centre_vocab=True)[:, 0]
     readout = readout_matrix(model)  # [d_model, V]
-    subject_ids = {int(tokens[0, p]) for p in subj}
+    subject_ids = [int(tokens[0, p]) for p in subj]
+    content = [i for i, s in zip(subject_ids, model.token_strings(subject_ids), strict=True) if not _is_function_word(s)]
+    subject_ids = sorted(set(content or subject_ids))
     k = thresholds.lens_k
     out: dict[str, dict[str, Any]] = {}
     for layer in layers:
@@ -180,38 +267,92 @@ def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int]
         lens = (head_out / scale) @ readout  # [H, V]
         top = torch.topk(lens, k, dim=-1).indices
         bottom = torch.topk(-lens, k, dim=-1).indices
+        target_rank = _ranks(lens, [target_id])[:, 0]  # [H]
+        subject_rank = _ranks(lens, subject_ids).min(-1).values if subject_ids else None  # [H]
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, :, pos].float()  # [H, k]
         for layer_, h in wanted:
             if layer_ != layer:
                 continue
-            a_subj = float(pattern[h, subj].sum()) if subj else 0.0
-            a_rel = float(pattern[h, rel].sum()) if rel else 0.0
             abs_dla = dla[h].abs()
             total_abs = float(abs_dla.sum())
-            s_share = float(abs_dla[subj].sum()) / total_abs if subj and total_abs > 0 else 0.0
-            r_share = float(abs_dla[rel].sum()) / total_abs if rel and total_abs > 0 else 0.0
-            top_ids = top[h].tolist()
-            lens_hit = target_id in top_ids or bool(subject_ids & set(top_ids))
-            out[head_id(layer, h)] = {
-                "role": _role(a_subj, a_rel, s_share, r_share, lens_hit, thresholds),
-                "subject_attention": a_subj, "relation_attention": a_rel,
-                "subject_dla_share": s_share, "relation_dla_share": r_share,
+            hid = head_id(layer, h)
+            out[hid] = {
+                "role": None, "significant": False,
+                "subject_attention": float(pattern[h, subj].sum()) if subj else 0.0,
+                "relation_attention": float(pattern[h, rel].sum()) if rel else 0.0,
+                "subject_dla_share": float(abs_dla[subj].sum()) / total_abs if subj and total_abs > 0 else 0.0,
+                "relation_dla_share": float(abs_dla[rel].sum()) / total_abs if rel and total_abs > 0 else 0.0,
                 "dla": float(dla[h].sum()),
                 "subject_dla": float(dla[h, subj].sum()) if subj else 0.0,
                 "relation_dla": float(dla[h, rel].sum()) if rel else 0.0,
-                "top_tokens": model.token_strings(top[h]), "top_token_ids": top_ids,
+                "attribution": None if attribution is None else attribution.get(hid),
+                "target_rank": int(target_rank[h]),
+                "subject_rank": int(subject_rank[h]) if subject_rank is not None else None,
+                "top_tokens": model.token_strings(top[h]), "top_token_ids": top[h].tolist(),
                 "suppressed_tokens": model.token_strings(bottom[h]),
             }
-    return out
+    _assign_roles(out, thresholds)
+    return {head_id(layer, h): out[head_id(layer, h)] for layer, h in requested}
+
+
+def _assign_roles(heads: dict[str, dict[str, Any]], t: HeadRoleThresholds) -> None:
+    """Significance among ``heads`` and the role rules, in place."""
+    ids = list(heads)
+    sig_dla, z_dla = significant_mask([heads[i]["dla"] for i in ids], t.significance_k)
+    with_attr = [i for i in ids if heads[i]["attribution"] is not None]
+    sig_attr, z_attr = significant_mask([heads[i]["attribution"] for i in with_attr], t.significance_k)
+    attr = dict(zip(with_attr, zip(sig_attr, z_attr, strict=True), strict=True))
+    for i, sig, z in zip(ids, sig_dla, z_dla, strict=True):
+        info = heads[i]
+        a_sig, a_z = attr.get(i, (False, None))
+        info["significant"] = bool(sig or a_sig)
+        info["significance"] = {"dla": z, "attribution": a_z}
+        ranks = [r for r in (info["target_rank"], info["subject_rank"]) if r is not None]
+        writes = bool(ranks) and min(ranks) <= t.write_top_k
+        info["role"] = _role(info["significant"], info["subject_attention"], info["relation_attention"], writes, t)
+
+
+def role_counts(heads: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Heads per role (``none``: unlabelled) and the total."""
+    counts = {role: 0 for role in (*ROLES, "none")}
+    for info in heads.values():
+        counts[info.get("role") or "none"] += 1
+    return {**counts, "total": len(heads)}
+
+
+def annotate_circuit_roles(model, result: dict[str, Any],
+                           thresholds: HeadRoleThresholds = HeadRoleThresholds()) -> dict[str, Any]:
+    """Recompute a circuit result's head roles with significance among its circuit heads (their
+    node scores as attribution), in place: ``heads`` (every score), the nodes' ``role`` and a
+    ``roles`` record (thresholds, rules, relation tokens, counts). Returns ``result``."""
+    nodes = result.get("nodes") or []
+    scores = {n["id"]: float(n.get("score") or 0.0) for n in nodes if n.get("kind") == "head"}
+    in_heads = [n["id"] for n in nodes if n.get("kind") == "head" and n.get("in_circuit")]
+    tokens = model.tokenize(result["prompt"])
+    subj = list((result.get("subject") or {}).get("positions") or [])
+    heads = classify_heads(model, tokens, subj, int(result["target_id"]), in_heads, thresholds,
+                           attribution=scores) if in_heads else {}
+    result["heads"] = heads
+    for node in nodes:
+        if node.get("kind") == "head":
+            node["role"] = heads.get(node["id"], {}).get("role")
+    rel = relation_positions(model, tokens, subj)
+    result["roles"] = {**role_rules(thresholds), "relation_positions": rel,
+                       "relation_tokens": model.token_strings(tokens[0, rel]) if rel else [],
+                       "counts": role_counts(heads)}
+    return result
 
 
 def head_detail(model, tokens: torch.Tensor, head: str, subject_positions: Sequence[int] | None = None,
                 target_id: int | None = None, k: int = 10,
-                thresholds: HeadRoleThresholds = HeadRoleThresholds()) -> dict[str, Any]:
+                thresholds: HeadRoleThresholds = HeadRoleThresholds(),
+                population: Sequence[str] | None = None,
+                attribution: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Everything the UI's node panel shows for one head on ``tokens`` [1, pos]:
     the attention pattern [q][k], the tokens its last-position output promotes / suppresses,
     per-source DLA at the last position (when ``target_id`` is given) and the role scores
-    (when ``subject_positions`` and ``target_id`` are given)."""
+    (when ``subject_positions`` and ``target_id`` are given), its significance judged among
+    ``population`` (default: every head of the model; e.g. a circuit's heads) with ``attribution``."""
     layer, h = parse_head_id(head, model.bridge.cfg.n_layers, model.bridge.cfg.n_heads)
     cache = _layer_cache(model, tokens, [layer])
     pos = int(tokens.shape[1]) - 1
@@ -228,6 +369,9 @@ def head_detail(model, tokens: torch.Tensor, head: str, subject_positions: Seque
         dla = (per_source_outputs(model, cache, layer, pos)[h] / scale) @ u_target
         detail["dla_by_source"] = dla.tolist()
         if subject_positions is not None:
-            detail["role_scores"] = classify_heads(model, tokens, subject_positions, target_id, [head],
-                                                   replace(thresholds, lens_k=k))[head]
+            heads = list(population) if population is not None else None
+            if heads is not None and head not in heads:
+                heads.append(head)
+            detail["role_scores"] = classify_heads(model, tokens, subject_positions, target_id, heads,
+                                                   replace(thresholds, lens_k=k), attribution=attribution)[head]
     return detail

@@ -16,7 +16,10 @@ difference at 1% and barely more at 10%. Two steps fix most of it:
    full model's (faithfulness well above 1). The circuit of size n therefore takes its top
    ``(1 - share) * n`` helpful edges and the ``share * n`` most harmful edges (in the context of
    that size), for a few shares; each candidate runs for real (batched) and the one whose
-   faithfulness is closest to 1 is kept. The chosen share is recorded per size.
+   faithfulness is closest to 1 is kept; where it crosses 1 between two shares, three shares
+   in between are tried as well. Sizes go up in order, and the circuit chosen at the
+   previous size, grown by the ranking to this size, is one more candidate (so a larger circuit
+   does not lose what made a smaller one faithful). The chosen share is recorded per size.
 
 "Helpful" is oriented by the metric: an edge helps when ablating it lowers a higher-is-better
 metric (score < 0) or raises a loss (score > 0). Masks are [n_senders, n_receivers] bool.
@@ -34,10 +37,12 @@ from kcircuits.circuits.graph import Graph
 from kcircuits.circuits.select import prune_dangling
 
 #: Circuit sizes (fractions of the graph's edges) at which edges are re-attributed, largest first.
-REFINE_FRACTIONS = (0.05, 0.02, 0.01, 0.005, 0.002)
+REFINE_FRACTIONS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002)
 #: Shares of harmful edges tried for each circuit size.
-CALIBRATION_SHARES = (0.0, 0.05, 0.1, 0.2, 0.35)
+CALIBRATION_SHARES = (0.0, 0.03, 0.07, 0.12, 0.2, 0.3, 0.45)
 REFINE_IG_STEPS = 2
+#: Where faithfulness crosses 1 between two shares, these fractions of the gap are tried too.
+REFINE_STEPS_BETWEEN = (0.25, 0.5, 0.75)
 
 CancelFn = Callable[[], object]
 
@@ -150,20 +155,53 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
     from kcircuits.circuits.evaluate import faithfulness as default_faithfulness
 
     faith = faithfulness_of or default_faithfulness
-    candidates = [[mixed_mask(graph, ranking, n, share) for share in shares] for n in sizes]
-    flat = [m for row in candidates for m in row]
-    values = evaluate(torch.stack(flat)).tolist()
+    shares = sorted(float(x) for x in shares)
+    tried = [[(share, mixed_mask(graph, ranking, n, share)) for share in shares] for n in sizes]
+    values = evaluate(torch.stack([m for row in tried for _, m in row])).tolist()
+    rows = [[(share, mask, v) for (share, mask), v in zip(row, values[i * len(shares):(i + 1) * len(shares)],
+                                                          strict=True)] for i, row in enumerate(tried)]
+    # finer shares where faithfulness crosses 1 between two neighbouring shares (one more batch)
+    finer = []
+    for i in range(len(sizes)):
+        fs = [faith(v, m_full, m_empty) for _, _, v in rows[i]]
+        for k in range(len(shares) - 1):
+            a, b = fs[k], fs[k + 1]
+            if a is not None and b is not None and (a - 1.0) * (b - 1.0) < 0:
+                lo, hi = shares[k], shares[k + 1]
+                finer += [(i, lo + (hi - lo) * t) for t in REFINE_STEPS_BETWEEN]
+                break
+    if finer:
+        masks = [mixed_mask(graph, ranking, sizes[i], share) for i, share in finer]
+        for (i, share), mask, v in zip(finer, masks, evaluate(torch.stack(masks)).tolist(), strict=True):
+            rows[i].append((share, mask, v))
     chosen_masks, chosen_shares, chosen_values, chosen_faith = [], [], [], []
-    for i, _ in enumerate(sizes):
-        row = values[i * len(shares):(i + 1) * len(shares)]
-        faiths = [faith(v, m_full, m_empty) for v in row]
+    for i, n in enumerate(sizes):
+        faiths = [faith(v, m_full, m_empty) for _, _, v in rows[i]]
         if any(f is not None for f in faiths):
             j = min((k for k, f in enumerate(faiths) if f is not None), key=lambda k: abs(faiths[k] - 1.0))
         else:
             j = 0
-        chosen_masks.append(candidates[i][j])
-        chosen_shares.append(float(shares[j]))
-        chosen_values.append(float(row[j]))
-        chosen_faith.append(faiths[j])
+        share, mask, value = rows[i][j]
+        f = faiths[j]
+        if i and chosen_faith[-1] is not None and n > int(chosen_masks[-1].sum()):
+            # the smaller chosen circuit grown by the ranking: keeps what made it faithful
+            grown = grow_mask(graph, ranking, chosen_masks[-1], n)
+            grown_value = float(evaluate(grown[None])[0])
+            grown_f = faith(grown_value, m_full, m_empty)
+            if grown_f is not None and (f is None or abs(grown_f - 1.0) < abs(f - 1.0)):
+                mask, share, value, f = grown, chosen_shares[-1], grown_value, grown_f
+        share, value = float(share), float(value)
+        chosen_masks.append(mask)
+        chosen_shares.append(share)
+        chosen_values.append(value)
+        chosen_faith.append(f)
     return Calibrated(tuple(int(n) for n in sizes), tuple(chosen_shares), tuple(chosen_masks), tuple(chosen_values),
                       tuple(chosen_faith))
+
+
+def grow_mask(graph: Graph, ranking: Ranking, mask: torch.Tensor, n: int) -> torch.Tensor:
+    """``mask`` [n_s, n_r] with the best-ranked other edges added up to about ``n`` edges, pruned
+    of dangling nodes (a superset of the pruned ``mask``)."""
+    allowed = graph.allowed(ranking.order.device) & ~mask.to(ranking.order.device)
+    extra = _top(ranking.order, allowed, max(0, n - int(mask.sum())))
+    return prune_dangling(mask.to(extra.device) | extra, graph)

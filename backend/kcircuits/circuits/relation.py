@@ -202,6 +202,8 @@ def same_length_subjects(model, relation: Relation | str, subject: str, *, diffe
 
 
 # the relation experiment (Table 1 of the Knowledge Circuits paper) ----------------------------
+RELATION_METHODS = ("eap-ig-refine", "eap-ig", "eap")
+
 def _length_index(model, relation: Relation) -> dict[int, list[tuple[str, int]]]:
     """{prompt token length: [(subject, answer id)]} over all samples (for subject swaps)."""
     index: dict[int, list[tuple[str, int]]] = {}
@@ -216,9 +218,16 @@ def _length_index(model, relation: Relation) -> dict[int, list[tuple[str, int]]]
 
 
 def _swap_partner(model, relation: Relation, fact: Fact, index: dict[int, list[tuple[str, int]]]) -> str | None:
-    """The first other subject with the same prompt length and a different answer token."""
+    """Another subject with the same prompt length and a different answer token: the next one
+    after the fact's own subject in a stable hash order (so facts do not all share one partner)."""
     n = int(model.tokenize(fact.prompt).shape[1])
-    for subject, answer in index.get(n, []):
+    pool = sorted(index.get(n, []), key=lambda sa: _split_key(sa[0]))
+    if not pool:
+        return None
+    mine = _split_key(fact.subject)
+    start = next((i for i, (subject, _) in enumerate(pool) if _split_key(subject) > mine), 0)
+    for k in range(len(pool)):
+        subject, answer = pool[(start + k) % len(pool)]
         if subject != fact.subject and answer != fact.target_id:
             return subject
     return None
@@ -300,7 +309,34 @@ def _evaluate_split(model, graph, batches: list[_Batch], mask: torch.Tensor, ran
             "random": float(hits[2:].mean()) if randoms else None}
 
 
-def run_relation(model, name: str, n: int | None = 20, method: str = "eap", *, top_n: int | None = None,
+def _refined_relation_circuit(model, graph, batches: list[_Batch], scores: torch.Tensor, top_n: int, ablation: str,
+                              metric: str, cancel: CancelFn | None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """eap-ig-refine for a relation: re-attribution inside shrinking circuits and the calibration of
+    the ``top_n`` circuit, both on the largest equal-length validation batch (its mean metric).
+    ``scores`` [n_s, n_r]: the first pass averaged over every validation fact."""
+    from kcircuits.circuits.evaluate import Normaliser, evaluate_masks
+    from kcircuits.circuits.refine import calibrated_masks, refine_ranking
+
+    batch = max(batches, key=lambda b: len(b.facts))
+    ablated, metric_obj = _batch_setup(model, graph, batch, ablation, metric)
+
+    def run(masks: torch.Tensor) -> torch.Tensor:
+        return evaluate_masks(model, batch.tokens, graph, masks.to(model.device), ablated, metric_obj,
+                              batch.target_ids)[0]
+
+    ranking = refine_ranking(model, batch.tokens, graph, metric_obj, ablated, scores,
+                             higher_is_better=metric_obj.higher_is_better, cancel=cancel)
+    _check(cancel)
+    ref = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
+    normaliser = Normaliser.of(metric_obj, float(ref[0]), float(ref[1]))
+    cal = calibrated_masks(graph, ranking, [top_n], run, normaliser.m_full, normaliser.m_empty,
+                           faithfulness_of=lambda v, *_: normaliser(v))
+    return cal.masks[0], {"facts": len(batch.facts), "harmful_share": cal.shares[0],
+                          "faithfulness_on_batch": cal.faithfulness[0],
+                          "faithfulness_undefined": normaliser.undefined_reason}
+
+
+def run_relation(model, name: str, n: int | None = 20, method: str = "eap-ig-refine", *, top_n: int | None = None,
                  k: int = 10, ablation: str = "patch", metric: str = "match_nll", ig_steps: int = 5,
                  random_seeds: int = 3, validation_fraction: float = 0.5, filter_test: bool = False,
                  greedy: bool = False, kv_mode: str = "grouped", batch_size: int = 8, known_k: int | None = None,
@@ -308,9 +344,10 @@ def run_relation(model, name: str, n: int | None = 20, method: str = "eap", *, t
     """One relation circuit and its Hit@k on validation and test facts (paper's Table 1 row).
 
     Discovery: the known validation facts (answer in the model's top-``k``; at most ``n``) are
-    attributed with ``method`` (eap | eap-ig; equal-length prompts batched), the scores averaged
-    over facts, and ONE relation circuit selected (top-``top_n`` edges by |score|, default 1% of
-    the graph, pruned of dangling nodes). Evaluation: Hit@k of the original model, the circuit
+    attributed (eap or eap-ig; equal-length prompts batched), the scores averaged over facts, and
+    ONE relation circuit of ``top_n`` edges (default 1% of the graph, pruned of dangling nodes)
+    selected: by |score| (eap, eap-ig), or re-attributed and calibrated by patched runs on the
+    largest equal-length validation batch (eap-ig-refine, the default; see circuits.refine). Evaluation: Hit@k of the original model, the circuit
     alone (edges outside it ablated) and random connected circuits of the same size on the
     validation facts and on at most ``n`` test facts (all of them, or only the known ones with
     ``filter_test``). ``known_k`` (default ``k``): the rank a fact's answer needs to count as
@@ -327,8 +364,8 @@ def run_relation(model, name: str, n: int | None = 20, method: str = "eap", *, t
     from kcircuits.circuits.graph import get_graph
     from kcircuits.circuits.select import circuit_nodes, select
 
-    if method not in ("eap", "eap-ig"):
-        raise BadRequest("method must be eap or eap-ig (ACDC runs per prompt: see circuits.acdc)")
+    if method not in RELATION_METHODS:
+        raise BadRequest(f"method must be one of {list(RELATION_METHODS)} (ACDC runs per prompt: see circuits.acdc)")
     if n is not None and n < 1:
         raise BadRequest("n must be >= 1")
     if ablation not in ("zero", "mean", "patch"):
@@ -365,17 +402,23 @@ def run_relation(model, name: str, n: int | None = 20, method: str = "eap", *, t
     _check(cancel)
     scores = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
     t_attr = time.perf_counter()
+    base_method = "eap-ig" if method == "eap-ig-refine" else method
     for batch in val_batches:
         ablated, metric_obj = _batch_setup(model, graph, batch, ablation, metric)
-        batch_scores = attribute(model, batch.tokens, graph, metric_obj, ablated, method, ig_steps=ig_steps)
+        batch_scores = attribute(model, batch.tokens, graph, metric_obj, ablated, base_method, ig_steps=ig_steps)
         scores += batch_scores.float() * len(batch.facts)  # the batch's score is a mean over its facts
         tick(len(batch.facts), f"attributing {relation.name}")
     scores /= n_val
-    t_attr = time.perf_counter() - t_attr
     top_n = default_top_n(graph) if top_n is None else top_n
     if not 0 < top_n <= graph.n_edges:
         raise BadRequest(f"top_n must lie in 1..{graph.n_edges}")
-    mask = select(scores, graph, top_n=top_n, greedy=greedy)
+    calibration = None
+    if method == "eap-ig-refine":
+        mask, calibration = _refined_relation_circuit(model, graph, val_batches, scores, top_n, ablation, metric,
+                                                      cancel)
+    else:
+        mask = select(scores, graph, top_n=top_n, greedy=greedy)
+    t_attr = time.perf_counter() - t_attr
     n_edges = int(mask.sum())
     randoms = [random_circuit(graph, n_edges, seed, model.device) for seed in range(random_seeds)] if n_edges else []
     t_eval = time.perf_counter()
@@ -397,9 +440,12 @@ def run_relation(model, name: str, n: int | None = 20, method: str = "eap", *, t
         "validation": val_hits, "test": test_hits,
         "circuit_edges": [graph.edge_id(s, r) for s, r in mask.nonzero().tolist()],
         "timings": {"attribution_s": t_attr, "evaluation_s": t_eval, "total_s": time.perf_counter() - t0},
-        "params": {"n": n, "ig_steps": ig_steps if method == "eap-ig" else None, "random_seeds": random_seeds,
+        "params": {"n": n, "ig_steps": ig_steps if method != "eap" else None, "random_seeds": random_seeds,
                    "validation_fraction": validation_fraction, "greedy": greedy, "kv_mode": kv_mode,
-                   "discovery": "one circuit per relation: attribution scores averaged over validation facts"},
+                   "calibration": calibration,
+                   "discovery": ("one circuit per relation: attribution scores averaged over validation facts"
+                                 + ("; re-attributed and calibrated on the largest equal-length validation batch"
+                                    if method == "eap-ig-refine" else ""))},
     }
 
 

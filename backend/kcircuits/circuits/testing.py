@@ -98,6 +98,103 @@ def planted_copy_model(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, h
     return PlantedCircuit(model, prompt, corrupt, target, subject.strip(), layer, head)
 
 
+REL_DIM = 2
+FUNC_DIM = 3
+JUNK_DIM = 4
+ROLES_PROMPT = "The capital of France is the city of"
+
+
+@dataclass
+class PlantedRoles:
+    """A model with planted heads of known role on :data:`ROLES_PROMPT` (see
+    :func:`planted_roles_model`); ``decoys`` are planted heads that must stay unlabelled."""
+
+    model: Any  # LoadedModel
+    prompt: str
+    subject: str
+    target: str
+    mover: str
+    relation: str
+    decoys: dict[str, str]  # head id -> why it must not get a role
+
+
+def _plant_head(attn: Any, head: int, dh: int, d_model: int, key_dim: int, value_dim: int,
+                writes: dict[int, float], key_gain: float) -> None:
+    """Head ``head`` of a GPT-2 attention block: constant query, key = ``key_gain`` * residual
+    dimension ``key_dim``, value = dimension ``value_dim``, output {residual dim: gain}."""
+    w, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D [d, 3d] = q | k | v
+    q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
+    for c0 in (q0, k0, v0):
+        w[:, c0:c0 + dh] = 0.0
+        bias[c0:c0 + dh] = 0.0
+    bias[q0] = 1.0
+    w[key_dim, k0] = key_gain
+    w[value_dim, v0] = 1.0
+    proj = attn.c_proj.weight  # [d (heads concatenated), d]
+    proj[head * dh:(head + 1) * dh, :] = 0.0
+    for dim, gain in writes.items():
+        proj[head * dh, dim] = gain
+
+
+def planted_roles_model(n_heads: int = 8, d_model: int = 64, key_gain: float = 8.0, seed: int = 0,
+                        device: str = "cpu") -> PlantedRoles:
+    """A 2-layer GPT-2 on "The capital of France is the city of" -> " Paris" with, beside small
+    random heads (which touch none of the planted residual dimensions):
+
+    - mover a1.h2: attends to " France" (feature SUBJ_DIM) and writes the answer direction ANS_DIM;
+    - relation a0.h1: attends to " capital" and " city" (REL_DIM) and writes ANS_DIM;
+    - decoy a0.h3: attends to function words and the last position (FUNC_DIM), writes ANS_DIM:
+      significant, but its attention is on no content token;
+    - decoy a1.h0: attends to " France", writes against the answer and onto " banana" (JUNK_DIM):
+      significant and subject-attending, but writes neither the answer nor the subject;
+    - decoy a1.h5: attends to " France" with a tiny output: not significant.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kcircuits.lm.loader import from_hf_model
+    from kcircuits.lm.random_models import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+
+    def one(text: str) -> int:
+        ids = tokenizer(text)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"{text!r} is not one token")
+        return ids[0]
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_head=n_heads, n_embd=d_model, vocab_size=tokenizer.vocab_size,
+                        n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = GPT2LMHeadModel(config).eval()
+    dh = d_model // n_heads
+    planted = [SUBJ_DIM, ANS_DIM, REL_DIM, FUNC_DIM, JUNK_DIM]
+    features = {" France": SUBJ_DIM, " Paris": ANS_DIM, " capital": REL_DIM, " city": REL_DIM,
+                "The": FUNC_DIM, " of": FUNC_DIM, " is": FUNC_DIM, " the": FUNC_DIM, " banana": JUNK_DIM}
+    with torch.no_grad():
+        wte = hf.transformer.wte.weight  # tied with lm_head
+        wte[:, planted] = 0.0
+        for text, dim in features.items():
+            wte[one(text), dim] = 1.0
+        hf.transformer.wpe.weight[:, planted] = 0.0
+        for block in hf.transformer.h:
+            block.attn.c_attn.weight[planted, :] = 0.0
+            block.attn.c_proj.weight[:, planted] = 0.0
+            block.attn.c_proj.bias[planted] = 0.0
+            block.mlp.c_fc.weight[planted, :] = 0.0
+            block.mlp.c_proj.weight[:, planted] = 0.0
+            block.mlp.c_proj.bias[planted] = 0.0
+        l0, l1 = hf.transformer.h[0].attn, hf.transformer.h[1].attn
+        _plant_head(l1, 2, dh, d_model, SUBJ_DIM, SUBJ_DIM, {ANS_DIM: 1.0}, key_gain)
+        _plant_head(l0, 1, dh, d_model, REL_DIM, REL_DIM, {ANS_DIM: 0.1}, key_gain)
+        _plant_head(l0, 3, dh, d_model, FUNC_DIM, FUNC_DIM, {ANS_DIM: 0.1}, key_gain)
+        _plant_head(l1, 0, dh, d_model, SUBJ_DIM, SUBJ_DIM, {ANS_DIM: -0.5, JUNK_DIM: 1.0}, key_gain)
+        _plant_head(l1, 5, dh, d_model, SUBJ_DIM, SUBJ_DIM, {ANS_DIM: 1e-4}, key_gain)
+    model = from_hf_model(f"planted-roles-2x{n_heads}", hf, tokenizer, device=device, revision=f"planted-roles:{seed}")
+    return PlantedRoles(model, ROLES_PROMPT, "France", " Paris", mover="a1.h2", relation="a0.h1",
+                        decoys={"a0.h3": "attends to function words", "a1.h0": "writes neither answer nor subject",
+                                "a1.h5": "not significant"})
+
+
 @dataclass
 class PlantedNeuron:
     """A planted model whose fact is carried by one MLP unit (``layer``, ``index``) at the last position."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from kcircuits.circuits.discover import DEFAULT_METHOD
 from kcircuits.cli.common import domain_errors, emit, load
 from kcircuits.errors import BadRequest
 
@@ -45,23 +46,37 @@ def circuit(
     prompt: str = typer.Argument(..., help="The prompt, e.g. 'The Eiffel Tower is located in the city of'."),
     target: str = TARGET_OPTION,
     model: str = MODEL_OPTION,
-    method: str = typer.Option("eap-ig", "--method", help="eap | eap-ig | clean-corrupted | exact | acdc"),
+    method: str = typer.Option(DEFAULT_METHOD, "--method",
+                               help="eap-ig-refine | eap-ig | eap | eap-ig-mask | clean-corrupted | exact | acdc"),
     ablation: str = ABLATION_OPTION,
-    metric: str = typer.Option("logit_diff", "--metric", help="logit_diff | logprob | prob | match_nll | kl"),
+    metric: str = typer.Option(None, "--metric", help="logit_diff | logprob | prob | match_nll | kl "
+                                                      "(default: logit_diff for patch, match_nll otherwise)"),
     corrupt: str = CORRUPT_OPTION,
+    counterfactuals: int = typer.Option(1, "--counterfactuals", min=1, max=8,
+                                        help="Automatic counterfactuals averaged (when --corrupt is not given)."),
     subject: str = SUBJECT_OPTION,
     top_n: int = typer.Option(None, "--top-n", min=0, help="Keep the n best edges (default 1% of the graph)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, help="Keep edges with |score| >= T."),
     tau: float = typer.Option(0.01, "--tau", help="ACDC threshold (method acdc)."),
     ig_steps: int = typer.Option(5, "--ig-steps", min=1, max=64),
     random_seeds: int = typer.Option(3, "--random-seeds", min=0, max=20),
+    roles: bool = typer.Option(False, "--roles", help="Print a table of the labelled heads with their role scores."),
+    significance_k: float = typer.Option(3.0, "--significance-k", min=0.0,
+                                         help="Role significance: MADs above the median |score| of the circuit's heads."),
+    write_top_k: int = typer.Option(10, "--write-top-k", min=1,
+                                    help="A mover's target or subject token must rank within this in its output."),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     out: Path = typer.Option(None, "--out", help="Write the result: .json, or .graphml / .dot / .svg / .png via export."),
 ) -> None:
-    """Discover a circuit and report its size, faithfulness and Hit@10 (full / circuit / random)."""
+    """Discover a circuit and report its size, faithfulness and Hit@10 (full / circuit / random),
+    and its head roles (``--roles``: a table of the labelled heads with their scores)."""
     with domain_errors():
         if top_n is not None and threshold is not None:
             raise BadRequest("give --top-n or --threshold, not both")
+        from kcircuits.circuits.heads import HeadRoleThresholds, annotate_circuit_roles
+
+        thresholds = HeadRoleThresholds(significance_k=significance_k, write_top_k=write_top_k)
+        thresholds.check()
         loaded = load(model)
         if method == "acdc":
             try:
@@ -69,24 +84,27 @@ def circuit(
             except ImportError as exc:
                 raise BadRequest("acdc is not available in this installation") from exc
             result = acdc_circuit(loaded, prompt, target, tau, ablation=ablation, metric=metric,
-                                  corrupt_prompt=corrupt, subject=subject, random_seeds=random_seeds)
+                                  corrupt_prompt=corrupt, subject=subject, random_seeds=random_seeds,
+                                  counterfactuals=counterfactuals)
         else:
             from kcircuits.circuits.discover import compute_circuit
 
             result = compute_circuit(loaded, prompt, target, method=method, ablation=ablation, metric=metric,
                                      corrupt_prompt=corrupt, subject=subject, top_n=top_n, threshold=threshold,
-                                     ig_steps=ig_steps, random_seeds=random_seeds)
+                                     ig_steps=ig_steps, random_seeds=random_seeds, counterfactuals=counterfactuals)
+        annotate_circuit_roles(loaded, result, thresholds)
         if out is not None:
             _write(result, out)
-    emit(result, as_json, _summary)
+    emit(result, as_json, _summary_with_roles if roles else _summary)
 
 
 def sweep(
     prompt: str = typer.Argument(..., help="The prompt."),
     target: str = TARGET_OPTION,
     model: str = MODEL_OPTION,
-    method: str = typer.Option("eap-ig", "--method", help="eap | eap-ig | clean-corrupted | exact"),
+    method: str = typer.Option(DEFAULT_METHOD, "--method", help="eap-ig-refine | eap-ig | eap | clean-corrupted | exact"),
     ablation: str = ABLATION_OPTION,
+    metric: str = typer.Option(None, "--metric", help="logit_diff | logprob | prob | match_nll | kl"),
     corrupt: str = CORRUPT_OPTION,
     subject: str = SUBJECT_OPTION,
     sizes: str = typer.Option(None, "--sizes", help="Comma-separated top-n edge counts (default: six sizes from 10 to 3000)."),
@@ -100,7 +118,7 @@ def sweep(
             size_list = [int(s) for s in (sizes or "").split(",") if s.strip()]  # empty: the engine's sizes
         except ValueError:
             raise BadRequest(f"--sizes must be comma-separated integers, got {sizes!r}") from None
-        result = sweep_circuit(load(model), prompt, target, method=method, ablation=ablation,
+        result = sweep_circuit(load(model), prompt, target, method=method, ablation=ablation, metric=metric,
                                corrupt_prompt=corrupt, subject=subject, sizes=size_list)
     emit(result, as_json, _print_sweep)
 
@@ -133,6 +151,36 @@ def _write(result: dict, path: Path) -> None:
         path.write_text(data)
 
 
+def _print_roles(result: dict) -> None:
+    """The labelled heads (strongest direct effect first) with their role scores."""
+    record = result.get("roles") or {}
+    counts = record.get("counts") or {}
+    labelled = sorted(((h, info) for h, info in (result.get("heads") or {}).items() if info.get("role")),
+                      key=lambda item: -abs(item[1]["dla"]))
+    typer.echo(f"head roles ({counts.get('total', 0)} circuit heads: " + ", ".join(
+        f"{counts.get(r, 0)} {r}" for r in ("mover", "relation", "mixture", "none")) + ")")
+    typer.echo(f"  significance: {record.get('significance', '')}")
+    typer.echo(f"  relation tokens: {record.get('relation_tokens', [])}")
+    if not labelled:
+        typer.echo("  no head passes the role rules")
+        return
+    typer.echo(f"  {'head':<9}{'role':<10}{'A_subj':>7}{'A_rel':>7}{'DLA':>9}{'attrib':>9}{'sig':>7}"
+               f"{'tgt_rk':>8}{'subj_rk':>8}  top tokens")
+    for hid, info in labelled:
+        sig = max((z for z in info["significance"].values() if z is not None), default=None)
+        attribution = info.get("attribution")
+        typer.echo(f"  {hid:<9}{info['role']:<10}{info['subject_attention']:>7.2f}{info['relation_attention']:>7.2f}"
+                   f"{info['dla']:>+9.3f}{'' if attribution is None else format(attribution, '.3f'):>9}"
+                   f"{'' if sig is None else format(sig, '.1f'):>7}{info['target_rank']:>8}"
+                   f"{info['subject_rank'] if info['subject_rank'] is not None else '-':>8}  "
+                   + " ".join(repr(t) for t in info["top_tokens"][:4]))
+
+
+def _summary_with_roles(result: dict) -> None:
+    _summary(result)
+    _print_roles(result)
+
+
 def _summary(result: dict) -> None:
     m = result["metrics"]
     g = result["graph"]
@@ -140,6 +188,11 @@ def _summary(result: dict) -> None:
     faith = "n/a" if m["faithfulness"] is None else f"{m['faithfulness']:.3f}"
     typer.echo(f"{result['model']}: {result['method']} / {result['ablation']} / {result['metric']}; "
                f"corrupt: {result['corrupt_prompt']!r}")
+    chosen = (result.get("counterfactual") or {}).get("chosen") or []
+    for cf in chosen:
+        typer.echo(f"  counterfactual: {cf['why']}")
+    if m.get("faithfulness_undefined"):
+        typer.echo(f"faithfulness undefined: {m['faithfulness_undefined']}")
     typer.echo(f"circuit: {m['edges']} of {g['total_edges']:,} edges ({100 * m['edge_fraction']:.2f}%), "
                f"{m['nodes']} of {g['total_nodes']} nodes")
     typer.echo(f"faithfulness {faith}  (metric full {m['metric_full']:.3f}, circuit {m['metric_circuit']:.3f}, "
@@ -148,6 +201,12 @@ def _summary(result: dict) -> None:
     typer.echo(f"Hit@10 full {hits['full']}  circuit {hits['circuit']}  random {random_hit}; "
                f"target rank full {m['target_rank']['full']}, circuit {m['target_rank']['circuit']}, "
                f"random {m['target_rank']['random']}")
+    curve = result.get("curve", {})
+    if curve.get("points"):
+        typer.echo("curve: " + "  ".join(
+            f"{p['edges']}e F={'n/a' if p['faithfulness'] is None else format(p['faithfulness'], '.2f')}"
+            for p in curve["points"]) + (f"  CPR {curve['cpr_normalised']:.2f} CMD {curve['cmd_normalised']:.2f}"
+                                         if curve.get("cpr_normalised") is not None else ""))
     top = [e for e in result["edges"] if e["in_circuit"]][:10]
     for e in top:
         typer.echo(f"  {e['source']:>8} -> {e['receiver']:<12} {e['score']:+.4f}")

@@ -10,8 +10,8 @@ from kcircuits.cli.common import domain_errors, emit, emit_json, load
 def relation(
     name: str = typer.Argument(..., help="LRE relation, e.g. country_capital_city ('list' lists them)."),
     model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
-    n: int = typer.Option(20, "--n", min=1, help="Most facts per split (validation and test)."),
-    method: str = typer.Option("eap", "--method", help="eap | eap-ig"),
+    n: int = typer.Option(10, "--n", min=1, help="Most facts per split (validation and test)."),
+    method: str = typer.Option("eap-ig-refine", "--method", help="eap-ig-refine | eap-ig | eap"),
     top_n: int = typer.Option(None, "--top-n", min=1, help="Circuit size in edges (default 1% of the graph)."),
     ablation: str = typer.Option("patch", "--ablation", help="patch (subject swap) | zero | mean"),
     k: int = typer.Option(10, "--k", min=1, help="Hit@k and the known-fact filter."),

@@ -20,7 +20,7 @@ from typing import Any
 
 from kcircuits.config import Settings
 from kcircuits.editing import METHODS
-from kcircuits.errors import BadRequest, Busy, KCircuitsError, NotFound, NotReady
+from kcircuits.errors import BadRequest, Busy, KCircuitsError, NotFound, NotReady, shown
 from kcircuits.lm.loader import LoadedModel
 from kcircuits.lm.worker import BACKGROUND, ModelWorker
 
@@ -72,8 +72,23 @@ class EditSession:
         }
 
 
+def _unwire_capture_hooks(bridge: Any) -> None:
+    """Remove the blocks' capture hooks (TransformerBridge wires them again on the next forward).
+
+    Those hooks are closures over ``weakref.proxy`` of their own block's modules; a deep copy
+    shares the closures, so a copy's hooks would write into the ORIGINAL model's modules and
+    raise ReferenceError once the original is evicted and collected.
+    """
+    for module in bridge.modules():
+        teardown = getattr(module, "_teardown_capture_hooks", None)
+        if callable(teardown):
+            teardown()
+
+
 def copy_model(model: LoadedModel, session_id: str) -> LoadedModel:
-    """An independent deep copy of ``model`` (bridge and HF weights); tokenizer and spec shared."""
+    """An independent deep copy of ``model`` (bridge and HF weights); tokenizer and spec shared.
+    The copy refers to nothing in ``model``: it outlives the original's eviction."""
+    _unwire_capture_hooks(model.bridge)  # re-wired lazily, on each model's own modules
     bridge = copy.deepcopy(model.bridge)
     for param in bridge.parameters():
         param.requires_grad_(False)
@@ -160,7 +175,7 @@ class SessionManager:
         with self._lock:
             session = self._sessions.get(session_id)
         if session is None:
-            raise NotFound(f"no edit session {session_id!r} (unknown, closed or expired)")
+            raise NotFound(f"no edit session {shown(session_id)} (unknown, closed or expired)")
         return session
 
     def list(self) -> list[EditSession]:
@@ -185,7 +200,7 @@ class SessionManager:
             return model_id
         session = self.get(session_id)
         if model_id and model_id != session.request.model:
-            raise BadRequest(f"edit session {session_id!r} is on model {session.request.model!r}, not {model_id!r}")
+            raise BadRequest(f"edit session {shown(session_id)} is on model {session.request.model!r}, not {shown(model_id)}")
         if session.status != "ready":
             if session.status == "failed":
                 raise BadRequest(f"edit session {session_id!r} failed: {(session.error or {}).get('message')}")
@@ -265,5 +280,5 @@ def resolve_model_key(app_state_or_sessions: Any, model_id: str | None, session_
     else:
         manager = getattr(app_state_or_sessions, "edit_sessions", None)
         if manager is None:
-            raise NotFound(f"no edit session {session_id!r} (unknown, closed or expired)")
+            raise NotFound(f"no edit session {shown(session_id)} (unknown, closed or expired)")
     return manager.model_key(model_id, session_id)

@@ -238,10 +238,11 @@ def load_model(model_id: str, settings: Settings | None = None) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_only)
-    except OSError as exc:
-        raise ModelUnavailable(
-            f"model {model_id!r} could not be loaded from {'the local cache' if local_only else 'the hub'}: {exc}"
-        ) from exc
+    except OSError as exc:  # the upstream text (URLs, connection details) goes to the log only
+        log.warning("could not load %s: %s", model_id, exc)
+        where = "the local cache (hub access is off)" if local_only else "the Hugging Face hub or its cache"
+        raise ModelUnavailable(f"model {model_id!r} could not be loaded from {where}; "
+                               "the server log has the details") from exc
     if spec.source == "hub":
         revision = f"hub:{spec.hub_name}@{getattr(hf_model.config, '_commit_hash', None) or 'unknown'}"
     bridge = boot_bridge(hf_model, tokenizer, _architecture_name(spec.arch), device, dtype)

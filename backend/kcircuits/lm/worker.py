@@ -3,7 +3,8 @@
 Two hooked runs at once on one model corrupt each other (measured), so handlers and jobs never
 touch a model directly: they submit a function ``fn(model) -> result`` and wait on its future.
 The queue is bounded: when it is full an interactive submit fails fast with :class:`Busy`
-(503 + Retry-After). Background work (job steps) queues behind interactive work.
+(503 + Retry-After). Background work (job steps) queues behind interactive work, and a long
+background task lets queued interactive tasks run between its batches (:meth:`ModelWorker.yield_to_interactive`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -40,6 +42,19 @@ class _Task:
 
 
 _STOP = object()
+_LOCAL = threading.local()
+
+
+@contextmanager
+def unbounded_waits():
+    """In this thread, :meth:`ModelWorker.run` without a timeout waits until its task is done
+    (threads that keep a computation alive after its client stopped waiting)."""
+    previous = getattr(_LOCAL, "unbounded", False)
+    _LOCAL.unbounded = True
+    try:
+        yield
+    finally:
+        _LOCAL.unbounded = previous
 
 
 class ModelWorker:
@@ -60,6 +75,7 @@ class ModelWorker:
         self._lock = threading.Lock()  # guards _models bookkeeping read from other threads
         self._thread: threading.Thread | None = None
         self.busy_since: float | None = None
+        self._running: list[_Task] = []  # the task running now, and those run inside it (yields)
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> ModelWorker:
@@ -107,7 +123,8 @@ class ModelWorker:
         model = self._loader(key)
         with self._lock:
             self._models[key] = model
-            evictable = [k for k in self._models if k not in self._pinned and k != key]
+            in_use = {t.model_key for t in self._running}
+            evictable = [k for k in self._models if k not in self._pinned and k != key and k not in in_use]
             while len(self._models) > max(self.settings.max_loaded_models, 1) and evictable:
                 evicted = evictable.pop(0)
                 self._models.pop(evicted, None)
@@ -131,27 +148,54 @@ class ModelWorker:
         """Submit and wait (from a handler's thread pool or a job thread, never the event loop)."""
         block = priority != INTERACTIVE
         future = self.submit(model_key, fn, priority=priority, block=block)
-        return future.result(timeout=timeout or self.settings.request_timeout_s)
+        if timeout is None and not getattr(_LOCAL, "unbounded", False):
+            timeout = self.settings.request_timeout_s
+        return future.result(timeout=timeout)
 
     async def arun(self, model_key: str, fn: Callable[[LoadedModel], T], *, priority: int = INTERACTIVE) -> T:
         """Submit from async code and await the result without blocking the event loop."""
         future = self.submit(model_key, fn, priority=priority)
         return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.request_timeout_s)
 
-    def _loop(self) -> None:
+    def yield_to_interactive(self) -> int:
+        """Run the queued tasks of higher priority than the running one, now, in this thread.
+
+        Long background tasks (ACDC, sweeps, relation runs) call this between batches, where
+        they hold no hooks on their model, so interactive requests wait one batch, not a whole
+        job. A no-op outside the worker thread. Returns how many tasks ran.
+        """
+        if threading.current_thread() is not self._thread or not self._running:
+            return 0
+        ran = 0
+        while True:
+            with self._queue.mutex:
+                heap = self._queue.queue
+                if not heap or heap[0].priority >= self._running[-1].priority or heap[0].fn is _STOP:
+                    return ran
+            task = self._queue.get_nowait()  # the head: only this thread takes from the queue
+            self._execute(task)
+            ran += 1
+
+    def _execute(self, task: _Task) -> None:
         import time
 
+        if not task.future.set_running_or_notify_cancel():
+            return
+        self._running.append(task)
+        self.busy_since = self.busy_since or time.monotonic()
+        try:
+            model = self._get_model(task.model_key)
+            task.future.set_result(task.fn(model))
+        except BaseException as exc:  # noqa: BLE001 - delivered to the waiting caller
+            task.future.set_exception(exc)
+        finally:
+            self._running.pop()
+            if not self._running:
+                self.busy_since = None
+
+    def _loop(self) -> None:
         while True:
             task: _Task = self._queue.get()
             if task.fn is _STOP:
                 return
-            if not task.future.set_running_or_notify_cancel():
-                continue
-            self.busy_since = time.monotonic()
-            try:
-                model = self._get_model(task.model_key)
-                task.future.set_result(task.fn(model))
-            except BaseException as exc:  # noqa: BLE001 - delivered to the waiting caller
-                task.future.set_exception(exc)
-            finally:
-                self.busy_since = None
+            self._execute(task)

@@ -291,7 +291,7 @@ class Store:
         job_id, status = str(job["id"]), str(job.get("status", "queued"))
         now = time.monotonic()
         last = self._job_writes.get(job_id)
-        terminal = status in ("succeeded", "failed", "cancelled")
+        terminal = status in ("succeeded", "failed", "cancelled", "interrupted")
         if last is not None and last[1] == status and not terminal and now - last[0] < JOB_WRITE_INTERVAL_S:
             return
         result = job.get("result")
@@ -320,6 +320,18 @@ class Store:
             self._job_writes.pop(job_id, None)
         else:
             self._job_writes[job_id] = (now, status)
+
+    def interrupt_orphaned_jobs(self) -> int:
+        """Mark every job recorded as queued, running or cancelling as ``interrupted``: called on
+        start, when no job of an earlier process can still be alive. Returns how many."""
+        now = time.time()
+        with self._session.begin() as session:
+            rows = session.scalars(select(JobRow).where(JobRow.status.in_(("queued", "running", "cancelling")))).all()
+            for row in rows:
+                row.error = {"type": "interrupted",
+                             "message": f"the server stopped while this job was {row.status}; start it again"}
+                row.status, row.finished_at, row.message = "interrupted", now, "interrupted by a server restart"
+        return len(rows)
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         """The last recorded state of a job, or None."""

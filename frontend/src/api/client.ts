@@ -98,7 +98,7 @@ export class Client {
   }
 }
 
-const EVENT_NAMES = ["queued", "running", "progress", "cancelling", "succeeded", "failed", "cancelled"];
+const EVENT_NAMES = ["queued", "running", "progress", "cancelling", "succeeded", "failed", "cancelled", "interrupted"];
 
 /**
  * Follow a job's SSE stream; calls onEvent for each event and resolves with the final job (fetched once the

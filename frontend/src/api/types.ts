@@ -116,7 +116,7 @@ export interface ProjectResponse {
 }
 
 // ---- circuits ---------------------------------------------------------------------------------
-export type Method = "eap" | "eap-ig" | "exact" | "acdc";
+export type Method = "eap-ig-refine" | "eap-ig" | "eap" | "eap-ig-mask" | "clean-corrupted" | "exact" | "acdc";
 export type Ablation = "patch" | "zero" | "mean";
 export type Metric = "logit_diff" | "logprob" | "prob" | "match_nll" | "kl";
 export type NodeKind = "input" | "head" | "mlp" | "logits";
@@ -131,6 +131,7 @@ export interface CircuitRequest {
   ablation: Ablation;
   metric?: Metric;
   corrupt_prompt?: string | null;
+  counterfactuals?: number;
   subject?: string | null;
   top_n?: number;
   threshold?: number;
@@ -170,6 +171,9 @@ export interface CircuitMetrics {
   edge_fraction: number;
   node_fraction: number;
   faithfulness: number | null;
+  /** why faithfulness is undefined (no signal between the full and the empty circuit), else null */
+  faithfulness_undefined?: string | null;
+  harmful_share?: number | null;
   metric_full?: number | null;
   metric_circuit?: number | null;
   metric_empty?: number | null;
@@ -178,11 +182,28 @@ export interface CircuitMetrics {
 }
 export interface HeadInfo {
   role: Role;
+  significant?: boolean;
+  significance?: { dla: number | null; attribution: number | null };
   subject_attention?: number;
   relation_attention?: number;
   subject_dla_share?: number;
   relation_dla_share?: number;
+  dla?: number;
+  attribution?: number | null;
+  target_rank?: number;
+  subject_rank?: number | null;
   top_tokens?: (string | ScoredToken)[];
+}
+/** How a result's head roles were decided. */
+export interface RolesRecord {
+  thresholds: Record<string, number>;
+  significance: string;
+  mover: string;
+  relation: string;
+  mixture: string;
+  relation_positions: number[];
+  relation_tokens: string[];
+  counts: Record<string, number>;
 }
 export interface Provenance {
   model: string;
@@ -210,14 +231,62 @@ export interface CircuitResult {
   ablation: Ablation;
   metric: Metric | string;
   corrupt_prompt: string | null;
+  corrupt_prompts?: string[];
+  counterfactual?: CounterfactualRecord | null;
+  curve?: FaithfulnessCurve;
   params: Record<string, unknown>;
   graph: GraphInfo;
   nodes: CircuitNode[];
   edges: CircuitEdge[];
   metrics: CircuitMetrics;
   heads?: Record<string, HeadInfo>;
+  roles?: RolesRecord;
   timings?: Record<string, number>;
   provenance?: Provenance;
+}
+
+/** One automatic counterfactual: same relation and template, another subject, its answer the foil. */
+export interface CounterfactualCandidate {
+  prompt: string;
+  subject: string;
+  relation: string | null;
+  foil: string;
+  foil_id: number;
+  foil_prob: number;
+  target_prob: number;
+  margin: number;
+  kind: "known" | "same kind" | "other";
+  own_object: string | null;
+  why: string;
+}
+export interface CounterfactualRecord {
+  source: string;
+  relation: string | null;
+  subject: string | null;
+  reason: string;
+  chosen: CounterfactualCandidate[];
+  candidates: CounterfactualCandidate[];
+}
+/** A point of the faithfulness curve: measured by patched runs, with random circuits of its size. */
+export interface CurvePoint {
+  edges: number;
+  size: number | null;
+  edge_fraction: number;
+  requested: boolean;
+  faithfulness: number | null;
+  metric: number;
+  hit_at_10: number;
+  target_rank: number;
+  harmful_share: number | null;
+  random: { edges: number[]; faithfulness: (number | null)[]; faithfulness_mean: number | null; hit_at_10: number | null };
+}
+export interface FaithfulnessCurve {
+  points: CurvePoint[];
+  cpr: number | null;
+  cmd: number | null;
+  cpr_normalised: number | null;
+  cmd_normalised: number | null;
+  faithfulness_undefined: string | null;
 }
 
 export interface HeadDetail {
@@ -232,7 +301,10 @@ export interface HeadDetail {
   promoted: ScoredToken[];
   suppressed: ScoredToken[];
   role: Role;
-  scores: Partial<Record<"subject_attention" | "relation_attention" | "subject_dla_share" | "relation_dla_share", number>>;
+  significant?: boolean;
+  significance?: { dla: number | null; attribution: number | null };
+  scores: Partial<Record<"subject_attention" | "relation_attention" | "subject_dla_share" | "relation_dla_share" | "dla"
+    | "attribution" | "target_rank" | "subject_rank", number | null>>;
 }
 export interface MlpDetail {
   node: string;
@@ -268,7 +340,7 @@ export interface GraphStats {
 }
 
 // ---- jobs -------------------------------------------------------------------------------------
-export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "cancelling";
+export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "cancelling" | "interrupted";
 export interface AcdcParams extends Omit<CircuitRequest, "method"> {
   method?: "acdc";
   tau?: number;
@@ -298,7 +370,7 @@ export interface JobEvent {
   total?: number;
   [k: string]: unknown;
 }
-export const TERMINAL: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 
 // ---- store / permalinks -----------------------------------------------------------------------
 export interface ResultSummary {

@@ -1,16 +1,29 @@
 /**
  * Canvas renderer for the circuit DAG at preset grid positions. Pan (drag), zoom (wheel, +/- keys), click to
- * select a node or an edge. Edges: width ~ |score|, colour = sign (blue +, red -), or a diff style.
+ * select a node or an edge, hover a node to highlight its input -> logits paths. Edges: width ~ |score|,
+ * colour = sign (blue +, red -), or a diff style. Nodes: size ~ importance, colour = role, id labels placed
+ * strongest first where they do not overlap a label already placed (all of them with ``labels``).
  */
+import { pathsThrough } from "./paths";
+
 export type DiffStyle = "added" | "removed" | "reweighted" | null;
 
 export interface RNode {
   id: string;
   x: number;
   y: number;
-  kind: "input" | "head" | "mlp" | "logits";
+  kind: "input" | "head" | "mlp" | "logits" | "group";
   role?: string | null;
   label?: string;
+  /** 0..1: the node's score over the largest drawn one (sets its size and label priority). */
+  importance?: number;
+}
+export interface LabelBox {
+  id: string;
+  x: number;
+  y: number;
+  w: number;
+  h: number;
 }
 export interface REdge {
   key: string;
@@ -55,7 +68,13 @@ export class GraphCanvas {
   fitTo: { x: number; y: number }[] | null = null;
   labels = false;
   lastDrawMs = 0;
+  /** Hovered node and the edges / nodes on its input -> logits paths. */
+  hovered: string | null = null;
+  private highlight: { edges: Set<string>; nodes: Set<string> } | null = null;
+  /** Labels drawn in the last full render (screen px, CSS), for tests. */
+  placedLabels: LabelBox[] = [];
   onSelect: (s: Selected) => void = () => {};
+  onHover: (id: string | null) => void = () => {};
 
   constructor(readonly container: HTMLElement) {
     this.canvas = document.createElement("canvas");
@@ -89,12 +108,28 @@ export class GraphCanvas {
     this.maxAbs = edges.reduce((m, e) => Math.max(m, Math.abs(e.score)), 0) || 1;
     this.container.dataset.nodes = String(nodes.length);
     this.container.dataset.edges = String(edges.length);
+    this.setHover(this.hovered && this.byId.has(this.hovered) ? this.hovered : null, false);
     if (!opts.keepView) {
       this.resize();
       this.fit();
       this.userMoved = false;
     }
     this.draw();
+  }
+
+  /** Highlight the paths through ``id`` (null: none). */
+  setHover(id: string | null, redraw = true): void {
+    this.hovered = id;
+    this.highlight = id ? pathsThrough(this.edges, id) : null;
+    this.container.dataset.hovered = id ?? "";
+    if (redraw) this.draw();
+  }
+  highlightedEdges(): string[] {
+    return this.highlight ? [...this.highlight.edges] : [];
+  }
+
+  nodeRadius(n: RNode): number {
+    return (n.kind === "mlp" ? 4 : 3) + 6 * Math.sqrt(Math.max(0, Math.min(1, n.importance ?? 0.3)));
   }
 
   counts(): { nodes: number; edges: number } {
@@ -105,6 +140,9 @@ export class GraphCanvas {
   }
   edgeKeys(): string[] {
     return this.edges.map((e) => e.key);
+  }
+  edgeList(): { key: string; source: string; target: string }[] {
+    return this.edges.map((e) => ({ key: e.key, source: e.source, target: e.target }));
   }
 
   resize(): void {
@@ -217,6 +255,7 @@ export class GraphCanvas {
     for (const n of this.nodes) P.set(n.id, { x: n.x * kx + tx, y: n.y * ky + ty });
     const selEdge = this.selected?.type === "edge" ? this.selected.key : null;
     const selNode = this.selected?.type === "node" ? this.selected.id : null;
+    const hl = this.highlight;
     // Edges batched into one path per style bucket (sign x 6 strength levels, diff styles, highlighted).
     const buckets = new Map<string, { colour: string; width: number; dash: boolean; path: Path2D }>();
     for (const e of this.edges) {
@@ -225,8 +264,10 @@ export class GraphCanvas {
       if (!s || !t) continue;
       const level = Math.min(5, Math.floor(6 * Math.sqrt(Math.abs(e.score) / this.maxAbs)));
       const extra = e.key === selEdge ? 3 : selNode !== null && (e.source === selNode || e.target === selNode) ? 1 : 0;
-      const colour = e.diff ? DIFF_COLOURS[e.diff] : `rgba(${e.score >= 0 ? POS : NEG},${(0.25 + 0.7 * (level + 0.5) / 6).toFixed(3)})`;
-      const width = 0.6 + 3.4 * (level + 0.5) / 6 + extra;
+      const faded = hl !== null && !hl.edges.has(e.key);
+      const colour = faded ? "rgba(156,163,175,0.18)" : e.diff ? DIFF_COLOURS[e.diff]
+        : `rgba(${e.score >= 0 ? POS : NEG},${(0.25 + 0.7 * (level + 0.5) / 6).toFixed(3)})`;
+      const width = faded ? 0.6 : 0.6 + 3.4 * (level + 0.5) / 6 + extra + (hl ? 1 : 0);
       const key = `${colour}|${width}|${e.diff === "removed"}`;
       let b = buckets.get(key);
       if (!b) buckets.set(key, (b = { colour, width, dash: e.diff === "removed", path: new Path2D() }));
@@ -249,31 +290,55 @@ export class GraphCanvas {
     // nodes
     ctx.font = `${11 * px}px ui-monospace, Menlo, Consolas, monospace`;
     ctx.textBaseline = "middle";
+    const boxes: LabelBox[] = [];
+    for (const node of this.nodes) {
+      const n = { ...node, ...P.get(node.id)! };
+      if (n.kind === "input" || n.kind === "logits" || n.kind === "group") {
+        const text = n.kind === "group" ? (n.label ?? n.id) : n.kind;
+        const w = Math.max(44, ctx.measureText(text).width + 10) * px, hh = 18 * px;
+        boxes.push({ id: n.id, x: n.x - w / 2, y: n.y - hh / 2, w, h: hh });
+      }
+    }
+    const labelled = this.nodes.filter((n) => n.kind === "head" || n.kind === "mlp")
+      .sort((a, b) => (b.importance ?? 0) - (a.importance ?? 0) || a.id.localeCompare(b.id));
+    const labelAt = new Map<string, LabelBox>();
+    for (const node of labelled) {
+      const p = P.get(node.id)!;
+      const r = this.nodeRadius(node);
+      const text = node.label ?? node.id;
+      const box = { id: node.id, x: p.x + r + 2, y: p.y - 7, w: ctx.measureText(text).width, h: 14 };
+      const sel = node.id === selNode || node.id === this.hovered;
+      if (this.labels || sel || !boxes.some((b) => overlaps(b, box))) { boxes.push(box); labelAt.set(node.id, box); }
+    }
     for (const node of this.nodes) {
       const n = { ...node, ...P.get(node.id)! };
       const sel = n.id === selNode;
-      if (n.kind === "input" || n.kind === "logits") {
-        const w = 44 * px, hh = 18 * px;
-        ctx.fillStyle = "#111827";
-        ctx.fillRect(n.x - w / 2, n.y - hh / 2, w, hh);
+      const faded = hl !== null && !hl.nodes.has(n.id) && n.id !== this.hovered;
+      ctx.globalAlpha = faded ? 0.3 : 1;
+      if (n.kind === "input" || n.kind === "logits" || n.kind === "group") {
+        const b = boxes.find((x) => x.id === n.id)!;
+        ctx.fillStyle = n.kind === "group" ? (n.role && ROLE_COLOURS[n.role]) || "#9ca3af" : "#111827";
+        ctx.fillRect(b.x, b.y, b.w, b.h);
         ctx.fillStyle = "#ffffff";
         ctx.textAlign = "center";
-        ctx.fillText(n.kind, n.x, n.y);
+        ctx.fillText(n.kind === "group" ? (n.label ?? n.id) : n.kind, n.x, n.y);
       } else {
-        const r = (n.kind === "mlp" ? 6 : 4.5) * px;
+        const r = this.nodeRadius(n) * px;
         ctx.fillStyle = n.kind === "mlp" ? "#374151" : (n.role && ROLE_COLOURS[n.role]) || "#9ca3af";
-        if (n.kind === "mlp") ctx.fillRect(n.x - r * 1.6, n.y - r, r * 3.2, r * 2);
+        if (n.kind === "mlp") ctx.fillRect(n.x - r * 1.4, n.y - r, r * 2.8, r * 2);
         else {
           ctx.beginPath();
           ctx.arc(n.x, n.y, r, 0, Math.PI * 2);
           ctx.fill();
         }
-        if (this.labels || sel) {
+        const box = labelAt.get(n.id);
+        if (box) {
           ctx.fillStyle = "#111827";
           ctx.textAlign = "left";
-          ctx.fillText(n.label ?? n.id, n.x + r + 2 * px, n.y);
+          ctx.fillText(n.label ?? n.id, box.x, n.y);
         }
       }
+      ctx.globalAlpha = 1;
       if (sel) {
         ctx.strokeStyle = "#111827";
         ctx.lineWidth = 2 * px;
@@ -282,6 +347,7 @@ export class GraphCanvas {
         ctx.stroke();
       }
     }
+    this.placedLabels = [...labelAt.values()];
     this.cache = { canvas: layer, tx: this.tx, ty: this.ty, scale: this.scale };
     const v = this.ctx;
     v.setTransform(1, 0, 0, 1, 0, 0);
@@ -305,7 +371,7 @@ export class GraphCanvas {
     for (const n of this.nodes) {
       const p = this.screenOf(n.id)!;
       const d = Math.hypot(p.x - sx, p.y - sy);
-      const lim = n.kind === "input" || n.kind === "logits" ? 22 : bestD;
+      const lim = n.kind === "input" || n.kind === "logits" || n.kind === "group" ? 22 : Math.max(bestD, this.nodeRadius(n) + 2);
       if (d < lim && (!best || d < bestD)) { best = n; bestD = d; }
     }
     if (best) return { type: "node", id: best.id };
@@ -335,7 +401,13 @@ export class GraphCanvas {
       c.setPointerCapture?.(ev.pointerId);
     });
     c.addEventListener("pointermove", (ev) => {
-      if (!drag) return;
+      if (!drag) {
+        const r = c.getBoundingClientRect();
+        const hit = this.hitTest(ev.clientX - r.left, ev.clientY - r.top);
+        const id = hit?.type === "node" && hit.id !== "input" && hit.id !== "logits" ? hit.id : null;
+        if (id !== this.hovered) { this.setHover(id); this.onHover(id); }
+        return;
+      }
       const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
       if (Math.abs(dx) + Math.abs(dy) > 2) drag.moved = true;
       if (drag.moved) {
@@ -353,6 +425,9 @@ export class GraphCanvas {
         this.select(hit);
         this.onSelect(hit);
       }
+    });
+    c.addEventListener("pointerleave", () => {
+      if (this.hovered && !drag) { this.setHover(null); this.onHover(null); }
     });
     c.addEventListener("wheel", (ev) => {
       ev.preventDefault();
@@ -397,14 +472,22 @@ export class GraphCanvas {
       const dash = e.diff === "removed" ? ' stroke-dasharray="6 4"' : "";
       parts.push(`<path d="M${s.x} ${s.y}C${mx} ${s.y} ${mx} ${t.y} ${t.x} ${t.y}" fill="none" stroke="${colour}" stroke-opacity="0.8" stroke-width="${this.edgeWidth(e).toFixed(2)}"${dash}><title>${xml(e.key)} ${e.score}</title></path>`);
     }
+    const shown = new Set(this.placedLabels.map((b) => b.id));
     for (const n of this.nodes) {
-      const fill = n.kind === "mlp" ? "#374151" : n.kind === "head" ? (n.role && ROLE_COLOURS[n.role]) || "#9ca3af" : "#111827";
-      parts.push(`<circle cx="${n.x}" cy="${n.y}" r="${n.kind === "head" ? 4.5 : 7}" fill="${fill}"><title>${xml(n.id)}</title></circle>`);
-      if (this.labels || n.kind === "input" || n.kind === "logits") parts.push(`<text x="${n.x + 8}" y="${n.y + 3}">${xml(n.label ?? n.id)}</text>`);
+      const fill = n.kind === "mlp" ? "#374151" : n.kind === "head" || n.kind === "group" ? (n.role && ROLE_COLOURS[n.role]) || "#9ca3af" : "#111827";
+      const r = n.kind === "head" || n.kind === "mlp" ? this.nodeRadius(n) / Math.max(0.05, this.scale) : 7;
+      parts.push(`<circle cx="${n.x}" cy="${n.y}" r="${r.toFixed(2)}" fill="${fill}"><title>${xml(n.id)}</title></circle>`);
+      if (this.labels || shown.has(n.id) || n.kind === "input" || n.kind === "logits" || n.kind === "group") {
+        parts.push(`<text x="${(n.x + r + 2).toFixed(2)}" y="${n.y + 3}">${xml(n.label ?? n.id)}</text>`);
+      }
     }
     parts.push("</svg>");
     return parts.join("\n");
   }
+}
+
+export function overlaps(a: LabelBox, b: LabelBox): boolean {
+  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
 }
 
 export function xml(s: string): string {

@@ -2,6 +2,7 @@
 import type { CircuitEdge, CircuitResult } from "../api/types";
 import type { DiffStyle, REdge, RNode } from "./canvas";
 import { nodePosition, parseNodeId } from "./layout";
+import { collapseRoles, pathUnion, strongestPaths } from "./paths";
 import { applySelection, edgeKey, type Selection } from "./prune";
 
 export interface Drawn {
@@ -10,10 +11,19 @@ export interface Drawn {
   circuitEdges: CircuitEdge[];
 }
 
-export function renderNode(id: string, nLayers: number, nHeads: number, role: string | null = null): RNode {
+export function renderNode(id: string, nLayers: number, nHeads: number, role: string | null = null,
+                           importance?: number): RNode {
   const p = nodePosition(id, nLayers, nHeads);
   const kind = parseNodeId(id)?.kind ?? "head";
-  return { id, x: p.x, y: p.y, kind, role, label: id };
+  return { id, x: p.x, y: p.y, kind, role, label: id, importance };
+}
+
+/** Node importance: |node score| over the largest among ``ids`` (heads and MLPs; the endpoints 1). */
+export function importanceMap(c: CircuitResult, ids: Iterable<string>): Map<string, number> {
+  const score = new Map(c.nodes.map((n) => [n.id, Math.abs(n.score ?? 0)]));
+  const list = [...ids];
+  const top = list.reduce((m, id) => (id === "input" || id === "logits" ? m : Math.max(m, score.get(id) ?? 0)), 0) || 1;
+  return new Map(list.map((id) => [id, id === "input" || id === "logits" ? 1 : (score.get(id) ?? 0) / top]));
 }
 
 export function roleMap(c: CircuitResult): Map<string, string | null> {
@@ -33,11 +43,45 @@ export function drawCircuit(c: CircuitResult, sel: Selection): Drawn {
   const { edges, nodes, drawTarget } = applySelection(c.edges, sel, groupSize(c));
   const roles = roleMap(c);
   const { n_layers: L, n_heads: H } = c.graph;
+  const imp = importanceMap(c, nodes);
   return {
-    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null)),
+    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null, imp.get(id))),
     edges: edges.map((e) => ({ key: edgeKey(e), source: e.source, target: drawTarget(e), score: e.score })),
     circuitEdges: edges,
   };
+}
+
+export interface PictureOptions {
+  /** Draw only the union of the k strongest input -> logits paths (null: every selected edge). */
+  topPaths: number | null;
+  /** Roles whose heads are collapsed into one group node. */
+  collapsed: ReadonlySet<string>;
+}
+
+export interface Picture extends Drawn {
+  /** Edges of the selection left out by the strongest-paths filter. */
+  hiddenEdges: number;
+  /** Group node id -> its member heads. */
+  groups: Map<string, string[]>;
+}
+
+/** The circuit picture: selection, then the strongest paths (by default), then the role groups. */
+export function drawPicture(c: CircuitResult, sel: Selection, opts: PictureOptions): Picture {
+  const d = drawCircuit(c, sel);
+  let { nodes, edges } = d;
+  let circuitEdges = d.circuitEdges;
+  let hiddenEdges = 0;
+  if (opts.topPaths !== null) {
+    const keep = pathUnion(strongestPaths(edges, opts.topPaths));
+    hiddenEdges = edges.length - keep.edges.size;
+    edges = edges.filter((e) => keep.edges.has(e.key));
+    nodes = nodes.filter((n) => keep.nodes.has(n.id));
+    circuitEdges = circuitEdges.filter((e) => keep.edges.has(edgeKey(e)));
+    const imp = importanceMap(c, nodes.map((n) => n.id));
+    nodes = nodes.map((n) => ({ ...n, importance: imp.get(n.id) }));
+  }
+  const col = collapseRoles(nodes, edges, opts.collapsed);
+  return { nodes: col.nodes, edges: col.edges, circuitEdges, hiddenEdges, groups: col.members };
 }
 
 export interface DiffSpec {
@@ -63,6 +107,7 @@ export function drawDiff(pre: CircuitResult, post: CircuitResult, diff: DiffSpec
     }
   }
   const roles = new Map([...roleMap(pre), ...roleMap(post)]);
+  const imp = importanceMap(post, new Set([...pre.nodes, ...post.nodes].map((n) => n.id)));
   const nodes = new Set<string>();
   const edges: REdge[] = [];
   const counts = { added: 0, removed: 0, reweighted: 0, same: 0 };
@@ -74,7 +119,7 @@ export function drawDiff(pre: CircuitResult, post: CircuitResult, diff: DiffSpec
     edges.push({ key: k, source: e.source, target: e.target, score: e.score, diff: d });
   }
   return {
-    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null)),
+    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null, imp.get(id))),
     edges,
     circuitEdges: [...byKey.values()],
     counts,

@@ -7,11 +7,18 @@ export interface ViewState {
   step?: number;
   labels?: boolean;
   show_all?: boolean;
+  /** Draw every selected edge, not only the strongest paths. */
+  all_paths?: boolean;
+  /** How many strongest paths are drawn. */
+  paths?: number;
+  /** Roles whose heads are collapsed into group nodes. */
+  groups?: string[];
 }
 
-const NUM_KEYS = ["threshold", "top_n", "step"] as const;
+const NUM_KEYS = ["threshold", "top_n", "step", "paths"] as const;
 const STR_KEYS = ["node", "edge"] as const;
-const BOOL_KEYS = ["labels", "show_all"] as const;
+const BOOL_KEYS = ["labels", "show_all", "all_paths"] as const;
+const ROLES = new Set(["mover", "relation", "mixture"]);
 const NODE_RE = /^(input|logits|a\d+\.h\d+|m\d+)$/;
 const EDGE_RE = /^[A-Za-z0-9.]+->[A-Za-z0-9.<>]+$/;
 
@@ -22,6 +29,9 @@ export function encodeState(s: ViewState): string {
   if (s.node) q.set("node", s.node);
   if (s.edge) q.set("edge", s.edge);
   if (s.step !== undefined && Number.isFinite(s.step)) q.set("step", String(Math.round(s.step)));
+  if (s.paths !== undefined && Number.isFinite(s.paths)) q.set("paths", String(Math.round(s.paths)));
+  const groups = (s.groups ?? []).filter((r) => ROLES.has(r));
+  if (groups.length) q.set("groups", [...new Set(groups)].sort().join(","));
   for (const k of BOOL_KEYS) if (s[k]) q.set(k, "1");
   return q.toString();
 }
@@ -44,6 +54,8 @@ export function decodeState(search: string | URLSearchParams | Record<string, st
     if (v && (k === "node" ? NODE_RE : EDGE_RE).test(v)) s[k] = v;
   }
   for (const k of BOOL_KEYS) if (q.get(k) === "1" || q.get(k) === "true") s[k] = true;
+  const groups = (q.get("groups") ?? "").split(",").filter((r) => ROLES.has(r));
+  if (groups.length) s.groups = [...new Set(groups)].sort();
   return s;
 }
 

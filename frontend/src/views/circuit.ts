@@ -5,7 +5,8 @@
 import { ApiError, type Client } from "../api/client";
 import type { Ablation, CircuitResult, LensResult, Method, SweepResult } from "../api/types";
 import { GraphCanvas, ROLE_COLOURS, type Selected } from "../graph/canvas";
-import { drawCircuit } from "../graph/model";
+import { drawPicture } from "../graph/model";
+import { groupId } from "../graph/paths";
 import type { Selection } from "../graph/prune";
 import type { ViewState } from "../state/url";
 import { clear, fmt, h, pct } from "../util/dom";
@@ -14,6 +15,7 @@ import { Replay } from "./replay";
 import { JobRunner } from "./job";
 import { SharePanel } from "./share";
 import { SweepPanel } from "./sweep";
+import { FidelityPanel, nearestPoint } from "./fidelity";
 
 export interface CircuitContext extends NodeContext {
   target: string | null;
@@ -30,7 +32,7 @@ export class CircuitView {
   readonly graph: GraphCanvas;
   readonly nodePanel: NodePanel;
   private share: SharePanel;
-  private method = select<Method>("method", ["eap", "eap-ig", "exact", "acdc"], "eap", "method");
+  private method = select<Method>("method", ["eap-ig-refine", "eap-ig", "eap", "exact", "acdc"], "eap-ig-refine", "method");
   private ablation = select<Ablation>("ablation", ["patch", "zero", "mean"], "patch", "ablation");
   private corrupt = h("input", { type: "text", placeholder: "corrupt prompt (auto when empty)", "aria-label": "corrupt prompt", class: "wide" });
   private topN = h("input", { type: "number", min: 1, max: 5000, value: 400, "aria-label": "top n", "data-testid": "top-n-input" });
@@ -40,11 +42,19 @@ export class CircuitView {
   private runBtn = h("button", { type: "button", class: "primary", "data-testid": "compute", text: "Compute circuit" });
   private sweepBtn = h("button", { type: "button", "data-testid": "sweep-run", text: "Size sweep", title: "faithfulness and Hit@10 vs circuit size (a job)" });
   private sweepPanel = new SweepPanel();
+  private fidelity = new FidelityPanel();
   private status = h("span", { class: "status", "data-testid": "circuit-status", role: "status" });
   private sliderMode = select<"top_n" | "threshold">("prune by", ["top_n", "threshold"], "top_n", "slider-mode");
   private slider = h("input", { type: "range", min: 1, max: 100, value: 100, step: 1, "aria-label": "prune", "data-testid": "prune-slider" });
   private sliderLabel = h("span", { class: "mono" });
   private labelsToggle = h("input", { type: "checkbox", "aria-label": "labels" });
+  private allPaths = h("input", { type: "checkbox", "aria-label": "all paths", "data-testid": "all-paths" });
+  private pathsK = h("input", { type: "number", min: 1, max: 500, value: DEFAULT_PATHS, "aria-label": "strongest paths",
+    "data-testid": "paths-k", title: "draw the k strongest input → logits paths (product of |edge score|)" });
+  private pathsNote = h("span", { class: "muted", "data-testid": "paths-note" });
+  private groupBar = h("span", { class: "group-bar", "data-testid": "role-groups" });
+  /** Roles whose heads are drawn as one group node. */
+  collapsed = new Set<string>();
   private metrics = h("div", { class: "metrics", "data-testid": "metrics" });
   private replayBox = h("div", { class: "replay-box" });
   private body: HTMLElement;
@@ -69,17 +79,18 @@ export class CircuitView {
       h("span", { class: "legend-item" }, swatch("#374151"), "mlp"),
       h("span", { class: "legend-item" }, swatch("#2563eb"), "+ edge"),
       h("span", { class: "legend-item" }, swatch("#dc2626"), "− edge"),
-      h("span", { class: "muted", text: "drag: pan · wheel/+/−: zoom · 0: fit" }));
+      h("span", { class: "muted", text: "drag: pan · wheel/+/−: zoom · 0: fit · hover: paths · click a group: expand" }));
     const controls = h("div", { class: "controls", "data-testid": "circuit-controls" },
       h("label", {}, "method ", this.method), h("label", {}, "ablation ", this.ablation),
       h("label", { class: "grow" }, "corrupt ", this.corrupt), h("label", {}, "top-n ", this.topN),
       h("label", { class: "tau" }, "τ ", this.tau, " max edges ", this.maxEdges), this.runBtn, this.sweepBtn, this.jobs.cancelBtn, this.jobs.progress, this.status);
     if (opts.controls === false) controls.hidden = true;
     const pruneBar = h("div", { class: "prune-bar" }, h("label", {}, "prune ", this.sliderMode), this.slider, this.sliderLabel,
-      h("label", {}, this.labelsToggle, " labels"));
+      h("label", {}, this.labelsToggle, " labels"), h("label", {}, "strongest ", this.pathsK, " paths"),
+      h("label", {}, this.allPaths, " all paths"), this.pathsNote, this.groupBar);
     this.body = h("div", { class: "circuit-body" },
       h("div", { class: "circuit-main" }, pruneBar, gbox, legend),
-      h("aside", { class: "sidebar" }, this.metrics, this.sweepPanel.el, this.nodePanel.el, this.share.el));
+      h("aside", { class: "sidebar" }, this.metrics, this.fidelity.el, this.sweepPanel.el, this.nodePanel.el, this.share.el));
     this.el = h("section", { class: "panel circuit-panel", "aria-label": "circuit" },
       h("h2", { text: "Circuit" }), controls, this.body, this.replayBox);
     this.jobs.host = this.el;
@@ -89,6 +100,8 @@ export class CircuitView {
     this.slider.addEventListener("input", () => this.onSlider());
     this.sliderMode.addEventListener("change", () => { this.configureSlider(); this.onSlider(); });
     this.labelsToggle.addEventListener("change", () => { this.graph.labels = this.labelsToggle.checked; this.graph.draw(); this.emitState(); });
+    this.allPaths.addEventListener("change", () => { this.redraw(true); this.emitState(); });
+    this.pathsK.addEventListener("change", () => { this.redraw(true); this.emitState(); });
     this.syncMethod();
     this.body.hidden = true;
   }
@@ -162,7 +175,7 @@ export class CircuitView {
   sweep(): Promise<void> {
     return this.guarded(this.sweepBtn, async () => {
       const chosen = this.method.value;
-      const method = chosen === "eap" || chosen === "eap-ig" ? chosen : "eap-ig";
+      const method = chosen === "acdc" || chosen === "exact" ? "eap-ig-refine" : chosen;
       const params: Record<string, unknown> = { ...this.params(), method };
       delete params.top_n;
       const result = await this.jobs.run({ kind: "sweep", params });
@@ -188,9 +201,13 @@ export class CircuitView {
     this.sliderMode.value = this.sel.mode === "threshold" ? "threshold" : "top_n";
     this.labelsToggle.checked = !!state.labels;
     this.graph.labels = !!state.labels;
+    this.allPaths.checked = !!state.all_paths;
+    this.pathsK.value = String(state.paths && state.paths > 0 ? state.paths : DEFAULT_PATHS);
+    this.collapsed = new Set(state.groups ?? []);
     this.configureSlider();
     this.redraw(false);
     this.renderMetrics();
+    this.fidelity.show(c);
     this.share.setCircuit(c);
     const selected: Selected = state.node ? { type: "node", id: state.node } : state.edge ? { type: "edge", key: state.edge } : null;
     this.graph.select(selected);
@@ -230,7 +247,9 @@ export class CircuitView {
   private updateSliderLabel(): void {
     const drawn = this.graph.counts();
     const mode = this.sel.mode === "server" ? "server selection" : this.sel.mode === "top_n" ? `top ${this.sel.n}` : `|score| ≥ ${fmt(this.sel.t)}`;
-    this.sliderLabel.textContent = `${mode} → ${drawn.edges} edges, ${drawn.nodes} nodes`;
+    const point = this.circuit?.curve ? nearestPoint(this.circuit.curve.points, drawn.edges) : null;
+    const measured = point ? ` · measured F ${fmt(point.faithfulness, 2)} at ${point.edges} edges` : "";
+    this.sliderLabel.textContent = `${mode} → ${drawn.edges} edges, ${drawn.nodes} nodes${measured}`;
   }
 
   private onSlider(): void {
@@ -245,12 +264,35 @@ export class CircuitView {
     return this.lens && this.circuit && this.lens.prompt === this.circuit.prompt ? this.lens : null;
   }
 
+  /** Expand or collapse the heads of ``role`` into one group node. */
+  toggleGroup(role: string): void {
+    if (this.collapsed.has(role)) this.collapsed.delete(role);
+    else this.collapsed.add(role);
+    this.redraw(true);
+    this.emitState();
+  }
+
   private redraw(keepView: boolean): void {
     if (!this.circuit) return;
-    const d = drawCircuit(this.circuit, this.sel);
+    const k = Math.max(1, Math.round(Number(this.pathsK.value) || DEFAULT_PATHS));
+    const d = drawPicture(this.circuit, this.sel, { topPaths: this.allPaths.checked ? null : k, collapsed: this.collapsed });
     this.graph.setData(d.nodes, d.edges, { keepView });
+    this.pathsNote.textContent = d.hiddenEdges ? `(${d.hiddenEdges} weaker edges hidden)` : "";
+    this.renderGroupBar(d.nodes.filter((n) => n.kind === "head" || n.kind === "group"));
     this.updateSliderLabel();
     this.renderShown();
+  }
+
+  private renderGroupBar(heads: { role?: string | null; kind: string }[]): void {
+    clear(this.groupBar);
+    const roles = new Set([...heads.map((n) => n.role).filter((r): r is string => !!r), ...this.collapsed]);
+    for (const role of Object.keys(ROLE_COLOURS).filter((r) => roles.has(r))) {
+      const on = this.collapsed.has(role);
+      const b = h("button", { type: "button", class: "small", "data-testid": `group-${role}`, "aria-pressed": on ? "true" : "false",
+        text: on ? `expand ${role}` : `collapse ${role}` });
+      b.addEventListener("click", () => this.toggleGroup(role));
+      this.groupBar.append(b);
+    }
   }
 
   private renderMetrics(): void {
@@ -261,10 +303,15 @@ export class CircuitView {
       ["model", c.model], ["method", `${c.method} · ${c.ablation} · ${c.metric}`],
       ["edges", `${m.edges} / ${c.graph.total_edges} (${pct(m.edge_fraction)})`],
       ["nodes", `${m.nodes} / ${c.graph.total_nodes} (${pct(m.node_fraction)})`],
-      ["faithfulness", fmt(m.faithfulness)],
+      ["faithfulness", m.faithfulness_undefined ? "undefined" : fmt(m.faithfulness)],
     ];
     if (m.hit_at_10) rows.push(["Hit@10", `full ${m.hit_at_10.full} · circuit ${m.hit_at_10.circuit} · random ${fmt(m.hit_at_10.random, 2)}`]);
     if (m.target_rank) rows.push(["target rank", `full ${m.target_rank.full} · circuit ${m.target_rank.circuit}`]);
+    if (c.roles) {
+      const n = c.roles.counts;
+      rows.push(["head roles", `${n.mover ?? 0} mover · ${n.relation ?? 0} relation · ${n.mixture ?? 0} mixture · ${n.none ?? 0} none`
+        + ` (k = ${c.roles.thresholds.significance_k} MAD)`]);
+    }
     if (c.timings?.total_s !== undefined) rows.push(["time", `${fmt(c.timings.total_s, 2)} s`]);
     const tbl = h("table", { class: "kv-table" });
     for (const [k, v] of rows) tbl.append(h("tr", {}, h("th", { text: k }), h("td", { text: v })));
@@ -281,6 +328,8 @@ export class CircuitView {
   }
 
   private onSelected(s: Selected): void {
+    const group = s?.type === "node" ? Object.keys(ROLE_COLOURS).find((r) => groupId(r) === s.id) : undefined;
+    if (group) { this.toggleGroup(group); return; }
     if (this.circuit) void this.nodePanel.show(s, this.circuit, this.getContext());
     this.emitState();
   }
@@ -294,6 +343,10 @@ export class CircuitView {
     if (sel?.type === "edge") s.edge = sel.key;
     if (this.replay && this.replay.step > 0) s.step = this.replay.step;
     if (this.graph.labels) s.labels = true;
+    if (this.allPaths.checked) s.all_paths = true;
+    const k = Math.round(Number(this.pathsK.value));
+    if (k > 0 && k !== DEFAULT_PATHS) s.paths = k;
+    if (this.collapsed.size) s.groups = [...this.collapsed].sort();
     return s;
   }
 
@@ -301,6 +354,8 @@ export class CircuitView {
     this.onState(this.viewState());
   }
 }
+
+const DEFAULT_PATHS = 10;
 
 function swatch(colour: string, round = false): HTMLElement {
   const s = h("span", { class: `swatch${round ? " round" : ""}` });

@@ -1,6 +1,6 @@
 /** Node / edge detail panel: attention pattern of a head, top tokens of a head or MLP, an edge's score. */
 import { ApiError, type Client } from "../api/client";
-import type { CircuitEdge, CircuitResult, HeadDetail, NodeDetail, ScoredToken } from "../api/types";
+import type { CircuitEdge, CircuitResult, HeadDetail, HeadInfo, NodeDetail, ScoredToken } from "../api/types";
 import { edgeKey } from "../graph/prune";
 import type { Selected } from "../graph/canvas";
 import { clear, fmt, h, showToken } from "../util/dom";
@@ -75,7 +75,7 @@ export class NodePanel {
     this.body.append(h("div", { class: "node-title", text: `${node} · ${d.kind}` }));
     const nodeInfo = circuit.nodes.find((n) => n.id === node);
     if (nodeInfo) this.body.append(h("div", { class: "kv" }, `score ${fmt(nodeInfo.score)}`, nodeInfo.role ? ` · role ${nodeInfo.role}` : ""));
-    if (d.kind === "head") await this.renderHead(d);
+    if (d.kind === "head") await this.renderHead(d, circuit.heads?.[node]);
     else if (d.kind === "mlp") {
       this.body.append(h("div", { class: "toklists" },
         tokenList("promoted", d.promoted, "promoted"), tokenList("suppressed", d.suppressed, "suppressed")));
@@ -95,10 +95,21 @@ export class NodePanel {
     this.body.append(tbl);
   }
 
-  private async renderHead(d: HeadDetail): Promise<void> {
-    const scores = h("table", { class: "kv-table" });
-    scores.append(h("tr", {}, h("th", { text: "role" }), h("td", { text: d.role ?? "–" })));
-    for (const [k, v] of Object.entries(d.scores ?? {})) scores.append(h("tr", {}, h("th", { text: k.replace(/_/g, " ") }), h("td", { text: fmt(v) })));
+  /** A head's panel; ``inCircuit``: its role as judged among the circuit's heads (preferred to the detail's). */
+  private async renderHead(d: HeadDetail, inCircuit?: HeadInfo): Promise<void> {
+    const scores = h("table", { class: "kv-table", "data-testid": "role-scores" });
+    const role = inCircuit ? inCircuit.role : d.role;
+    scores.append(h("tr", {}, h("th", { text: "role" }), h("td", { text: role ?? "–" })));
+    const significant = inCircuit?.significant ?? d.significant;
+    const sig = Object.values((inCircuit?.significance ?? d.significance) ?? {}).filter((z): z is number => typeof z === "number");
+    if (significant !== undefined) {
+      scores.append(h("tr", {}, h("th", { text: "significant" }),
+        h("td", { text: `${significant ? "yes" : "no"}${sig.length ? ` (${fmt(Math.max(...sig), 1)} MADs)` : ""}` })));
+    }
+    for (const [k, v] of Object.entries(d.scores ?? {})) {
+      const text = k.endsWith("_rank") ? (v === null || v === undefined ? "–" : String(v)) : fmt(v);
+      scores.append(h("tr", {}, h("th", { text: k.replace(/_/g, " ") }), h("td", { text })));
+    }
     const plot = h("div", { class: "pattern-plot", "data-testid": "attention-pattern" });
     this.body.append(plot, h("div", { class: "legend-line muted", text: "S = subject token, R = relation token" }), scores,
       h("div", { class: "toklists" }, tokenList("promoted", d.promoted, "promoted"), tokenList("suppressed", d.suppressed, "suppressed")));

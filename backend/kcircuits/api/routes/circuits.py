@@ -6,41 +6,110 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import check_prompt, check_tokens, model_key
+from kcircuits.api.validation import WIRE, check_prompt, check_tokens, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
 
 router = APIRouter(prefix="/api", tags=["circuits"])
 
 
+class RoleThresholdsIn(BaseModel):
+    """Thresholds of the head-role rules (see :mod:`kcircuits.circuits.heads`)."""
+
+    model_config = WIRE
+
+    significance_k: float = Field(3.0, ge=0, le=100, description="MADs above the median |score| of the circuit's heads")
+    mover_attention: float = Field(0.3, ge=0, le=1, description="subject attention of a mover")
+    relation_attention: float = Field(0.3, ge=0, le=1, description="attention to the relation's content tokens")
+    write_top_k: int = Field(10, ge=1, le=1000, description="a mover's target or subject token rank in its output")
+    min_population: int = Field(8, ge=3, le=10_000,
+                                description="fewer circuit heads: significance among all the model's heads")
+
+    def thresholds(self):
+        from kcircuits.circuits.heads import HeadRoleThresholds
+
+        return HeadRoleThresholds(**self.model_dump())
+
+
+class HeadRoleOut(BaseModel):
+    """One circuit head's role scores (``result.heads[head_id]``)."""
+
+    role: Literal["mover", "relation", "mixture"] | None
+    significant: bool
+    significance: dict[Literal["dla", "attribution"], float | None]
+    subject_attention: float
+    relation_attention: float
+    subject_dla_share: float
+    relation_dla_share: float
+    dla: float
+    subject_dla: float
+    relation_dla: float
+    attribution: float | None
+    target_rank: int
+    subject_rank: int | None
+    top_tokens: list[str]
+    top_token_ids: list[int]
+    suppressed_tokens: list[str]
+
+
+class RolesOut(BaseModel):
+    """How a result's head roles were decided (``result.roles``)."""
+
+    thresholds: dict[str, float]
+    significance: str
+    mover: str
+    relation: str
+    mixture: str
+    relation_positions: list[int]
+    relation_tokens: list[str]
+    counts: dict[str, int]
+
+
+def with_roles(model: Any, result: dict, roles: RoleThresholdsIn | None = None) -> dict:
+    """Runs in the worker: the circuit result's head roles with significance (in place), checked
+    against the wire models."""
+    from kcircuits.circuits.heads import annotate_circuit_roles
+
+    annotate_circuit_roles(model, result, (roles or RoleThresholdsIn()).thresholds())
+    result["heads"] = {hid: HeadRoleOut.model_validate(info).model_dump() for hid, info in result["heads"].items()}
+    result["roles"] = RolesOut.model_validate(result["roles"]).model_dump()
+    return result
+
+
 class CircuitIn(BaseModel):
     """One circuit request. Selection: ``top_n`` or ``threshold`` (default: top 1% of the edges)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
     prompt: str = Field(..., max_length=100_000)
     target: str = Field(..., min_length=1, max_length=200, description='answer text, e.g. " Paris" (first token)')
-    method: str = Field("eap-ig", max_length=32, description="eap | eap-ig | clean-corrupted | exact (acdc: a job)")
+    method: str = Field("eap-ig-refine", max_length=32,
+                        description="eap-ig-refine (default: re-attributed and calibrated) | eap-ig | eap | "
+                                    "eap-ig-mask | clean-corrupted | exact (acdc: a job)")
     ablation: Literal["patch", "zero", "mean"] = "patch"
-    metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] = "logit_diff"
+    metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] | None = Field(
+        None, description="default: logit_diff under patching, match_nll under zero or mean ablation")
     corrupt_prompt: str | None = Field(None, max_length=100_000,
-                                       description="patching input; built by subject swap when null")
+                                       description="patching input; when null, counterfactuals of the prompt's own "
+                                                   "relation and template with another known answer as the foil")
+    counterfactuals: int = Field(1, ge=1, le=8, description="automatic counterfactuals averaged (a batch)")
     subject: str | None = Field(None, max_length=500, description="subject span; auto-detected when null")
     foil: str | None = Field(None, max_length=200, description="logit_diff foil; default: the corrupted answer")
     top_n: int | None = Field(None, ge=0)
     threshold: float | None = Field(None, ge=0)
     greedy: bool = False
-    ig_steps: int = Field(5, ge=1, le=32)
+    ig_steps: int = Field(5, ge=1, le=64)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     max_edges_returned: int = Field(3000, ge=0, le=20_000)
     random_seeds: int = Field(3, ge=0, le=10)
     with_heads: bool = True
+    roles: RoleThresholdsIn = Field(default_factory=RoleThresholdsIn, description="head-role thresholds")
     session: str | None = Field(None, max_length=100, description="edit session id")
 
 
@@ -53,17 +122,20 @@ def _graph_for(model_id: str, settings: Settings, kv_mode: str = "grouped"):
 
 def _check(body: CircuitIn, settings: Settings, model_id: str) -> None:
     """Cheap checks before any model work (registry facts only)."""
-    from kcircuits.circuits.attribution import EXACT_MAX_EDGES, METHODS
+    from kcircuits.circuits.attribution import EXACT_MAX_EDGES
+    from kcircuits.circuits.discover import DISCOVERY_METHODS, REFINE_METHOD
 
     check_prompt(body.prompt, settings)
     if body.corrupt_prompt is not None:
         check_prompt(body.corrupt_prompt, settings, "corrupt_prompt")
     if body.method == "acdc":
         raise BadRequest("acdc runs one forward per edge: start it as a job (POST /api/jobs, kind 'acdc')")
-    if body.method not in METHODS:
-        raise BadRequest(f"unknown method {body.method!r}; choose one of {list(METHODS)}")
+    if body.method not in DISCOVERY_METHODS:
+        raise BadRequest(f"unknown method {body.method!r}; choose one of {list(DISCOVERY_METHODS)}")
     if body.top_n is not None and body.threshold is not None:
         raise BadRequest("give top_n or threshold, not both")
+    if body.threshold is not None and body.method == REFINE_METHOD:
+        raise BadRequest(f"threshold selects by one pass's scores: use top_n with {REFINE_METHOD}, or another method")
     graph = _graph_for(model_id, settings, body.kv_mode)
     if body.top_n is not None and body.top_n > graph.n_edges:
         raise BadRequest(f"top_n is {body.top_n}; the graph has {graph.n_edges} edges")
@@ -77,8 +149,10 @@ def run_circuit(model: Any, body: CircuitIn, settings: Settings) -> dict:
     from kcircuits.circuits.discover import compute_circuit
 
     check_tokens(model.tokenize(body.prompt).shape[1], settings)
-    args = body.model_dump(exclude={"model", "session"})
+    args = body.model_dump(exclude={"model", "session", "roles"})
     result = compute_circuit(model, **args)
+    if body.with_heads:
+        with_roles(model, result, body.roles)
     result["session"] = body.session
     return result
 

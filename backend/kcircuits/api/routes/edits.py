@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import JobsDep, SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import check_prompt
+from kcircuits.api.validation import WIRE, check_prompt
 from kcircuits.config import Settings
 from kcircuits.editing.session import EditRequest, EditSession, SessionManager, get_manager
 from kcircuits.errors import BadRequest
@@ -30,7 +30,7 @@ _PARAM_KEYS = {
 
 
 class EditIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
     method: Literal["rome", "ft-m", "ft-l"]
@@ -125,7 +125,10 @@ def _side(model, session: EditSession, circuit_target: str, method: str, top_n: 
     req = session.request
     lens_new = _lens(model, session, req.target, settings)
     lens_old = _lens(model, session, session.old_target, settings)
-    circuit = compute_circuit(model, req.prompt, circuit_target, method=method, subject=req.subject, top_n=top_n)
+    from kcircuits.api.routes.circuits import with_roles
+
+    circuit = with_roles(model, compute_circuit(model, req.prompt, circuit_target, method=method, subject=req.subject,
+                                                top_n=top_n))
     return {"lens": lens_new, "lens_old": lens_old, "circuit": circuit}
 
 

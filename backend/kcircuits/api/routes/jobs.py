@@ -9,36 +9,31 @@ body runs its model work through the worker at background priority.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import JobsDep, StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.routes.neurons import CompareIn, NeuronsIn, check_compare, check_neurons
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import check_prompt, model_key
+from kcircuits.api.validation import WIRE, check_prompt, model_key
 from kcircuits.circuits.discover import DEFAULT_SWEEP_SIZES
-from kcircuits.errors import BadRequest, NotFound
+from kcircuits.errors import BadRequest, NotFound, shown
 from kcircuits.jobs import JobContext
 from kcircuits.lm.worker import BACKGROUND
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
-
-
-class JobIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    kind: Literal["acdc", "relation", "sweep", "neurons", "neurons-compare"]
-    params: dict[str, Any] = Field(default_factory=dict)
+#: The largest ``max_edges`` an ACDC request may name (above every supported model's graph).
+MAX_ACDC_EDGES = 10_000_000
 
 
 class AcdcParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
@@ -50,16 +45,17 @@ class AcdcParams(BaseModel):
     corrupt_prompt: str | None = Field(None, max_length=100_000)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     session: str | None = Field(None, max_length=100)
-    max_edges: int = Field(20_000, ge=1, description="refuse graphs larger than this (one forward per edge)")
+    max_edges: int = Field(20_000, ge=1, le=MAX_ACDC_EDGES,
+                           description="refuse graphs larger than this (one forward per edge)")
 
 
 class RelationParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     relation: str = Field(..., max_length=200)
     n: int = Field(10, ge=2, le=500)
-    method: Literal["eap", "eap-ig"] = "eap"
+    method: Literal["eap-ig-refine", "eap-ig", "eap"] = "eap-ig-refine"
     ablation: Literal["patch", "zero", "mean"] = "patch"
     top_n: int | None = Field(None, ge=1, description="circuit size in edges (default 1% of the graph)")
     k: int = Field(10, ge=1, le=1_000_000, description="Hit@k")
@@ -69,14 +65,15 @@ class RelationParams(BaseModel):
 
 
 class SweepParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
     target: str = Field(..., min_length=1, max_length=200)
     subject: str | None = Field(None, max_length=500)
-    method: Literal["eap", "eap-ig"] = "eap"
+    method: Literal["eap-ig-refine", "eap-ig", "eap"] = "eap-ig-refine"
     ablation: Literal["zero", "patch", "mean"] = "patch"
+    metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] | None = None
     corrupt_prompt: str | None = Field(None, max_length=100_000)
     sizes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: list(DEFAULT_SWEEP_SIZES), min_length=1, max_length=50)
     ig_steps: int = Field(5, ge=1, le=64)
@@ -84,6 +81,44 @@ class SweepParams(BaseModel):
     session: str | None = Field(None, max_length=100)
 
 
+class AcdcJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["acdc"]
+    params: AcdcParams
+
+
+class RelationJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["relation"]
+    params: RelationParams
+
+
+class SweepJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["sweep"]
+    params: SweepParams
+
+
+class NeuronsJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["neurons"]
+    params: NeuronsIn
+
+
+class NeuronsCompareJobIn(BaseModel):
+    model_config = WIRE
+
+    kind: Literal["neurons-compare"]
+    params: CompareIn
+
+
+#: POST /api/jobs: ``kind`` picks the params model (documented per kind in the schema).
+JobIn = Annotated[AcdcJobIn | RelationJobIn | SweepJobIn | NeuronsJobIn | NeuronsCompareJobIn,
+                  Field(discriminator="kind")]
 Body = Callable[[JobContext], Any]
 
 
@@ -111,78 +146,104 @@ def _stored(request: Request, store: Any, kind: JobKind, params: BaseModel, key:
                                           priority=BACKGROUND)
 
 
-def _progress(ctx: JobContext) -> Callable[[int, int, str], None]:
-    def report(done: int, total: int, message: str = "") -> None:
-        ctx.check_cancel()
-        ctx.progress(done / total if total else 0.0, message, done=done, total=total)
-    return report
+class _Steps:
+    """A job's callbacks inside its worker task, called between batches: each one checks the
+    cancel flag and lets queued interactive requests run first (the job holds no hooks then)."""
+
+    def __init__(self, ctx: JobContext, worker: Any):
+        self.ctx, self.worker = ctx, worker
+
+    def cancel(self) -> None:
+        self.worker.yield_to_interactive()
+        self.ctx.check_cancel()
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        self.cancel()
+        self.ctx.progress(done / total if total else 0.0, message, done=done, total=total)
 
 
-def _on_worker(request: Request, key: str, compute: Callable[[Any, JobContext], dict]) -> Body:
-    """A job body that runs ``compute(model, ctx)`` on the model's worker at background priority."""
+def _on_worker(request: Request, key: str, compute: Callable[[Any, _Steps], dict]) -> Body:
+    """A job body that runs ``compute(model, steps)`` on the model's worker at background priority."""
     worker = request.app.state.worker
 
     def body(ctx: JobContext) -> dict:
-        return worker.run(key, lambda model: compute(model, ctx), priority=BACKGROUND, timeout=24 * 3600)
+        steps = _Steps(ctx, worker)
+        return worker.run(key, lambda model: compute(model, steps), priority=BACKGROUND, timeout=24 * 3600)
     return body
 
 
 def _acdc_body(request: Request, params: AcdcParams, key: str) -> Body:
+    from kcircuits.api.routes.circuits import with_roles
     from kcircuits.circuits.acdc import acdc_circuit
 
-    return _on_worker(request, key, lambda model, ctx: acdc_circuit(
+    return _on_worker(request, key, lambda model, steps: with_roles(model, acdc_circuit(
         model, params.prompt, params.target, tau=params.tau, ablation=params.ablation,
         metric=params.metric, corrupt_prompt=params.corrupt_prompt, subject=params.subject,
-        kv_mode=params.kv_mode, progress=_progress(ctx), cancel=ctx.check_cancel))
+        kv_mode=params.kv_mode, progress=steps.progress, cancel=steps.cancel)))
 
 
 def _relation_body(request: Request, params: RelationParams, key: str) -> Body:
     from kcircuits.circuits.relation import run_relation
 
-    return _on_worker(request, key, lambda model, ctx: run_relation(
+    return _on_worker(request, key, lambda model, steps: run_relation(
         model, params.relation, n=params.n, method=params.method, top_n=params.top_n, ablation=params.ablation,
-        k=params.k, known_k=params.known_k, progress=_progress(ctx), cancel=ctx.check_cancel))
+        k=params.k, known_k=params.known_k, progress=steps.progress, cancel=steps.cancel))
 
 
 def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
     from kcircuits.circuits.discover import sweep_circuit
 
-    return _on_worker(request, key, lambda model, ctx: sweep_circuit(
-        model, params.prompt, params.target, method=params.method, ablation=params.ablation,
+    return _on_worker(request, key, lambda model, steps: sweep_circuit(
+        model, params.prompt, params.target, method=params.method, ablation=params.ablation, metric=params.metric,
         corrupt_prompt=params.corrupt_prompt, subject=params.subject, sizes=params.sizes,
-        ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=_progress(ctx)))
+        ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=steps.progress))
+
+
+def _n_edges(params: BaseModel, settings, kv_mode: str = "grouped") -> int:
+    """Edge count of the computation graph of the params' model (registry facts, no weights)."""
+    from kcircuits.circuits.graph import get_graph
+    from kcircuits.lm.registry import get_spec
+
+    return get_graph(get_spec(params.model or settings.default_model, settings).arch, kv_mode=kv_mode).n_edges
 
 
 def _neurons_body(request: Request, params: NeuronsIn, key: str) -> Body:
     from kcircuits.api.routes.neurons import run_neurons
 
     settings = request.app.state.settings
-    return _on_worker(request, key, lambda model, ctx: run_neurons(model, params, settings, progress=_progress(ctx)))
+    return _on_worker(request, key, lambda model, steps: run_neurons(model, params, settings, progress=steps.progress))
 
 
 def _compare_body(request: Request, params: CompareIn, key: str) -> Body:
     from kcircuits.api.routes.neurons import run_compare
 
-    return _on_worker(request, key, lambda model, ctx: run_compare(model, params, progress=_progress(ctx),
-                                                                   cancel=ctx.check_cancel))
+    return _on_worker(request, key, lambda model, steps: run_compare(model, params, progress=steps.progress,
+                                                                     cancel=steps.cancel))
 
 
 def _check_relation(params: RelationParams, settings) -> None:
-    """An unknown relation is a bad request now, not a failed job later."""
+    """An unknown relation or a circuit larger than the graph is a bad request now, not a
+    failed job later."""
     from kcircuits.circuits.relation import load_relation
 
     try:
         load_relation(params.relation)
     except NotFound as exc:
         raise BadRequest(f"params.relation: {exc.message}") from None
+    if params.top_n is not None and params.top_n > (n_edges := _n_edges(params, settings)):
+        raise BadRequest(f"params.top_n is {params.top_n}; the graph has {n_edges} edges")
+
+
+def _check_sweep(params: SweepParams, settings) -> None:
+    """Every circuit size lies within the graph."""
+    n_edges = _n_edges(params, settings, params.kv_mode)
+    if max(params.sizes) > n_edges:
+        raise BadRequest(f"params.sizes: {max(params.sizes)} is above the graph's {n_edges} edges")
 
 
 def _check_acdc_size(params: AcdcParams, settings) -> None:
     """ACDC costs one forward per evaluated edge: refuse graphs above ``max_edges`` up front."""
-    from kcircuits.circuits.graph import get_graph
-    from kcircuits.lm.registry import get_spec
-
-    n_edges = get_graph(get_spec(params.model or settings.default_model, settings).arch, kv_mode=params.kv_mode).n_edges
+    n_edges = _n_edges(params, settings, params.kv_mode)
     if n_edges > params.max_edges:
         raise BadRequest(f"ACDC on this model evaluates up to {n_edges} edges, above max_edges={params.max_edges}; "
                          "raise max_edges to run it anyway, or use EAP / EAP-IG")
@@ -192,7 +253,7 @@ KINDS: dict[str, JobKind] = {
     "acdc": JobKind(AcdcParams, _acdc_body, "circuit", method="acdc", not_in_id=("max_edges",),
                     check=_check_acdc_size),
     "relation": JobKind(RelationParams, _relation_body, "relation", check=_check_relation),
-    "sweep": JobKind(SweepParams, _sweep_body, "sweep"),
+    "sweep": JobKind(SweepParams, _sweep_body, "sweep", check=_check_sweep),
     "neurons": JobKind(NeuronsIn, _neurons_body, "neurons", method="ig", check=check_neurons),
     "neurons-compare": JobKind(CompareIn, _compare_body, "neurons_compare", method="ig", check=check_compare),
 }
@@ -201,13 +262,7 @@ KINDS: dict[str, JobKind] = {
 @router.post("", status_code=202, responses=ERROR_RESPONSES)
 def create_job(body: JobIn, request: Request, jobs: JobsDep, store: StoreDep) -> dict:
     """Start a slow computation; poll GET /api/jobs/{id} or stream /events."""
-    kind = KINDS[body.kind]
-    try:
-        params = kind.params.model_validate(body.params)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(f"params.{loc}: {first['msg']}") from None
+    kind, params = KINDS[body.kind], body.params
     settings = request.app.state.settings
     if hasattr(params, "prompt"):
         check_prompt(params.prompt, settings)
@@ -227,24 +282,33 @@ def list_jobs(jobs: JobsDep) -> dict:
 @router.get("/{job_id}", responses=ERROR_RESPONSES)
 def get_job(job_id: str, jobs: JobsDep, store: StoreDep) -> dict:
     """Status, progress and (when succeeded) the result; jobs from before a restart come from
-    the store (status as last recorded; a job cut off by the restart shows its last state)."""
+    the store (status as last recorded; one cut off by the restart is ``interrupted``)."""
     try:
         return jobs.get(job_id).public()
     except NotFound:
-        stored = store.get_job(job_id) if store is not None and len(job_id) <= 64 else None
-        if stored is None:
-            raise
-        return stored
+        return _stored_job(job_id, store)
+
+
+def _stored_job(job_id: str, store: Any) -> dict:
+    """A job of an earlier process, from the store (NotFound when unknown)."""
+    stored = store.get_job(job_id) if store is not None and len(job_id) <= 64 else None
+    if stored is None:
+        raise NotFound(f"no job with id {shown(job_id)}")
+    return stored
 
 
 @router.delete("/{job_id}", responses=ERROR_RESPONSES)
-def cancel_job(job_id: str, jobs: JobsDep) -> dict:
-    """Cancel: the job stops at its next step (cooperative)."""
-    return jobs.cancel(job_id).public(with_result=False)
+def cancel_job(job_id: str, jobs: JobsDep, store: StoreDep) -> dict:
+    """Cancel: the job stops at its next step (cooperative). A job of an earlier process is
+    already over (interrupted or finished): its record is returned as it is."""
+    try:
+        return jobs.cancel(job_id).public(with_result=False)
+    except NotFound:
+        return _stored_job(job_id, store)
 
 
-def _sse(events: Iterator[dict | None]) -> Iterator[str]:
-    for event in events:
+async def _sse(events: AsyncIterator[dict | None]) -> AsyncIterator[str]:
+    async for event in events:
         if event is None:
             yield ": ping\n\n"
             continue
@@ -253,9 +317,10 @@ def _sse(events: Iterator[dict | None]) -> Iterator[str]:
 
 
 @router.get("/{job_id}/events", responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}})
-def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
-    """Server-sent events: queued, running, progress (done/total), then a terminal event."""
-    jobs.get(job_id)  # 404 before the stream starts (events() is lazy)
-    events = jobs.events(job_id)
+async def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
+    """Server-sent events: queued, running, progress (done/total), then a terminal event.
+    Served on the event loop: an open stream holds no thread."""
+    jobs.get(job_id)  # 404 before the stream starts (aevents() is lazy)
+    events = jobs.aevents(job_id)
     return StreamingResponse(_sse(events), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

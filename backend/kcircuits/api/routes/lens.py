@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.api.validation import WIRE, check_prompt, check_tokens, check_top_k, model_key
 from kcircuits.config import Settings
 
 router = APIRouter(prefix="/api", tags=["lens"])
 
 
 class LensIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
     prompt: str = Field(..., max_length=100_000)

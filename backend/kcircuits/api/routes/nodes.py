@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
-from kcircuits.api.validation import check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.api.validation import WIRE, check_prompt, check_tokens, check_top_k, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
 
@@ -19,7 +19,7 @@ _CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ProjectIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
@@ -30,7 +30,7 @@ class ProjectIn(BaseModel):
 
 
 class DetailIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
@@ -41,10 +41,12 @@ class DetailIn(BaseModel):
     session: str | None = Field(None, max_length=100)
 
 
-def node_detail(model, body: DetailIn, settings: Settings) -> dict:
-    """Runs in the worker. Head: pattern [q][k], promoted/suppressed tokens, role scores. MLP:
+def node_detail(model, body: DetailIn, settings: Settings, population: list[str] | None = None,
+                attribution: dict[str, float] | None = None, thresholds=None) -> dict:
+    """Runs in the worker. Head: pattern [q][k], promoted/suppressed tokens, role scores (its
+    significance judged among ``population``, default every head, with ``attribution``). MLP:
     promoted/suppressed tokens at the last position. input/logits: just the kind."""
-    from kcircuits.circuits.heads import head_detail, relation_positions
+    from kcircuits.circuits.heads import HeadRoleThresholds, head_detail, relation_positions
     from kcircuits.circuits.lens import parse_node, project_node
     from kcircuits.circuits.subject import resolve_subject
 
@@ -58,17 +60,19 @@ def node_detail(model, body: DetailIn, settings: Settings) -> dict:
     _, subject_pos, _ = resolve_subject(model, body.prompt, body.subject)
     target_id = model.first_token_id(body.target) if body.target else None
     detail = head_detail(model, tokens, body.node, subject_positions=subject_pos if target_id is not None else None,
-                         target_id=target_id, k=body.k)
+                         target_id=target_id, k=body.k, population=population, attribution=attribution,
+                         thresholds=thresholds or HeadRoleThresholds())
     scores = detail.get("role_scores") or {}
     return {
         "node": body.node, "kind": "head", "layer": layer, "head": head, "tokens": detail["tokens"],
         "pattern": detail["pattern"], "subject_positions": subject_pos,
-        "relation_positions": relation_positions(tokens[0], subject_pos, model.tokenizer.bos_token_id
-                                                 if model.spec.prepend_bos else None),
+        "relation_positions": relation_positions(model, tokens, subject_pos),
         "promoted": detail["promoted"], "suppressed": detail["suppressed"],
         "dla_by_source": detail.get("dla_by_source"), "role": scores.get("role"),
         "scores": {key: scores.get(key) for key in ("subject_attention", "relation_attention",
-                                                    "subject_dla_share", "relation_dla_share")},
+                                                    "subject_dla_share", "relation_dla_share", "dla",
+                                                    "attribution", "target_rank", "subject_rank")},
+        "significant": scores.get("significant"), "significance": scores.get("significance"),
     }
 
 
@@ -110,7 +114,19 @@ def stored_circuit_node(circuit_id: str, node: str, request: Request, settings: 
     if len(node) > 50:
         raise BadRequest("node id too long")
     subject = (circuit.get("subject") or {}).get("text")
+    heads = [n for n in circuit.get("nodes") or [] if n.get("kind") == "head"]
+    population = [n["id"] for n in heads if n.get("in_circuit")] or None
+    attribution = {n["id"]: float(n.get("score") or 0.0) for n in heads}
+    stored = (circuit.get("roles") or {}).get("thresholds")
+    thresholds = _thresholds(stored) if stored else None
     body = DetailIn(model=circuit["model"], prompt=circuit["prompt"], node=node, target=circuit.get("target"),
                     subject=subject, session=(circuit.get("params") or {}).get("session"))
     key = model_key(request, body.model, body.session)
-    return worker.run(key, lambda model: node_detail(model, body, settings))
+    return worker.run(key, lambda model: node_detail(model, body, settings, population, attribution, thresholds))
+
+
+def _thresholds(stored: dict):
+    from kcircuits.circuits.heads import HeadRoleThresholds
+
+    known = HeadRoleThresholds.__dataclass_fields__
+    return HeadRoleThresholds(**{k: v for k, v in stored.items() if k in known})

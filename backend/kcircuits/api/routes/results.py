@@ -15,12 +15,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 import kcircuits
 from kcircuits.api.deps import StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.validation import WIRE
 from kcircuits.errors import NotFound, NotReady
 from kcircuits.export import MEDIA_TYPES, export_circuit
 from kcircuits.store.ids import is_valid_id
@@ -47,16 +48,18 @@ class HexIdConvertor(Convertor):
 
 register_url_convertor("hexid", HexIdConvertor())
 router = APIRouter(tags=["results"])
+#: Paging bounds: SQLite (and PostgreSQL) integers are 64-bit; anything above this is refused with 422.
+MAX_OFFSET = 1_000_000_000
 
 
 class SaveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = WIRE
 
     title: str | None = Field(None, max_length=200)
 
 
 class ViewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = WIRE
 
     result_id: str = Field(..., max_length=64, description="content id of a stored result")
     state: dict[str, Any] = Field(default_factory=dict, description="view state (threshold, node, step...)")
@@ -104,7 +107,7 @@ def list_results(store: StoreDep,
                  q: Annotated[str | None, Query(max_length=200, description="substring of prompt/model/method/title")] = None,
                  saved: bool | None = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                 offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
     """Recent and saved results, newest first: ``{"items", "total"}``."""
     return _store(store).search(model=model, method=method, kind=kind, q=q, saved=saved,
                                 limit=limit, offset=offset)

@@ -1,0 +1,116 @@
+"""Fidelity machinery: the refined method on a planted circuit, ACDC under zero ablation, the
+faithfulness normaliser and curve areas (closed forms), undefined faithfulness, and the
+benchmark's fact rule and aggregation."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from kcircuits.circuits.acdc import acdc_circuit
+from kcircuits.circuits.discover import compute_circuit
+from kcircuits.circuits.evaluate import Normaliser, area_summaries
+from kcircuits.circuits.metrics import make_metric
+from kcircuits.circuits.testing import planted_copy_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_copy_model()
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("fidelity_bench", ROOT / "bench" / "fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _in_circuit(result) -> set[str]:
+    return {f"{e['source']}->{e['receiver']}" for e in result["edges"] if e["in_circuit"]}
+
+
+def test_refined_method_recovers_the_planted_circuit(planted):
+    res = compute_circuit(planted.model, planted.prompt, planted.target, method="eap-ig-refine",
+                          corrupt_prompt=planted.corrupt_prompt, top_n=3, random_seeds=2)
+    assert _in_circuit(res) == set(planted.edge_ids)
+    assert res["metrics"]["faithfulness"] == pytest.approx(1.0, abs=0.02)
+    assert res["params"]["selection"] == "calibrated" and res["metrics"]["harmful_share"] is not None
+    points = res["curve"]["points"]
+    assert [p["edges"] for p in points] == sorted(p["edges"] for p in points)
+    assert sum(p["requested"] for p in points) == 1
+    # random circuits of the same size, on the same points
+    assert all(len(p["random"]["edges"]) >= 1 for p in points if p["edges"])
+    assert res["curve"]["cpr_normalised"] is not None and res["curve"]["cmd_normalised"] >= 0
+
+
+def test_acdc_under_zero_ablation_keeps_the_planted_head(planted):
+    """The paper's setting (zero ablation, MatchNLL): exact ACDC keeps the planted head's output
+    edge and value input, nothing off the planted path, and the circuit is faithful."""
+    res = acdc_circuit(planted.model, planted.prompt, planted.target, 0.05, ablation="zero", random_seeds=1)
+    kept = _in_circuit(res)
+    assert f"{planted.head_id}->logits" in kept and kept <= set(planted.edge_ids)
+    assert res["metric"] == "match_nll"
+    assert res["metrics"]["faithfulness"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_faithfulness_is_undefined_without_signal(planted):
+    """Mean ablation leaves the planted answer in place (the mean keeps the subject's component):
+    full and empty agree, so F is undefined, says why, and no area is computed."""
+    res = compute_circuit(planted.model, planted.prompt, planted.target, method="eap-ig", ablation="mean",
+                          top_n=3, random_seeds=1)
+    reason = res["metrics"]["faithfulness_undefined"]
+    assert reason and "below" in reason
+    assert res["metrics"]["faithfulness"] is None
+    assert all(p["faithfulness"] is None for p in res["curve"]["points"])
+    assert res["curve"]["cpr"] is None and res["curve"]["faithfulness_undefined"] == reason
+
+
+def test_normaliser_closed_form_and_orientation():
+    up = make_metric("logit_diff", [1], foil_ids=[2])
+    norm = Normaliser.of(up, 4.0, 1.0)
+    assert norm(2.5) == pytest.approx(0.5) and norm(4.0) == pytest.approx(1.0) and norm(1.0) == pytest.approx(0.0)
+    assert norm.undefined_reason is None
+    assert Normaliser.of(up, 1.2, 1.0).undefined_reason is not None  # gap 0.2 < 0.5
+    assert Normaliser.of(up, 1.2, 1.0)(1.1) is None
+    assert Normaliser.of(up, 1.0, 4.0).undefined_reason is not None  # empty beats full: no sign
+
+
+def test_area_summaries_closed_forms():
+    ns = [10, 100, 1000]
+    flat = area_summaries(ns, [1.0, 1.0, 1.0])
+    assert flat["cpr_normalised"] == pytest.approx(1.0) and flat["cmd_normalised"] == pytest.approx(0.0)
+    assert flat["cpr"] == pytest.approx(math.log(100))
+    ramp = area_summaries(ns, [0.0, 0.5, 1.0])  # linear in log n
+    assert ramp["cpr_normalised"] == pytest.approx(0.5) and ramp["cmd_normalised"] == pytest.approx(0.5)
+    over = area_summaries(ns, [1.5, 1.5, 1.5])  # over-shooting counts against CMD
+    assert over["cmd_normalised"] == pytest.approx(0.5)
+    assert area_summaries(ns, [1.0, None, 1.0])["cpr"] is None
+    assert area_summaries([10], [1.0])["cpr"] is None
+
+
+def test_bench_fact_rule_and_aggregation():
+    bench = _bench()
+    facts = bench.select_facts("bench", 1)
+    lre = [f for f in facts if f["relation"]]
+    assert len({f["relation"] for f in lre}) == len(lre) >= 10  # one per relation
+    full = bench.select_facts("bench", 3)
+    assert len(full) >= 60 and len({f["relation"] for f in full if f["relation"]}) >= 10
+    dev = {f["prompt"] for f in bench.select_facts("dev", 3)}
+    assert not dev & {f["prompt"] for f in full}  # methods are tuned on a disjoint split
+    rows = [{"fraction": 0.01, "size": 10, "edges": 10, "faithfulness": f, "hit_at_10": h,
+             "random_faithfulness": 0.0, "random_hit_at_10": 0.0} for f, h in [(0.2, 0), (0.9, 1), (1.0, 1)]]
+    results = [{"method": "m", "ablation": "patch", "fact": {}, "rows": [r], "cpr": 0.5, "cmd": 0.5,
+                "full_hit_at_10": 1} for r in rows]
+    results.append({"method": "m", "ablation": "patch", "fact": {}, "error": "boom"})
+    results.append({"method": "m", "ablation": "patch", "fact": {}, "cpr": None, "cmd": None, "full_hit_at_10": 1,
+                    "rows": [{**rows[0], "faithfulness": None}]})
+    row = next(r for r in bench.summarise(results) if r["fraction"] == 0.01)
+    assert row["median"] == pytest.approx(0.9) and row["share_ge_0_8"] == pytest.approx(2 / 3)
+    assert row["undefined"] == 1 and row["errors"] == 1 and row["facts"] == 5
+    assert row["hit_at_10"] == pytest.approx(2 / 4) and row["random_median"] == 0.0
