@@ -30,6 +30,7 @@ from kcircuits.circuits.attribution import ABLATIONS, METHODS, ablated_outputs_f
 from kcircuits.circuits.counterfactual import CounterfactualChoice, candidate_for_prompt, find_counterfactuals
 from kcircuits.circuits.evaluate import HIT_K, Normaliser, area_summaries, evaluate_masks, random_circuit
 from kcircuits.circuits.graph import Graph, get_graph
+from kcircuits.circuits.heads import annotate_circuit_roles
 from kcircuits.circuits.metrics import METRICS, Metric, make_metric
 from kcircuits.circuits.patching import check_supported, sender_outputs
 from kcircuits.circuits.refine import calibrated_masks, refine_ranking
@@ -233,16 +234,6 @@ def _node_scores(graph: Graph, scores: torch.Tensor) -> list[float]:
     return per_sender + [float(mag[:, graph.receiver_index["logits"]].sum())]
 
 
-def _head_roles(model: Any, setup: CircuitSetup, head_ids: list[str]) -> dict[str, dict]:
-    from kcircuits.circuits.heads import classify_heads
-
-    if not head_ids:
-        return {}
-    roles = classify_heads(model, setup.tokens[:1], setup.subject_positions, setup.target_id, head_ids)
-    keep = ("role", "subject_attention", "relation_attention", "subject_dla_share", "relation_dla_share", "top_tokens")
-    return {hid: {k: info.get(k) for k in keep} for hid, info in roles.items()}
-
-
 @dataclass(frozen=True)
 class CurvePoint:
     """One circuit size of the faithfulness curve (its random baseline alongside)."""
@@ -348,15 +339,12 @@ def build_result(model: Any, setup: CircuitSetup, scores: torch.Tensor, mask: to
     t_eval = time.perf_counter() - t0
     in_nodes = circuit_nodes(mask, graph).tolist()
     heads_in = [graph.node_ids[i] for i, inc in enumerate(in_nodes) if inc and graph.nodes[i]["kind"] == "head"]
-    t1 = time.perf_counter()
-    heads = _head_roles(model, setup, heads_in) if with_heads else {}
-    t_heads = time.perf_counter() - t1
     node_scores = _node_scores(graph, scores)
-    nodes = [{**node, "role": heads.get(node["id"], {}).get("role"), "score": node_scores[i], "in_circuit": in_nodes[i]}
+    nodes = [{**node, "role": None, "score": node_scores[i], "in_circuit": in_nodes[i]}
              for i, node in enumerate(graph.nodes)]
     timings = dict(timings or {})
-    timings.update(evaluation_s=timings.get("evaluation_s", 0.0) + t_eval, heads_s=t_heads)
-    timings["total_s"] = timings.get("total_s", 0.0) + t_eval + t_heads
+    timings.update(evaluation_s=timings.get("evaluation_s", 0.0) + t_eval)
+    timings["total_s"] = timings.get("total_s", 0.0) + t_eval
     curve_rows = [_point_record(graph, normaliser, p, p is chosen) for p in points]
     summaries = area_summaries([r["edges"] for r in curve_rows], [r["faithfulness"] for r in curve_rows])
     faith = normaliser(chosen.metric_value)
@@ -376,7 +364,7 @@ def build_result(model: Any, setup: CircuitSetup, scores: torch.Tensor, mask: to
     }
     if one:  # a single prompt: hits are 0 or 1
         metrics["hit_at_10"].update(full=int(metrics["hit_at_10"]["full"]), circuit=int(metrics["hit_at_10"]["circuit"]))
-    return {
+    result = {
         "schema_version": SCHEMA_VERSION, "kind": "circuit",
         "model": model.spec.id, "revision": model.revision, "prompt": setup.prompt, "target": setup.target,
         "target_id": setup.target_id, "tokens": model.token_strings(setup.tokens[0]),
@@ -395,9 +383,15 @@ def build_result(model: Any, setup: CircuitSetup, scores: torch.Tensor, mask: to
         "metrics": metrics,
         "random": {"edges": random_row["edges"], "faithfulness": random_row["faithfulness"]},
         "curve": {"points": curve_rows, **summaries, "faithfulness_undefined": normaliser.undefined_reason},
-        "heads": heads,
+        "heads": {},
         "timings": timings,
     }
+    if with_heads and heads_in:  # roles with significance among the circuit's heads (circuits.heads)
+        t1 = time.perf_counter()
+        annotate_circuit_roles(model, result)
+        timings["heads_s"] = time.perf_counter() - t1
+        timings["total_s"] += timings["heads_s"]
+    return result
 
 
 def _check_request(method: str, ig_steps: int, random_seeds: int, max_edges_returned: int) -> None:
@@ -453,7 +447,7 @@ def compute_circuit(model: Any, prompt: str, target: str, method: str = DEFAULT_
         t_attr = time.perf_counter() - t0
         report(3, 4, "calibrating each circuit size by patched runs")
         t1 = time.perf_counter()
-        cal = calibrated_masks(graph, ranking, sizes, lambda m: run(m)[0], normaliser.m_full, normaliser.m_empty,
+        cal = calibrated_masks(graph, ranking, sizes, run, normaliser.m_full, normaliser.m_empty,
                                faithfulness_of=lambda v, *_: normaliser(v))
         masks, shares, values = list(cal.masks), list(cal.shares), list(cal.metric_values)
         at = sizes.index(requested)

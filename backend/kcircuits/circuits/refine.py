@@ -16,7 +16,8 @@ difference at 1% and barely more at 10%. Two steps fix most of it:
    full model's (faithfulness well above 1). The circuit of size n therefore takes its top
    ``(1 - share) * n`` helpful edges and the ``share * n`` most harmful edges (in the context of
    that size), for a few shares; each candidate runs for real (batched) and the one whose
-   faithfulness is closest to 1 is kept; where it crosses 1 between two shares, three shares
+   faithfulness is closest to 1 is kept (among those that keep the target in the top 10, when
+   any does); where it crosses 1 between two shares, three shares
    in between are tried as well. Sizes go up in order, and the circuit chosen at the
    previous size, grown by the ranking to this size, is one more candidate (so a larger circuit
    does not lose what made a smaller one faithful). The chosen share is recorded per size.
@@ -148,7 +149,9 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
                      faithfulness_of: Callable[[float, float, float], float | None] | None = None) -> Calibrated:
     """For each size, the candidate (one per harmful share) whose faithfulness is closest to 1.
 
-    ``evaluate(masks [M, n_s, n_r]) -> metric per mask [M]`` runs the circuits (one batch);
+    ``evaluate(masks [M, n_s, n_r]) -> (metric per mask [M], target ranks [M, b])`` runs the
+    circuits (one batch). A candidate that keeps the target in the top ``HIT_K`` on every row is
+    preferred; among those (or among all, when none does), the faithfulness closest to 1;
     ``m_full`` / ``m_empty``: the metric of the full and the empty circuit. When faithfulness is
     undefined (full and empty agree), the helpful-only candidate is kept.
     """
@@ -157,13 +160,15 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
     faith = faithfulness_of or default_faithfulness
     shares = sorted(float(x) for x in shares)
     tried = [[(share, mixed_mask(graph, ranking, n, share)) for share in shares] for n in sizes]
-    values = evaluate(torch.stack([m for row in tried for _, m in row])).tolist()
-    rows = [[(share, mask, v) for (share, mask), v in zip(row, values[i * len(shares):(i + 1) * len(shares)],
-                                                          strict=True)] for i, row in enumerate(tried)]
+    values, hits = _run(evaluate, [m for row in tried for _, m in row])
+    per = len(shares)
+    rows = [[(share, mask, v, hit) for (share, mask), v, hit in zip(row, values[i * per:(i + 1) * per],
+                                                                    hits[i * per:(i + 1) * per], strict=True)]
+            for i, row in enumerate(tried)]
     # finer shares where faithfulness crosses 1 between two neighbouring shares (one more batch)
     finer = []
     for i in range(len(sizes)):
-        fs = [faith(v, m_full, m_empty) for _, _, v in rows[i]]
+        fs = [faith(v, m_full, m_empty) for _, _, v, _ in rows[i]]
         for k in range(len(shares) - 1):
             a, b = fs[k], fs[k + 1]
             if a is not None and b is not None and (a - 1.0) * (b - 1.0) < 0:
@@ -172,24 +177,20 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
                 break
     if finer:
         masks = [mixed_mask(graph, ranking, sizes[i], share) for i, share in finer]
-        for (i, share), mask, v in zip(finer, masks, evaluate(torch.stack(masks)).tolist(), strict=True):
-            rows[i].append((share, mask, v))
+        for (i, share), mask, v, hit in zip(finer, masks, *_run(evaluate, masks), strict=True):
+            rows[i].append((share, mask, v, hit))
     chosen_masks, chosen_shares, chosen_values, chosen_faith = [], [], [], []
     for i, n in enumerate(sizes):
-        faiths = [faith(v, m_full, m_empty) for _, _, v in rows[i]]
-        if any(f is not None for f in faiths):
-            j = min((k for k, f in enumerate(faiths) if f is not None), key=lambda k: abs(faiths[k] - 1.0))
-        else:
-            j = 0
-        share, mask, value = rows[i][j]
-        f = faiths[j]
         if i and chosen_faith[-1] is not None and n > int(chosen_masks[-1].sum()):
             # the smaller chosen circuit grown by the ranking: keeps what made it faithful
             grown = grow_mask(graph, ranking, chosen_masks[-1], n)
-            grown_value = float(evaluate(grown[None])[0])
-            grown_f = faith(grown_value, m_full, m_empty)
-            if grown_f is not None and (f is None or abs(grown_f - 1.0) < abs(f - 1.0)):
-                mask, share, value, f = grown, chosen_shares[-1], grown_value, grown_f
+            (grown_value,), (grown_hit,) = _run(evaluate, [grown])
+            rows[i].append((chosen_shares[-1], grown, grown_value, grown_hit))
+        faiths = [faith(v, m_full, m_empty) for _, _, v, _ in rows[i]]
+        defined = [k for k, f in enumerate(faiths) if f is not None]
+        j = min(defined, key=lambda k: (not rows[i][k][3], abs(faiths[k] - 1.0))) if defined else 0
+        share, mask, value, _ = rows[i][j]
+        f = faiths[j]
         share, value = float(share), float(value)
         chosen_masks.append(mask)
         chosen_shares.append(share)
@@ -197,6 +198,14 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
         chosen_faith.append(f)
     return Calibrated(tuple(int(n) for n in sizes), tuple(chosen_shares), tuple(chosen_masks), tuple(chosen_values),
                       tuple(chosen_faith))
+
+
+def _run(evaluate: Callable, masks: list[torch.Tensor]) -> tuple[list[float], list[bool]]:
+    """Metric values and whether every row keeps the target in the top ``HIT_K``, per mask."""
+    from kcircuits.circuits.evaluate import HIT_K
+
+    values, ranks = evaluate(torch.stack(masks))
+    return [float(v) for v in values], [bool((r <= HIT_K).all()) for r in ranks]
 
 
 def grow_mask(graph: Graph, ranking: Ranking, mask: torch.Tensor, n: int) -> torch.Tensor:

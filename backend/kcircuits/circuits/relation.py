@@ -320,14 +320,14 @@ def _refined_relation_circuit(model, graph, batches: list[_Batch], scores: torch
     batch = max(batches, key=lambda b: len(b.facts))
     ablated, metric_obj = _batch_setup(model, graph, batch, ablation, metric)
 
-    def run(masks: torch.Tensor) -> torch.Tensor:
+    def run(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return evaluate_masks(model, batch.tokens, graph, masks.to(model.device), ablated, metric_obj,
-                              batch.target_ids)[0]
+                              batch.target_ids)
 
     ranking = refine_ranking(model, batch.tokens, graph, metric_obj, ablated, scores,
                              higher_is_better=metric_obj.higher_is_better, cancel=cancel)
     _check(cancel)
-    ref = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
+    ref, _ = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
     normaliser = Normaliser.of(metric_obj, float(ref[0]), float(ref[1]))
     cal = calibrated_masks(graph, ranking, [top_n], run, normaliser.m_full, normaliser.m_empty,
                            faithfulness_of=lambda v, *_: normaliser(v))
