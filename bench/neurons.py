@@ -3,7 +3,8 @@
 For known LRE facts (with their paraphrase templates) and syntax minimal pairs (determiner-noun
 and subject-verb number agreement, bench/make_syntax_pairs.py), the same attribution (IG, m steps,
 baseline 0), the same KN filters, and suppress / enhance edits of the KNs on each group's first
-prompt. Prints one markdown table (facts vs syntax) and the KN layer histograms, writes JSON.
+prompt. Prints one markdown table (facts vs syntax) and the KN layer histograms, writes JSON and a
+PNG of the layer distributions (``--replot`` redraws it from the JSON).
 
     python bench/neurons.py --model smollm2-135m --n-facts 20 --n-syntax 20 --out bench/results/neurons.json
 """
@@ -52,6 +53,29 @@ def histograms(summary: dict) -> str:
     return "\n".join(f"{name}: {s['layer_histogram']}" for name, s in summary.items())
 
 
+def plot(summary: dict, path: Path) -> None:
+    """KN layer distributions (share of each set's KNs per layer) of facts and syntax, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    names = [n for n in ("facts", "syntax:det_noun", "syntax:subj_verb") if n in summary]
+    width = 0.8 / max(1, len(names))
+    for k, name in enumerate(names):
+        hist = summary[name]["layer_histogram"]
+        total = sum(hist) or 1
+        ax.bar([i + k * width for i in range(len(hist))], [c / total for c in hist], width=width, label=name)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("share of KNs")
+    ax.set_title("Knowledge-neuron layers: facts vs syntax")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -64,8 +88,13 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/results/neurons.json")
+    parser.add_argument("--plot", default="bench/results/neurons_layers.png", help="PNG of the KN layer distributions")
+    parser.add_argument("--replot", action="store_true", help="only redraw --plot from an existing --out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.replot:
+        plot(json.loads(Path(args.out).read_text())["summary"], Path(args.plot))
+        return
     torch.set_num_threads(args.threads)
     from kcircuits.circuits.neurons import (
         IGParams,
@@ -99,6 +128,7 @@ def main() -> None:
           f"({tokens.shape[1]} tokens, {model.device}, {args.threads} thread(s))")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
+    plot(report["summary"], Path(args.plot))
 
 
 if __name__ == "__main__":

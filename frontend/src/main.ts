@@ -99,7 +99,11 @@ class Dashboard {
       for (const [k, el] of Object.entries(pages)) el.hidden = k !== name;
       if (name === "Results") void this.results.load();
       if (name === "Relations") void this.relations.load();
-      if (name === "Neurons") void this.neurons.load();
+      if (name === "Neurons") {
+        const ctx = this.context();
+        this.neurons.prefill(ctx.prompt, ctx.target);
+        void this.neurons.load();
+      }
     };
     root.append(header("Explore", { Explore: () => show("Explore"), Edit: () => show("Edit"),
       Relations: () => show("Relations"), Neurons: () => show("Neurons"), Results: () => show("Results") }),

@@ -464,3 +464,8 @@ def test_neurons_tab_finds_suppresses_and_shows_before_after(page, server):
     assert first[0] == "prompt" and first[4] == f"{api['prompt']['before']['rank']} → {api['prompt']['after']['rank']}"
     assert page.locator("[data-testid=neurons-edit-table] tbody tr").count() == 1 + len(api["rows"])
     screenshot(page, "neurons", page.locator(".neurons-view"))
+    href = page.get_attribute("[data-testid=neurons-permalink] a", "href")
+    assert href.startswith("/c/")
+    page.goto(href)  # the stored result's permalink shows the same top-neuron table
+    page.wait_for_selector("[data-testid=neurons-top] tbody tr")
+    assert page.locator("[data-testid=neurons-top] tbody tr td:nth-child(2)").all_text_contents() == top_ids

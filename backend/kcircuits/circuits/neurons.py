@@ -177,6 +177,14 @@ def integrated_gradients(model: LoadedModel, tokens: torch.Tensor, target_id: in
     return {"attr": attr, "acts": acts.cpu(), "prob": prob, "baseline_prob": base, "logits": logits.cpu()}
 
 
+def _completeness_gap(res: dict[str, Any], attr: torch.Tensor) -> float:
+    """sum(attr) - (P(clean) - P(baseline)): IG's discretisation error (summed over layers for ``layer``)."""
+    base = res["baseline_prob"]
+    if isinstance(base, list):
+        return float(sum(float(attr[layer].sum()) - (res["prob"] - b) for layer, b in enumerate(base)))
+    return float(attr.sum()) - (res["prob"] - base)
+
+
 # -- KN filters and summaries -------------------------------------------------------------------
 def kn_candidates(attr: torch.Tensor, threshold: float) -> set[tuple[int, int]]:
     """Neurons whose attribution exceeds ``threshold`` x the prompt's maximum (positive) one."""
@@ -259,6 +267,7 @@ def find_neurons(model: LoadedModel, prompts: Sequence[tuple[str, str]], *, ig: 
             "rank": int((logits > logits[target_id]).sum()) + 1,
             "top1": model.token_strings([int(logits.argmax())])[0],
             "baseline_prob": res["baseline_prob"], "attr_sum": float(attr.sum()), "max_attr": float(attr.max()),
+            "completeness_gap": _completeness_gap(res, attr),
             "layer_attr": attr.sum(1).tolist(), "n_candidates": len(cands),
             "concentration": concentration(attr), "top": _top_neurons(attr, top_k),
         })

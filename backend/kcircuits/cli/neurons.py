@@ -67,7 +67,7 @@ def _print_find(result: dict) -> None:
     typer.echo(f"{result['model']}: IG m={p['steps']} ({p['path']}, baseline 0), KN threshold {p['threshold']} "
                f"of the max, shared by >= {p['min_prompts']} of {len(result['prompts'])} prompts")
     for row in result["prompts"]:
-        typer.echo(f"  P={row['prob']:.4g} rank {row['rank']:>5}  sum(attr)={row['attr_sum']:.4g}  {row['prompt']!r}")
+        typer.echo(f"  P={row['prob']:.4g} rank {row['rank']:>5}  sum(attr)={row['attr_sum']:.4g} (IG gap {row['completeness_gap']:+.3g})  {row['prompt']!r}")
     typer.echo(f"knowledge neurons ({len(result['neurons'])}):")
     for n in result["neurons"][:30]:
         typer.echo(f"  {n['id']:>12}  attr {n['attr']:.4g}  share {n['share']:.2f}  promotes {n.get('promotes', [])[:5]}")

@@ -542,6 +542,7 @@ export interface NeuronPromptRow {
   rank: number;
   top1: string;
   attr_sum: number;
+  completeness_gap: number;
   max_attr: number;
   baseline_prob: number | number[];
   n_candidates: number;

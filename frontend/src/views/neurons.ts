@@ -111,6 +111,13 @@ export class NeuronsView {
     return err instanceof ApiError ? `${err.type}: ${err.message}` : String(err);
   }
 
+  /** Take the Explore tab's prompt and target until this tab has run once. */
+  prefill(prompt: string, target: string | null): void {
+    if (this.result || !prompt.trim()) return;
+    this.prompt.value = prompt;
+    if (target) this.target.value = target;
+  }
+
   /** Fill the relation picker once (on first show). */
   async load(): Promise<void> {
     if (this.loaded) return;
@@ -152,10 +159,15 @@ export class NeuronsView {
     clear(this.out);
     this.el.dataset.kns = String(result.neurons.length);
     const p = result.params;
+    if (result.id) this.out.append(h("p", { "data-testid": "neurons-permalink" }, "permalink: ",
+      h("a", { href: `/c/${encodeURIComponent(result.id)}`, class: "mono", text: result.id.slice(0, 12) })));
     this.out.append(h("p", { class: "muted", "data-testid": "neurons-params",
       text: `IG m=${p.steps} (${p.path}, baseline 0) · threshold ${p.threshold} of the max · shared by ≥ ${p.min_prompts} of ${result.prompts.length} prompts` }));
-    this.out.append(table(["prompt", "P(target)", "rank", "top-1", "Σ attr"], result.prompts.map((r) =>
-      [r.prompt, fmt(r.prob), String(r.rank), showToken(r.top1), fmt(r.attr_sum)]), "neurons-prompts"));
+    this.out.append(table(["prompt", "P(target)", "rank", "top-1", "Σ attr", "IG gap"], result.prompts.map((r) =>
+      [r.prompt, fmt(r.prob), String(r.rank), showToken(r.top1), fmt(r.attr_sum), fmt(r.completeness_gap)]), "neurons-prompts"));
+    if (result.prompts.some((r) => Math.abs(r.completeness_gap) > 0.1 * Math.abs(r.attr_sum - r.completeness_gap)))
+      this.out.append(h("p", { class: "muted", "data-testid": "neurons-gap-note",
+        text: "IG gap = Σ attr − (P − P(baseline)) exceeds 10% on some prompt: raise the IG steps for attributions that add up." }));
     const chart = h("div", { class: "neurons-chart", "data-testid": "neurons-chart" });
     this.out.append(chart);
     const kns = new Set(result.neurons.map((n) => n.id));
@@ -179,7 +191,7 @@ export class NeuronsView {
     const P = await plotly();
     const pts = result.chart;
     await P.react(chart, [
-      { x: pts.map((q) => q.index), y: pts.map((q) => q.layer), mode: "markers", type: "scattergl", name: "strongest per layer",
+      { x: pts.map((q) => q.index), y: pts.map((q) => q.layer), mode: "markers", type: "scatter", name: "strongest per layer",
         marker: { color: pts.map((q) => q.attr), colorscale: "RdBu", reversescale: true, cmid: 0, size: 6, colorbar: { title: { text: "attr" } } },
         text: pts.map((q) => `L${q.layer}.N${q.index}`), hovertemplate: "%{text}: %{marker.color:.3g}<extra></extra>" },
       { x: result.neurons.map((n) => n.index), y: result.neurons.map((n) => n.layer), mode: "markers", type: "scatter", name: "knowledge neurons",
