@@ -45,6 +45,19 @@ class PlantedCircuit:
         return [f"input->{h}<k>", f"input->{h}<v>", f"{h}->logits"]
 
 
+def _isolate(hf: Any, planted: list[int]) -> None:
+    """No position embedding, attention or MLP of a GPT-2 ``hf`` reads or writes the residual
+    dimensions ``planted`` (the planted components are written after this)."""
+    hf.transformer.wpe.weight[:, planted] = 0.0
+    for block in hf.transformer.h:
+        block.attn.c_attn.weight[planted, :] = 0.0
+        block.attn.c_proj.weight[:, planted] = 0.0
+        block.attn.c_proj.bias[planted] = 0.0
+        block.mlp.c_fc.weight[planted, :] = 0.0
+        block.mlp.c_proj.weight[:, planted] = 0.0
+        block.mlp.c_proj.bias[planted] = 0.0
+
+
 def planted_copy_model(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, head: int = 2,
                        subject: str = " France", corrupt_subject: str = " Spain", target: str = " Paris",
                        key_gain: float = 2.0, seed: int = 0, device: str = "cpu") -> PlantedCircuit:
@@ -71,14 +84,7 @@ def planted_copy_model(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, h
         wte[:, planted] = 0.0
         wte[subj_id[0], SUBJ_DIM] = 1.0  # the subject carries the key/value feature
         wte[ans_id[0], ANS_DIM] = 1.0  # the answer reads the written feature
-        hf.transformer.wpe.weight[:, planted] = 0.0
-        for block in hf.transformer.h:  # no other component reads or writes the planted dimensions
-            block.attn.c_attn.weight[planted, :] = 0.0
-            block.attn.c_proj.weight[:, planted] = 0.0
-            block.attn.c_proj.bias[planted] = 0.0
-            block.mlp.c_fc.weight[planted, :] = 0.0
-            block.mlp.c_proj.weight[:, planted] = 0.0
-            block.mlp.c_proj.bias[planted] = 0.0
+        _isolate(hf, planted)
         attn = hf.transformer.h[layer].attn
         w, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d] = q | k | v
         q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
@@ -175,14 +181,7 @@ def planted_roles_model(n_heads: int = 8, d_model: int = 64, key_gain: float = 8
         wte[:, planted] = 0.0
         for text, dim in features.items():
             wte[one(text), dim] = 1.0
-        hf.transformer.wpe.weight[:, planted] = 0.0
-        for block in hf.transformer.h:
-            block.attn.c_attn.weight[planted, :] = 0.0
-            block.attn.c_proj.weight[:, planted] = 0.0
-            block.attn.c_proj.bias[planted] = 0.0
-            block.mlp.c_fc.weight[planted, :] = 0.0
-            block.mlp.c_proj.weight[:, planted] = 0.0
-            block.mlp.c_proj.bias[planted] = 0.0
+        _isolate(hf, planted)
         l0, l1 = hf.transformer.h[0].attn, hf.transformer.h[1].attn
         _plant_head(l1, 2, dh, d_model, SUBJ_DIM, SUBJ_DIM, {ANS_DIM: 1.0}, key_gain)
         _plant_head(l0, 1, dh, d_model, REL_DIM, REL_DIM, {ANS_DIM: 0.1}, key_gain)
@@ -234,14 +233,7 @@ def planted_neuron_model(subject: str = " France", corrupt_subject: str = " Spai
         wte[:, planted] = 0.0
         wte[subj_id[0], SUBJ_DIM] = 1.0
         wte[ans_id[0], ANS_DIM] = 1.0
-        hf.transformer.wpe.weight[:, planted] = 0.0
-        for block in hf.transformer.h:
-            block.attn.c_attn.weight[planted, :] = 0.0
-            block.attn.c_proj.weight[:, planted] = 0.0
-            block.attn.c_proj.bias[planted] = 0.0
-            block.mlp.c_fc.weight[planted, :] = 0.0
-            block.mlp.c_proj.weight[:, planted] = 0.0
-            block.mlp.c_proj.bias[planted] = 0.0
+        _isolate(hf, planted)
         attn = hf.transformer.h[0].attn
         w, bias = attn.c_attn.weight, attn.c_attn.bias
         q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
@@ -320,14 +312,7 @@ def planted_relation_model(relation: str = "country_capital_city", n_facts: int 
     with torch.no_grad():
         wte = hf.transformer.wte.weight  # tied with lm_head
         wte[:, planted] = 0.0
-        hf.transformer.wpe.weight[:, planted] = 0.0
-        for block in hf.transformer.h:
-            block.attn.c_attn.weight[planted, :] = 0.0
-            block.attn.c_proj.weight[:, planted] = 0.0
-            block.attn.c_proj.bias[planted] = 0.0
-            block.mlp.c_fc.weight[planted, :] = 0.0
-            block.mlp.c_proj.weight[:, planted] = 0.0
-            block.mlp.c_proj.bias[planted] = 0.0
+        _isolate(hf, planted)
         attn = hf.transformer.h[layer].attn
         w, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D [d, 3d] = q | k | v
         q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
