@@ -20,8 +20,9 @@ top-1 token on its prompt, ``y'``. The kinds, best first:
   The model knows that counterfactual fact.
 - ``same kind``: y' is the first token of some object of the source's relations, and differs
   from the target: a valid answer of the same kind.
-- ``other`` (last resort, only for source 4 when the target is no LRE object, so no kind is
-  known): y' is a whole-word token (a space, then at least three letters) other than the target.
+- ``other`` (last resort, only for source 4, which scans a pool three times wider): y' is a
+  whole-word token (a space, then at least three letters) other than the target, of no known
+  kind. Better than no counterfactual: the fallback, zero ablation, keeps no answer on SmolLM2.
 
 The candidates of these two kinds are ordered by kind, then by the counterfactual margin
 logit(y') - logit(target) on the candidate's prompt (a candidate that moves the model furthest
@@ -67,7 +68,7 @@ class Candidate:
     def why(self) -> str:
         what = {"known": f"the model answers {self.foil!r} (its own object {self.own_object!r})",
                 "same kind": f"the model answers {self.foil!r}, an object of the same kind",
-                "other": f"the model answers {self.foil!r} (no answer kind is known for this target)"}[self.kind]
+                "other": f"the model answers {self.foil!r} (not an answer of the target's kind)"}[self.kind]
         rel = f" of {self.relation}" if self.relation else ""
         return (f"subject {self.subject!r}{rel}: {what} with p={self.foil_prob:.2f}, "
                 f"target p={self.target_prob:.3f}")
@@ -274,8 +275,10 @@ def find_counterfactuals(model, prompt: str, subject: str, target_id: int, *, k:
             continue
         tried.add(names)
         ids = _class_tokens(model, names) if source in ("template", "subject") else class_ids
-        aligned = _aligned_prompts(model, prompt, subject, _pool(names), target_id, max_candidates)
-        valid = _score(model, target_id, aligned, ids, allow_other=source == "aligned subjects" and not ids, enough=k)
+        last = source == "aligned subjects"  # the last resort: a wider pool, any word-like answer
+        aligned = _aligned_prompts(model, prompt, subject, _pool(names), target_id,
+                                   max_candidates * (3 if last else 1))
+        valid = _score(model, target_id, aligned, ids, allow_other=last, enough=k)
         if valid:
             relation = names[0] if source in ("template", "subject") else None
             return CounterfactualChoice(tuple(valid[:k]), tuple(valid), source, relation, subject)
