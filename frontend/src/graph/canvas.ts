@@ -359,8 +359,11 @@ export class GraphCanvas {
           ctx.textAlign = "left";
           ctx.fillText(n.label ?? n.id, box.x, n.y);
           if (box.token) {
+            const font = ctx.font;
+            ctx.font = `italic ${font}`;
             ctx.fillStyle = TOKEN_COLOUR;
             ctx.fillText(box.token, box.x, n.y + LINE);
+            ctx.font = font;
           }
         }
       }
