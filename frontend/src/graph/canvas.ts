@@ -327,7 +327,8 @@ export class GraphCanvas {
       const text = node.label ?? node.id;
       const token = this.tokens && node.token ? tokenText(node.token) : undefined;
       const w = Math.max(ctx.measureText(text).width, token ? ctx.measureText(token).width : 0);
-      const box: LabelBox = { id: node.id, x: p.x + r + 2, y: p.y - 7, w, h: token ? 14 + LINE : 14 };
+      const half = node.kind === "mlp" ? 1.4 * r : r; // the MLP square is drawn 1.4x wider than tall
+      const box: LabelBox = { id: node.id, x: p.x + half + 2, y: p.y - 7, w, h: token ? 14 + LINE : 14 };
       if (token) box.token = token;
       const sel = node.id === selNode || node.id === this.hovered;
       if (this.labels || sel || !boxes.some((b) => overlaps(b, box))) { boxes.push(box); labelAt.set(node.id, box); }
