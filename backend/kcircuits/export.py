@@ -10,7 +10,12 @@
   an automatic layout: x = layer (``input`` left of layer 0, ``logits`` right of the last layer),
   heads stacked by index within a layer column, the layer's MLP one row below its heads. The grid
   is known from the config, stays readable for every model size and makes two circuits of one model
-  directly comparable; only in-circuit nodes and edges are drawn in colour, others faintly.
+  directly comparable; only in-circuit nodes and edges are drawn in colour, others faintly. Heads
+  are coloured by role as in the dashboard; each in-circuit node's top lens token (``top_token``)
+  is written under its id (as plain text: no mathtext; SVG text stays text).
+
+A node's ``top_token`` ({token, id, logit}) reaches GraphML and DOT as the scalar attributes
+``top_token`` and ``top_token_logit``.
 """
 
 from __future__ import annotations
@@ -30,9 +35,29 @@ ROLE_SCORES = ("significant", "subject_attention", "relation_attention", "dla", 
                "subject_rank")
 
 
+#: Head colours by role, as in the dashboard (frontend/src/graph/canvas.ts ROLE_COLOURS).
+ROLE_COLOURS = {"mover": "#d95f02", "relation": "#1b9e77", "mixture": "#7570b3"}
+
+
 def _role_scores(result: dict[str, Any], node_id: str) -> dict[str, Any]:
     info = (result.get("heads") or {}).get(node_id) or {}
     return {k: info[k] for k in ROLE_SCORES if _scalar(info.get(k))}
+
+
+def _top_token(node: dict[str, Any]) -> dict[str, Any]:
+    """A node's top lens token as scalar attributes (empty when it has none)."""
+    top = node.get("top_token")
+    if not isinstance(top, dict) or not isinstance(top.get("token"), str):
+        return {}
+    out: dict[str, Any] = {"top_token": top["token"]}
+    if isinstance(top.get("logit"), int | float):
+        out["top_token_logit"] = float(top["logit"])
+    return out
+
+
+def shown_token(token: str) -> str:
+    """A token as the dashboard shows it: spaces as middle dots, newlines and tabs as arrows."""
+    return token.replace(" ", "\u00b7").replace("\n", "\u21b5").replace("\t", "\u21e5")
 
 
 def export_circuit(result: dict[str, Any], fmt: str) -> str | bytes:
@@ -65,6 +90,7 @@ def to_networkx(result: dict[str, Any]):
     for node in result["nodes"]:
         attrs = {k: v for k, v in node.items() if k != "id" and _scalar(v)}
         attrs.update(_role_scores(result, str(node["id"])))
+        attrs.update(_top_token(node))
         graph.add_node(str(node["id"]), **attrs)
     for edge in result["edges"]:
         attrs = {k: v for k, v in edge.items() if k not in ("source", "target") and _scalar(v)}
@@ -95,6 +121,7 @@ def to_dot(result: dict[str, Any]) -> str:
         style = "filled" if node.get("in_circuit") else "dashed"
         extra = {"role": node["role"]} if node.get("role") else {}
         extra.update(_role_scores(result, str(node["id"])))
+        extra.update(_top_token(node))
         attrs = "".join(f"{k}={_dot_quote(v)}, " for k, v in extra.items())
         lines.append(f"  {_dot_quote(node['id'])} [kind={_dot_quote(node.get('kind', ''))}, "
                      f"score={_dot_quote(node.get('score', ''))}, {attrs}style={style}];")
@@ -149,17 +176,26 @@ def draw(result: dict[str, Any], fmt: str) -> bytes | str:
         score = float(edge.get("score") or 0.0)
         ax.plot([x0, x1], [y0, y1], color="tab:blue" if score >= 0 else "tab:red",
                 linewidth=0.4 + 2.5 * abs(score) / top, alpha=0.7, zorder=1)
-    for node_id, (x, y) in pos.items():
+    for node in result["nodes"]:
+        node_id = node["id"]
+        x, y = pos[node_id]
         on = node_id in in_circuit
-        ax.scatter([x], [y], s=60 if on else 12, color="black" if on else "lightgray", zorder=2)
+        colour = (ROLE_COLOURS.get(node.get("role") or "", "#9ca3af") if node.get("kind") == "head"
+                  else "#374151" if node.get("kind") == "mlp" else "black")
+        ax.scatter([x], [y], s=60 if on else 12, color=colour if on else "lightgray", zorder=2)
         if on:
-            ax.annotate(node_id, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(node_id, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points", parse_math=False)
+            top = _top_token(node).get("top_token")
+            if top is not None:  # the top lens token under the id
+                ax.annotate(shown_token(top), (x, y), fontsize=6, xytext=(3, -5), textcoords="offset points",
+                            color="#1d4ed8", fontstyle="italic", parse_math=False)
     ax.set_xticks(range(-1, n_layers + 1), ["in"] + [str(i) for i in range(n_layers)] + ["out"])
     ax.set_yticks([])
     ax.set_xlabel("layer")
     title = f"{result.get('model', '')}: {result.get('prompt', '')!r} -> {result.get('target', '')!r}"
-    ax.set_title(title[:120], fontsize=8)
+    ax.set_title(title[:120], fontsize=8, parse_math=False)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, bbox_inches="tight")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text as <text>, not glyph paths
+        fig.savefig(buffer, format=fmt, bbox_inches="tight")
     data = buffer.getvalue()
     return data.decode("utf-8") if fmt == "svg" else data

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { escapePlotly } from "../src/util/escape";
 import { h, showToken } from "../src/util/dom";
-import { xml } from "../src/graph/canvas";
+import { tokenText, xml } from "../src/graph/canvas";
 
 describe("escaping", () => {
   it("escapes plotly pseudo-HTML", () => {
@@ -24,5 +24,12 @@ describe("escaping", () => {
   });
   it("shows whitespace in tokens", () => {
     expect(showToken(" Paris\n")).toBe("\u00b7Paris\u21b5");
+  });
+  it("node tokens: visible whitespace, long ones cut with an ellipsis", () => {
+    expect(tokenText(" French")).toBe("\u00b7French");
+    expect(tokenText("<b>x</b>")).toBe("<b>x</b>"); // drawn as canvas text; the SVG export escapes it with xml()
+    const long = tokenText(" abcdefghijklmnopqrstuvwxyz");
+    expect(long).toHaveLength(14);
+    expect(long.endsWith("\u2026")).toBe(true);
   });
 });

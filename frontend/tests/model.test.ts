@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { CircuitEdge, CircuitResult } from "../src/api/types";
-import { drawCircuit, drawDiff, syntheticCircuit } from "../src/graph/model";
-import { revealed } from "../src/views/replay";
+import { drawCircuit, drawDiff, syntheticCircuit, tokenMap } from "../src/graph/model";
+import { revealed, visibleTokens } from "../src/views/replay";
 
 const edge = (source: string, target: string, score: number, in_circuit = true): CircuitEdge =>
   ({ source, target, slot: target === "logits" ? "logits" : "mlp_in", receiver: target, score, in_circuit });
@@ -42,5 +42,39 @@ describe("circuit drawing", () => {
     expect(ids(1)).toEqual(["input", "m0"]);
     expect(ids(3)).toEqual(["input", "logits", "m0", "m2"]);
     expect(revealed(d.nodes, d.edges, 1, 3).edges.map((e) => e.key)).toEqual(["input->m0"]);
+  });
+  it("replay shows the top tokens of the layers reached so far, the newest layer first", () => {
+    const c = circuit([edge("input", "a0.h1", 1), edge("a0.h1", "m1", 1), edge("m1", "m2", 1), edge("m2", "logits", 1),
+      edge("input", "m2", 0.5)]);
+    const top = (token: string) => ({ token, id: 1, logit: 2 });
+    c.nodes = [
+      { id: "a0.h1", kind: "head", layer: 0, head: 1, role: null, score: 1, in_circuit: true, top_token: top(" the") },
+      { id: "m1", kind: "mlp", layer: 1, head: null, role: null, score: 1, in_circuit: true, top_token: top(" French") },
+      { id: "m2", kind: "mlp", layer: 2, head: null, role: null, score: 1, in_circuit: true, top_token: null },
+    ];
+    const d = drawCircuit(c, { mode: "server" });
+    expect(Object.fromEntries(d.nodes.map((n) => [n.id, n.token ?? null]))).toEqual(
+      { input: null, "a0.h1": " the", m1: " French", m2: null, logits: null });
+    const shown = (s: number) => Object.fromEntries(visibleTokens(d.nodes, s, 3));
+    expect(shown(0)).toEqual({});
+    expect(shown(1)).toEqual({ "a0.h1": " the" });
+    expect(shown(2)).toEqual({ "a0.h1": " the", m1: " French" });
+    expect(shown(3)).toEqual(shown(2)); // m2 has no token; nothing beyond the last layer
+    const fresh = (s: number) => revealed(d.nodes, d.edges, s, 3).nodes.filter((n) => n.fresh).map((n) => n.id);
+    expect(fresh(0)).toEqual(["input"]);
+    expect(fresh(2)).toEqual(["m1"]);
+    expect(fresh(3)).toEqual(["m2"]);
+  });
+  it("diff nodes carry the post-edit token, else the pre-edit one", () => {
+    const pre = circuit([edge("input", "m0", 1), edge("m0", "logits", 1), edge("input", "m1", 1)]);
+    const post = circuit([edge("input", "m0", 1), edge("m0", "logits", 3)]);
+    const node = (id: string, layer: number, token: string) =>
+      ({ id, kind: "mlp" as const, layer, head: null, role: null, score: 1, in_circuit: true, top_token: { token, id: 0, logit: 1 } });
+    pre.nodes = [node("m0", 0, " Paris"), node("m1", 1, " France")];
+    post.nodes = [node("m0", 0, " Rome")];
+    expect([...tokenMap(post)]).toEqual([["m0", " Rome"]]);
+    const d = drawDiff(pre, post, { added: [], removed: ["input->m1"], reweighted: [] });
+    expect(Object.fromEntries(d.nodes.map((n) => [n.id, n.token ?? null]))).toEqual(
+      { input: null, m0: " Rome", logits: null, m1: " France" });
   });
 });

@@ -49,6 +49,12 @@ def test_circuit_head_roles_carry_scores_and_their_thresholds(client):
         assert {"target_rank", "subject_rank", "significant", "significance", "dla", "attribution"} <= set(info)
         assert info["role"] is None or info["significant"]
         assert next(n for n in out["nodes"] if n["id"] == hid)["role"] == info["role"]
+    for node in out["nodes"]:  # top lens tokens on the circuit's heads and MLPs only
+        top = node["top_token"]
+        if node["in_circuit"] and node["kind"] in ("head", "mlp"):
+            assert set(top) == {"token", "id", "logit"} and isinstance(top["token"], str)
+        else:
+            assert top is None
     for bad, needle in [({"significance_k": -1}, "significance_k"), ({"mover_attention": 2}, "mover_attention"),
                         ({"nope": 1}, "nope")]:
         res = client.post("/api/circuits", json={**body, "roles": bad})

@@ -469,3 +469,43 @@ def test_neurons_tab_finds_suppresses_and_shows_before_after(page, server):
     page.goto(href)  # the stored result's permalink shows the same top-neuron table
     page.wait_for_selector("[data-testid=neurons-top] tbody tr")
     assert page.locator("[data-testid=neurons-top] tbody tr td:nth-child(2)").all_text_contents() == top_ids
+
+
+def test_nodes_show_their_top_tokens_and_the_replay_reveals_them(page, server):
+    """Each labelled node carries its top lens token under its id (no two labels overlap); the tokens toggle
+    hides them; the replay shows the tokens of the layers reached so far."""
+    circuits_available(server)
+    type_prompt(page, "The capital of France is", model="tiny-gpt2")
+    page.fill("[data-testid=target]", " Paris")
+    circuit = compute(page, "eap", top_n=40)
+    page.check("[data-testid=all-paths]")
+    page.wait_for_timeout(300)
+    tokens = {n["id"]: n["top_token"]["token"] for n in circuit["nodes"] if n.get("top_token")}
+    assert tokens and all(n["in_circuit"] and n["kind"] in ("head", "mlp") for n in circuit["nodes"] if n["id"] in tokens)
+    boxes = page.evaluate("() => window.__kc.graph.placedLabels")
+    with_token = [b for b in boxes if b.get("token")]
+    assert with_token, boxes
+    for b in with_token:  # the label's token line is that node's top token, as shown (visible whitespace)
+        shown = tokens[b["id"]].replace(" ", "\u00b7").replace("\n", "\u21b5").replace("\t", "\u21e5")
+        assert b["token"] == (shown if len(shown) <= 14 else shown[:13] + "\u2026") and b["h"] > 14
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+                        and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]), (a, b)
+    screenshot(page, "circuit-top-tokens", page.locator(".circuit-panel"))
+    page.uncheck("[data-testid=tokens-toggle]")
+    assert not any(b.get("token") for b in page.evaluate("() => window.__kc.graph.placedLabels"))
+    page.check("[data-testid=tokens-toggle]")
+    # the replay: no token at step 0; at the last step every drawn node that has a token carries it
+    replay = page.locator("[data-testid=replay]").first
+    n_layers = circuit["graph"]["n_layers"]
+    drawn_ids = set(drawn(page)["nodes"])
+    counts = []
+    for step in range(n_layers + 1):
+        replay.locator("input[type=range]").evaluate(
+            "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", step)
+        counts.append(int(replay.get_attribute("data-tokens")))
+    layer = {n["id"]: n["layer"] for n in circuit["nodes"]}
+    # with all paths drawn, the replay's circuit is the drawn one: tokens appear exactly with their layers
+    expected = [sum(1 for i in tokens if i in drawn_ids and layer[i] < step) for step in range(n_layers + 1)]
+    assert counts == expected and counts[0] == 0 and counts[-1] > 0

@@ -173,3 +173,29 @@ def test_cli_export_import_round_trip(cli, tmp_path, monkeypatch, make_circuit, 
     assert res.exit_code == 2 and "does not match" in res.stderr
     res = runner.invoke(cli, ["export", "0" * 64])
     assert res.exit_code == 2 and "no stored result" in res.stderr
+
+
+def _with_tokens(circuit: dict) -> dict:
+    """``circuit`` with top lens tokens on two in-circuit nodes, one of them hostile text."""
+    tops = {"a0.h0": {"token": " Paris", "id": 6342, "logit": 3.5},
+            "m1": {"token": "<b>$x^2$</b> & co", "id": 7, "logit": -0.25}}
+    for node in circuit["nodes"]:
+        node["top_token"] = tops.get(node["id"])
+    return circuit
+
+
+def test_top_tokens_reach_every_format(make_circuit):
+    pytest.importorskip("matplotlib")
+    plain = make_circuit()
+    circuit = _with_tokens(make_circuit())
+    graph = nx.read_graphml(io.StringIO(export_circuit(circuit, "graphml")), force_multigraph=True)
+    assert graph.nodes["a0.h0"]["top_token"] == " Paris" and graph.nodes["a0.h0"]["top_token_logit"] == 3.5
+    assert graph.nodes["m1"]["top_token"] == "<b>$x^2$</b> & co" and "top_token" not in graph.nodes["m0"]
+    line = next(x for x in export_circuit(circuit, "dot").splitlines() if x.startswith('  "m1" ['))
+    assert NODE_STMT.match(line) and 'top_token="<b>$x^2$</b> & co"' in line
+    # SVG: the tokens are text elements (the hostile one literal, not markup or mathtext)
+    svg = ET.fromstring(export_circuit(circuit, "svg").encode())
+    texts = ["".join(t.itertext()) for t in svg.iter() if t.tag.endswith("text")]
+    assert "\u00b7Paris" in texts and "<b>$x^2$</b>\u00b7&\u00b7co" in texts and "a0.h0" in texts
+    assert not any("\u00b7Paris" in t for t in ET.fromstring(export_circuit(plain, "svg").encode()).itertext())
+    assert export_circuit(circuit, "png") != export_circuit(plain, "png")

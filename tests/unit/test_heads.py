@@ -237,3 +237,53 @@ def test_head_detail_and_bad_ids(tiny_gpt2):
     for bad in ("a9.h0", "m1", "a1.h4", "x"):
         with pytest.raises(BadRequest):
             head_detail(model, tokens, bad)
+
+
+def _result_for(model, prompt: str, target: str, in_circuit) -> dict:
+    """A minimal circuit result over ``model``'s graph nodes, ``in_circuit(node_id)`` marking the circuit."""
+    from kcircuits.circuits.graph import get_graph
+
+    nodes = [{**n, "role": None, "score": 0.0, "in_circuit": bool(in_circuit(n["id"]))}
+             for n in get_graph(model.arch).nodes]
+    return {"prompt": prompt, "target_id": model.first_token_id(target), "subject": None, "nodes": nodes}
+
+
+def _count_forwards():
+    """A forward hook on the embedding counting forwards: (hooks, counter)."""
+    calls = []
+    return [("hook_embed", lambda x, hook: calls.append(1))], calls
+
+
+def test_node_top_tokens_of_planted_head_and_mlp():
+    from kcircuits.circuits.lens import apply_cached_final_norm
+    from kcircuits.circuits.testing import planted_copy_model, planted_neuron_model
+
+    planted = planted_copy_model()
+    model = planted.model
+    result = _result_for(model, planted.prompt, planted.target, lambda nid: nid not in ("a0.h0", "m0"))
+    hooks, calls = _count_forwards()
+    with model.bridge.hooks(fwd_hooks=hooks):
+        annotate_circuit_roles(model, result)
+    assert len(calls) == 1  # one forward for roles and top tokens together
+    by_id = {n["id"]: n for n in result["nodes"]}
+    top = by_id[planted.head_id]["top_token"]
+    assert top["token"] == planted.target and top["id"] == model.first_token_id(planted.target)
+    assert by_id["a0.h0"]["top_token"] is None and by_id["m0"]["top_token"] is None
+    assert by_id["input"]["top_token"] is None and by_id["logits"]["top_token"] is None
+    assert by_id["m1"]["top_token"] is not None and by_id["a0.h1"]["top_token"] is not None
+    # oracle for the logit: the final norm (cached scale) is affine, so a component's direct logit is
+    # unembed(norm(out)) - unembed(norm(0)) through lens.apply_cached_final_norm
+    tokens = model.tokenize(planted.prompt)
+    name = f"blocks.{planted.layer}.attn.hook_result"
+    _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in (name, "ln_final.hook_scale"))
+    out, scale = cache[name][0, -1, planted.head], cache["ln_final.hook_scale"][0, -1]
+    direct = (apply_cached_final_norm(model, out, scale) - apply_cached_final_norm(model, 0 * out, scale)) @ model.bridge.W_U
+    assert top["logit"] == pytest.approx(float(direct.max()), rel=1e-4, abs=1e-5)
+    assert int(direct.argmax()) == top["id"]
+    # an MLP node: the planted neuron's layer writes the answer
+    neuron = planted_neuron_model()
+    result = _result_for(neuron.model, neuron.prompts[0], neuron.target, lambda nid: nid == f"m{neuron.layer}")
+    annotate_circuit_roles(neuron.model, result)
+    tops = {n["id"]: n["top_token"] for n in result["nodes"] if n["top_token"]}
+    assert list(tops) == [f"m{neuron.layer}"] and tops[f"m{neuron.layer}"]["token"] == neuron.target
+    assert result["heads"] == {}

@@ -48,6 +48,7 @@ import torch
 from kcircuits.errors import BadRequest
 
 _HEAD_ID = re.compile(r"^a(\d+)\.h(\d+)$")
+_MLP_ID = re.compile(r"^m(\d+)$")
 ROLES = ("mover", "relation", "mixture")
 
 #: English closed-class words: never relation content words.
@@ -160,10 +161,14 @@ def project_to_vocab(model, vec: torch.Tensor, scale: torch.Tensor | float, k: i
     return {"promoted": rows(top.indices, top.values), "suppressed": rows(bottom.indices, -bottom.values)}
 
 
-def _layer_cache(model, tokens: torch.Tensor, layers: Sequence[int]) -> dict[str, torch.Tensor]:
+def _layer_cache(model, tokens: torch.Tensor, layers: Sequence[int],
+                 mlp_layers: Sequence[int] = ()) -> dict[str, torch.Tensor]:
+    """One forward of ``tokens`` [1, pos] caching the final-norm scale, the attention pattern, v and
+    per-head outputs of ``layers`` and the MLP outputs of ``mlp_layers``."""
     wanted = {"ln_final.hook_scale"}
     for layer in layers:
         wanted |= {f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_result"}
+    wanted |= {f"blocks.{layer}.hook_mlp_out" for layer in mlp_layers}
     with torch.no_grad():
         _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
     return {name: cache[name] for name in wanted}
@@ -229,9 +234,11 @@ def _ranks(lens: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
 
 def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int], target_id: int,
                    head_ids: Sequence[str] | None = None, thresholds: HeadRoleThresholds = HeadRoleThresholds(),
-                   position: int = -1, attribution: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
+                   position: int = -1, attribution: Mapping[str, float] | None = None,
+                   cache: Mapping[str, torch.Tensor] | None = None) -> dict[str, dict[str, Any]]:
     """Role scores and roles of ``head_ids`` (default: every head) at ``position`` (default last) of
-    ``tokens`` [1, pos], one forward. Significance is judged among ``head_ids`` (module doc);
+    ``tokens`` [1, pos], one forward (none when ``cache`` from :func:`_layer_cache` over
+    :func:`_population_layers` is given). Significance is judged among ``head_ids`` (module doc);
     ``attribution`` {head_id: score} adds the circuit's scores to it.
 
     Returns {head_id: {role, significant, significance {dla, attribution}, subject_attention,
@@ -241,17 +248,14 @@ def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int]
     if tokens.dim() != 2 or tokens.shape[0] != 1:
         raise BadRequest("classify_heads takes one prompt: tokens of shape [1, pos]")
     thresholds.check()
-    n_layers, n_heads = model.bridge.cfg.n_layers, model.bridge.cfg.n_heads
-    every = [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
-    requested = every if head_ids is None else list(dict.fromkeys(parse_head_id(hid, n_layers, n_heads)
-                                                                  for hid in head_ids))
-    wanted = every if len(requested) < thresholds.min_population else requested
+    requested, wanted = _population(model, head_ids, thresholds)
     n_pos = int(tokens.shape[1])
     pos = position % n_pos
     subj = sorted({p for p in subject_positions if 0 <= p < n_pos})
     rel = relation_positions(model, tokens, subj, pos)
     layers = sorted({layer for layer, _ in wanted})
-    cache = _layer_cache(model, tokens, layers)
+    if cache is None:
+        cache = _layer_cache(model, tokens, layers)
     scale = cache["ln_final.hook_scale"][0, pos].float()  # [1]
     u_target = readout_matrix(model, torch.tensor([target_id], device=model.device), centre_vocab=True)[:, 0]
     readout = readout_matrix(model)  # [d_model, V]
@@ -295,6 +299,52 @@ def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int]
     return {head_id(layer, h): out[head_id(layer, h)] for layer, h in requested}
 
 
+def _population(model, head_ids: Sequence[str] | None,
+                thresholds: HeadRoleThresholds) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(requested, judged-among) heads as (layer, head): ``head_ids`` (default every head), judged
+    among every head when fewer than ``min_population``."""
+    n_layers, n_heads = model.bridge.cfg.n_layers, model.bridge.cfg.n_heads
+    every = [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
+    requested = every if head_ids is None else list(dict.fromkeys(parse_head_id(hid, n_layers, n_heads)
+                                                                  for hid in head_ids))
+    return requested, every if len(requested) < thresholds.min_population else requested
+
+
+def _population_layers(model, head_ids: Sequence[str] | None, thresholds: HeadRoleThresholds) -> list[int]:
+    """Layers whose attention :func:`classify_heads` reads for ``head_ids``."""
+    return sorted({layer for layer, _ in _population(model, head_ids, thresholds)[1]})
+
+
+def node_top_tokens(model, cache: Mapping[str, torch.Tensor], node_ids: Sequence[str],
+                    position: int = -1) -> dict[str, dict[str, Any]]:
+    """Top lens token of each head (``a{l}.h{h}``) or MLP (``m{l}``) node at ``position``: the node's
+    output there [d_model] divided by the cached final-norm scale and read through the final norm's
+    gain and W_U (:func:`readout_matrix`, no unembedding bias), one matmul [n, d_model] @ [d_model, V].
+    ``cache`` holds ``ln_final.hook_scale`` and the nodes' ``attn.hook_result`` / ``hook_mlp_out``.
+    Returns {node_id: {token, id, logit}}; ``logit`` is the token's direct logit from that output."""
+    n_layers, n_heads = model.bridge.cfg.n_layers, model.bridge.cfg.n_heads
+    vecs, ids = [], []
+    for nid in node_ids:
+        mlp = _MLP_ID.match(nid)
+        if mlp:
+            layer = int(mlp.group(1))
+            if layer >= n_layers:
+                raise BadRequest(f"MLP id {nid!r} is outside the model ({n_layers} layers)")
+            vecs.append(cache[f"blocks.{layer}.hook_mlp_out"][0, position])
+        else:
+            layer, h = parse_head_id(nid, n_layers, n_heads)
+            vecs.append(cache[f"blocks.{layer}.attn.hook_result"][0, position, h])
+        ids.append(nid)
+    if not ids:
+        return {}
+    scale = cache["ln_final.hook_scale"][0, position].float()  # [1]
+    lens = (torch.stack(vecs).float() / scale) @ readout_matrix(model)  # [n, V]
+    best = lens.max(-1)
+    strings = model.token_strings(best.indices)
+    return {nid: {"token": tok, "id": int(i), "logit": float(v)}
+            for nid, tok, i, v in zip(ids, strings, best.indices.tolist(), best.values.tolist(), strict=True)}
+
+
 def _assign_roles(heads: dict[str, dict[str, Any]], t: HeadRoleThresholds) -> None:
     """Significance among ``heads`` and the role rules, in place."""
     ids = list(heads)
@@ -324,18 +374,27 @@ def annotate_circuit_roles(model, result: dict[str, Any],
                            thresholds: HeadRoleThresholds = HeadRoleThresholds()) -> dict[str, Any]:
     """Recompute a circuit result's head roles with significance among its circuit heads (their
     node scores as attribution), in place: ``heads`` (every score), the nodes' ``role`` and a
-    ``roles`` record (thresholds, rules, relation tokens, counts). Returns ``result``."""
+    ``roles`` record (thresholds, rules, relation tokens, counts); and every node's ``top_token``
+    ({token, id, logit} of :func:`node_top_tokens` at the last position for in-circuit heads and
+    MLPs, else None). One forward. Returns ``result``."""
     nodes = result.get("nodes") or []
     scores = {n["id"]: float(n.get("score") or 0.0) for n in nodes if n.get("kind") == "head"}
     in_heads = [n["id"] for n in nodes if n.get("kind") == "head" and n.get("in_circuit")]
+    in_mlps = [n["id"] for n in nodes if n.get("kind") == "mlp" and n.get("in_circuit")]
     tokens = model.tokenize(result["prompt"])
     subj = list((result.get("subject") or {}).get("positions") or [])
+    thresholds.check()
+    layers = _population_layers(model, in_heads, thresholds) if in_heads else []
+    mlp_layers = [int(_MLP_ID.match(m).group(1)) for m in in_mlps]
+    cache = _layer_cache(model, tokens, layers, mlp_layers) if in_heads or in_mlps else {}
     heads = classify_heads(model, tokens, subj, int(result["target_id"]), in_heads, thresholds,
-                           attribution=scores) if in_heads else {}
+                           attribution=scores, cache=cache) if in_heads else {}
+    top = node_top_tokens(model, cache, in_heads + in_mlps) if cache else {}
     result["heads"] = heads
     for node in nodes:
         if node.get("kind") == "head":
             node["role"] = heads.get(node["id"], {}).get("role")
+        node["top_token"] = top.get(node["id"])
     rel = relation_positions(model, tokens, subj)
     result["roles"] = {**role_rules(thresholds), "relation_positions": rel,
                        "relation_tokens": model.token_strings(tokens[0, rel]) if rel else [],

@@ -147,6 +147,14 @@ export interface CircuitNode {
   role: Role;
   score: number;
   in_circuit: boolean;
+  /** top lens token of the node's last-position output (in-circuit heads and MLPs; null or absent otherwise) */
+  top_token?: TopToken | null;
+}
+/** A node's top lens token: its output read through the final norm and the unembedding; logit = its direct logit. */
+export interface TopToken {
+  token: string;
+  id: number;
+  logit: number;
 }
 export interface CircuitEdge {
   source: string;

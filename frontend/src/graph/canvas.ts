@@ -2,8 +2,10 @@
  * Canvas renderer for the circuit DAG at preset grid positions. Pan (drag), zoom (wheel, +/- keys), click to
  * select a node or an edge, hover a node to highlight its input -> logits paths. Edges: width ~ |score|,
  * colour = sign (blue +, red -), or a diff style. Nodes: size ~ importance, colour = role, id labels placed
- * strongest first where they do not overlap a label already placed (all of them with ``labels``).
+ * strongest first where they do not overlap a label already placed (all of them with ``labels``); a label
+ * carries the node's top lens token on a second line, under the id (canvas / SVG text, never HTML).
  */
+import { showToken } from "../util/dom";
 import { pathsThrough } from "./paths";
 
 export type DiffStyle = "added" | "removed" | "reweighted" | null;
@@ -17,6 +19,10 @@ export interface RNode {
   label?: string;
   /** 0..1: the node's score over the largest drawn one (sets its size and label priority). */
   importance?: number;
+  /** Top lens token at the last position, drawn under the id (null: none). */
+  token?: string | null;
+  /** Placed before the others when labels compete for room (the replay's newest layer). */
+  fresh?: boolean;
 }
 export interface LabelBox {
   id: string;
@@ -24,7 +30,17 @@ export interface LabelBox {
   y: number;
   w: number;
   h: number;
+  /** The token line drawn under the id, as shown (absent: none). */
+  token?: string;
 }
+
+/** A token for a label: visible whitespace, at most ``max`` characters (ellipsis past it). */
+export function tokenText(token: string, max = 14): string {
+  const t = showToken(token);
+  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+}
+const LINE = 13; // px between the id line and the token line
+const TOKEN_COLOUR = "#1d4ed8";
 export interface REdge {
   key: string;
   source: string;
@@ -67,6 +83,8 @@ export class GraphCanvas {
   /** Points the view fits to (default: the drawn nodes); the replay fits to the whole circuit while revealing. */
   fitTo: { x: number; y: number }[] | null = null;
   labels = false;
+  /** Draw the nodes' top lens tokens under their ids. */
+  tokens = true;
   lastDrawMs = 0;
   /** Hovered node and the edges / nodes on its input -> logits paths. */
   hovered: string | null = null;
@@ -300,13 +318,18 @@ export class GraphCanvas {
       }
     }
     const labelled = this.nodes.filter((n) => n.kind === "head" || n.kind === "mlp")
-      .sort((a, b) => (b.importance ?? 0) - (a.importance ?? 0) || a.id.localeCompare(b.id));
+      .sort((a, b) => Number(!!b.fresh) - Number(!!a.fresh) || (b.importance ?? 0) - (a.importance ?? 0)
+        || a.id.localeCompare(b.id));
     const labelAt = new Map<string, LabelBox>();
     for (const node of labelled) {
       const p = P.get(node.id)!;
       const r = this.nodeRadius(node);
       const text = node.label ?? node.id;
-      const box = { id: node.id, x: p.x + r + 2, y: p.y - 7, w: ctx.measureText(text).width, h: 14 };
+      const token = this.tokens && node.token ? tokenText(node.token) : undefined;
+      const w = Math.max(ctx.measureText(text).width, token ? ctx.measureText(token).width : 0);
+      const half = node.kind === "mlp" ? 1.4 * r : r; // the MLP square is drawn 1.4x wider than tall
+      const box: LabelBox = { id: node.id, x: p.x + half + 2, y: p.y - 7, w, h: token ? 14 + LINE : 14 };
+      if (token) box.token = token;
       const sel = node.id === selNode || node.id === this.hovered;
       if (this.labels || sel || !boxes.some((b) => overlaps(b, box))) { boxes.push(box); labelAt.set(node.id, box); }
     }
@@ -336,6 +359,13 @@ export class GraphCanvas {
           ctx.fillStyle = "#111827";
           ctx.textAlign = "left";
           ctx.fillText(n.label ?? n.id, box.x, n.y);
+          if (box.token) {
+            const font = ctx.font;
+            ctx.font = `italic ${font}`;
+            ctx.fillStyle = TOKEN_COLOUR;
+            ctx.fillText(box.token, box.x, n.y + LINE);
+            ctx.font = font;
+          }
         }
       }
       ctx.globalAlpha = 1;
@@ -479,6 +509,9 @@ export class GraphCanvas {
       parts.push(`<circle cx="${n.x}" cy="${n.y}" r="${r.toFixed(2)}" fill="${fill}"><title>${xml(n.id)}</title></circle>`);
       if (this.labels || shown.has(n.id) || n.kind === "input" || n.kind === "logits" || n.kind === "group") {
         parts.push(`<text x="${(n.x + r + 2).toFixed(2)}" y="${n.y + 3}">${xml(n.label ?? n.id)}</text>`);
+        if (this.tokens && n.token && (n.kind === "head" || n.kind === "mlp")) {
+          parts.push(`<text class="token" x="${(n.x + r + 2).toFixed(2)}" y="${n.y + 14}" fill="${TOKEN_COLOUR}" font-style="italic">${xml(tokenText(n.token))}</text>`);
+        }
       }
     }
     parts.push("</svg>");

@@ -12,10 +12,17 @@ export interface Drawn {
 }
 
 export function renderNode(id: string, nLayers: number, nHeads: number, role: string | null = null,
-                           importance?: number): RNode {
+                           importance?: number, token: string | null = null): RNode {
   const p = nodePosition(id, nLayers, nHeads);
   const kind = parseNodeId(id)?.kind ?? "head";
-  return { id, x: p.x, y: p.y, kind, role, label: id, importance };
+  return { id, x: p.x, y: p.y, kind, role, label: id, importance, token };
+}
+
+/** Node id -> its top lens token at the last position (nodes that have one). */
+export function tokenMap(c: CircuitResult): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const n of c.nodes) if (n.top_token && typeof n.top_token.token === "string") out.set(n.id, n.top_token.token);
+  return out;
 }
 
 /** Node importance: |node score| over the largest among ``ids`` (heads and MLPs; the endpoints 1). */
@@ -42,10 +49,11 @@ export function groupSize(c: CircuitResult): number {
 export function drawCircuit(c: CircuitResult, sel: Selection): Drawn {
   const { edges, nodes, drawTarget } = applySelection(c.edges, sel, groupSize(c));
   const roles = roleMap(c);
+  const tokens = tokenMap(c);
   const { n_layers: L, n_heads: H } = c.graph;
   const imp = importanceMap(c, nodes);
   return {
-    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null, imp.get(id))),
+    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null, imp.get(id), tokens.get(id) ?? null)),
     edges: edges.map((e) => ({ key: edgeKey(e), source: e.source, target: drawTarget(e), score: e.score })),
     circuitEdges: edges,
   };
@@ -107,6 +115,7 @@ export function drawDiff(pre: CircuitResult, post: CircuitResult, diff: DiffSpec
     }
   }
   const roles = new Map([...roleMap(pre), ...roleMap(post)]);
+  const tokens = new Map([...tokenMap(pre), ...tokenMap(post)]); // the post-edit token where both have one
   const imp = importanceMap(post, new Set([...pre.nodes, ...post.nodes].map((n) => n.id)));
   const nodes = new Set<string>();
   const edges: REdge[] = [];
@@ -119,7 +128,7 @@ export function drawDiff(pre: CircuitResult, post: CircuitResult, diff: DiffSpec
     edges.push({ key: k, source: e.source, target: e.target, score: e.score, diff: d });
   }
   return {
-    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null, imp.get(id))),
+    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null, imp.get(id), tokens.get(id) ?? null)),
     edges,
     circuitEdges: [...byKey.values()],
     counts,

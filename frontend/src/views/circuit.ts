@@ -48,6 +48,8 @@ export class CircuitView {
   private slider = h("input", { type: "range", min: 1, max: 100, value: 100, step: 1, "aria-label": "prune", "data-testid": "prune-slider" });
   private sliderLabel = h("span", { class: "mono" });
   private labelsToggle = h("input", { type: "checkbox", "aria-label": "labels" });
+  private tokensToggle = h("input", { type: "checkbox", checked: true, "aria-label": "top tokens", "data-testid": "tokens-toggle",
+    title: "each node's top lens token at the last position, under its id" });
   private allPaths = h("input", { type: "checkbox", "aria-label": "all paths", "data-testid": "all-paths" });
   private pathsK = h("input", { type: "number", min: 1, max: 500, value: DEFAULT_PATHS, "aria-label": "strongest paths",
     "data-testid": "paths-k", title: "draw the k strongest input → logits paths (product of |edge score|)" });
@@ -79,6 +81,7 @@ export class CircuitView {
       h("span", { class: "legend-item" }, swatch("#374151"), "mlp"),
       h("span", { class: "legend-item" }, swatch("#2563eb"), "+ edge"),
       h("span", { class: "legend-item" }, swatch("#dc2626"), "− edge"),
+      h("span", { class: "legend-item token-legend", text: "·token: top lens token" }),
       h("span", { class: "muted", text: "drag: pan · wheel/+/−: zoom · 0: fit · hover: paths · click a group: expand" }));
     const controls = h("div", { class: "controls", "data-testid": "circuit-controls" },
       h("label", {}, "method ", this.method), h("label", {}, "ablation ", this.ablation),
@@ -86,7 +89,7 @@ export class CircuitView {
       h("label", { class: "tau" }, "τ ", this.tau, " max edges ", this.maxEdges), this.runBtn, this.sweepBtn, this.jobs.cancelBtn, this.jobs.progress, this.status);
     if (opts.controls === false) controls.hidden = true;
     const pruneBar = h("div", { class: "prune-bar" }, h("label", {}, "prune ", this.sliderMode), this.slider, this.sliderLabel,
-      h("label", {}, this.labelsToggle, " labels"), h("label", {}, "strongest ", this.pathsK, " paths"),
+      h("label", {}, this.labelsToggle, " labels"), h("label", {}, this.tokensToggle, " tokens"), h("label", {}, "strongest ", this.pathsK, " paths"),
       h("label", {}, this.allPaths, " all paths"), this.pathsNote, this.groupBar);
     this.body = h("div", { class: "circuit-body" },
       h("div", { class: "circuit-main" }, pruneBar, gbox, legend),
@@ -100,6 +103,7 @@ export class CircuitView {
     this.slider.addEventListener("input", () => this.onSlider());
     this.sliderMode.addEventListener("change", () => { this.configureSlider(); this.onSlider(); });
     this.labelsToggle.addEventListener("change", () => { this.graph.labels = this.labelsToggle.checked; this.graph.draw(); this.emitState(); });
+    this.tokensToggle.addEventListener("change", () => { this.graph.tokens = this.tokensToggle.checked; this.graph.draw(); });
     this.allPaths.addEventListener("change", () => { this.redraw(true); this.emitState(); });
     this.pathsK.addEventListener("change", () => { this.redraw(true); this.emitState(); });
     this.syncMethod();

@@ -75,6 +75,10 @@ export class NodePanel {
     this.body.append(h("div", { class: "node-title", text: `${node} · ${d.kind}` }));
     const nodeInfo = circuit.nodes.find((n) => n.id === node);
     if (nodeInfo) this.body.append(h("div", { class: "kv" }, `score ${fmt(nodeInfo.score)}`, nodeInfo.role ? ` · role ${nodeInfo.role}` : ""));
+    if (nodeInfo?.top_token) {
+      this.body.append(h("div", { class: "kv", "data-testid": "node-top-token" }, "top lens token ",
+        h("span", { class: "tok", text: showToken(nodeInfo.top_token.token) }), ` (logit ${fmt(nodeInfo.top_token.logit, 2)})`));
+    }
     if (d.kind === "head") await this.renderHead(d, circuit.heads?.[node]);
     else if (d.kind === "mlp") {
       this.body.append(h("div", { class: "toklists" },

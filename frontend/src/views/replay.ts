@@ -1,7 +1,9 @@
 /**
  * Information-flow replay: reveals a circuit layer by layer next to the logit-lens row of the same depth.
  * Step s shows the input and every node of layers < s (logits at the last step) beside lens layer s
- * (resid_pre s; the last lens layer is the final one). Reusable: takes (circuit, lens); edit comparison shows two.
+ * (resid_pre s; the last lens layer is the final one). Each revealed node carries its top lens token (drawn under
+ * its id); the nodes of the layer just reached (s - 1) are labelled first, so its tokens appear as the replay
+ * steps. Reusable: takes (circuit, lens); edit comparison shows two.
  */
 import type { CircuitResult, LensResult } from "../api/types";
 import { GraphCanvas, type REdge, type RNode } from "../graph/canvas";
@@ -10,16 +12,30 @@ import { drawCircuit } from "../graph/model";
 import type { Selection } from "../graph/prune";
 import { clear, h, showToken } from "../util/dom";
 
+/** The replay frame at ``step``: nodes of layers < step (logits at the last step) with their top tokens, the
+ * layer step - 1 marked fresh; edges between revealed nodes. */
 export function revealed(nodes: RNode[], edges: REdge[], step: number, nLayers: number): { nodes: RNode[]; edges: REdge[] } {
-  const visible = (id: string) => {
+  const layerOf = (id: string): number | null => {
     const p = parseNodeId(id);
-    if (!p || p.kind === "input") return true;
-    if (p.kind === "logits") return step >= nLayers;
-    return (p.layer ?? 0) < step;
+    if (!p || p.kind === "input") return -1;
+    if (p.kind === "logits") return nLayers;
+    return p.layer ?? 0;
   };
-  const ns = nodes.filter((n) => visible(n.id));
+  const visible = (id: string) => {
+    const l = layerOf(id)!;
+    return l === nLayers ? step >= nLayers : l < step;
+  };
+  const ns = nodes.filter((n) => visible(n.id))
+    .map((n) => ({ ...n, token: n.token ?? null, fresh: layerOf(n.id) === step - 1 }));
   const keep = new Set(ns.map((n) => n.id));
   return { nodes: ns, edges: edges.filter((e) => keep.has(e.source) && keep.has(e.target)) };
+}
+
+/** Node id -> top token shown at ``step`` (the layers reached so far). */
+export function visibleTokens(nodes: RNode[], step: number, nLayers: number): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const n of revealed(nodes, [], step, nLayers).nodes) if (n.token) out.set(n.id, n.token);
+  return out;
 }
 
 export class Replay {
@@ -76,6 +92,7 @@ export class Replay {
     const v = revealed(this.all.nodes, this.all.edges, this.step, L);
     this.graph.setData(v.nodes, v.edges, { keepView: true });
     this.el.dataset.step = String(this.step);
+    this.el.dataset.tokens = String(v.nodes.filter((n) => n.token).length);
     this.renderLensRow();
     if (notify) this.onStep(this.step);
     if (this.step >= L) this.stop();

@@ -70,12 +70,24 @@ class RolesOut(BaseModel):
     counts: dict[str, int]
 
 
+class TopTokenOut(BaseModel):
+    """A circuit node's top lens token at the last position (``result.nodes[i].top_token``): its
+    output read through the final norm and the unembedding; ``logit`` is that token's direct logit."""
+
+    token: str
+    id: int
+    logit: float
+
+
 def with_roles(model: Any, result: dict, roles: RoleThresholdsIn | None = None) -> dict:
-    """Runs in the worker: the circuit result's head roles with significance (in place), checked
-    against the wire models."""
+    """Runs in the worker: the circuit result's head roles with significance and the nodes' top
+    lens tokens (in place), checked against the wire models."""
     from kcircuits.circuits.heads import annotate_circuit_roles
 
     annotate_circuit_roles(model, result, (roles or RoleThresholdsIn()).thresholds())
+    for node in result["nodes"]:
+        top = node.get("top_token")
+        node["top_token"] = None if top is None else TopTokenOut.model_validate(top).model_dump()
     result["heads"] = {hid: HeadRoleOut.model_validate(info).model_dump() for hid, info in result["heads"].items()}
     result["roles"] = RolesOut.model_validate(result["roles"]).model_dump()
     return result
