@@ -58,7 +58,8 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
     """A stderr progress bar (tqdm) for the engine's ``progress(done, total, message)`` callback."""
     from tqdm import tqdm
 
-    bar = tqdm(total=1, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=1, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True,
+               disable=not sys.stderr.isatty())  # a bar on a terminal only, not in logs or pipes
 
     def report(done: int, total: int, message: str = "") -> None:
         if total and bar.total != total:
