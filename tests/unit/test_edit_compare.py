@@ -182,3 +182,21 @@ def test_unfaithful_or_undefined_sides_say_so_and_offer_a_size():
     other = {**ok, "corrupt_prompt": "another"}
     mixed = cmp.compare_circuits(ok, other)
     assert mixed["same_counterfactual"] is False and mixed["diff"] is None and "different" in mixed["reason"]
+
+
+def test_a_target_counts_in_any_spelling(planted):
+    """A head that comes to promote "London" (no space) gains the target " London"."""
+    base = planted.model
+    bare = "London"
+    assert base.first_token_id(bare) != base.first_token_id(NEW)
+    edited = copy_model(base, "spelling")
+    _rewrite_head(edited, planted.layer, planted.head, bare)
+    diff = cmp.edit_head_diff(base, edited, planted.prompt, planted.subject, NEW, planted.target)
+    first = diff["rows"][0]
+    assert first["top"]["post"][0]["token"] == bare and first["marks"]["new"] == "entered" and first["mover"]
+    targets = cmp.edit_targets(base, NEW, planted.target)
+    positions = [4]
+    pre = cmp.head_state(base, planted.prompt, positions, targets)
+    post = cmp.head_state(edited, planted.prompt, positions, targets)
+    exact = cmp.head_output_diff(base, pre, post, targets, [])  # without spellings: the exact token only
+    assert next(r for r in exact["rows"] if r["node"] == planted.head_id)["marks"]["new"] == "absent"

@@ -231,29 +231,33 @@ def head_state(model: LoadedModel, prompt: str, subject_positions: Sequence[int]
                      top.indices.cpu(), top.values.cpu(), subj.cpu())
 
 
-def _membership(pre: set[int], post: set[int], token: int) -> str:
+def _membership(pre: set[int], post: set[int], tokens: set[int]) -> str:
+    """Whether any of ``tokens`` (a target's spellings) entered, left or kept a head's top tokens."""
     return {(False, True): "entered", (True, False): "left", (True, True): "kept"}.get(
-        (token in pre, token in post), "absent")
+        (bool(tokens & pre), bool(tokens & post)), "absent")
 
 
 def head_output_diff(model: LoadedModel, pre: HeadState, post: HeadState, targets: Mapping[str, int],
-                     subject_ids: Sequence[int], thresholds: CompareThresholds = CompareThresholds()) -> dict[str, Any]:
+                     subject_ids: Sequence[int], thresholds: CompareThresholds = CompareThresholds(),
+                     spellings: Mapping[str, set[int]] | None = None) -> dict[str, Any]:
     """One row per head, the largest output change first: |out_post - out_pre| (and relative to
     |out_pre|), the change of its DLA to the ``targets`` ("new", "old"), its top tokens before and
     after with whether the new target, the old target or a subject token entered or left them, and
     whether it shows the mover pattern (attends to the subject after the edit, gains the new target).
-    ``model`` only decodes token ids (the tokenizer is shared by base and copy)."""
+    ``spellings``: per target, the token ids that count as it in the top tokens (default: its id;
+    see :func:`target_spellings`). ``model`` only decodes token ids (the tokenizer is shared)."""
     n_layers, n_heads = pre.out.shape[:2]
     delta = (post.out - pre.out).norm(dim=-1)  # [L, H]
     pre_norm = pre.out.norm(dim=-1)
     rel = delta / pre_norm.clamp_min(1e-12)
     subject_set = set(subject_ids)
+    spellings = {name: set((spellings or {}).get(name, ())) | {tid} for name, tid in targets.items()}
     rows = []
     for layer in range(n_layers):
         for head in range(n_heads):
             top_pre, top_post = pre.top_ids[layer, head].tolist(), post.top_ids[layer, head].tolist()
             s_pre, s_post = set(top_pre), set(top_post)
-            marks = {name: _membership(s_pre, s_post, tid) for name, tid in targets.items()}
+            marks = {name: _membership(s_pre, s_post, spellings[name]) for name in targets}
             marks["subject_entered"] = model.token_strings(sorted((s_post - s_pre) & subject_set))
             marks["subject_left"] = model.token_strings(sorted((s_pre - s_post) & subject_set))
             changed = bool(delta[layer, head] >= thresholds.head_unchanged_rel * pre_norm[layer, head]) and bool(
@@ -282,7 +286,9 @@ def head_output_diff(model: LoadedModel, pre: HeadState, post: HeadState, target
                                   "(last position)",
                      "mover": f"{MOVER_PATTERN}: changed, last-position attention on the subject >= "
                               f"{thresholds.subject_attention:g} after the edit, and the new target entered "
-                              f"the head's top {thresholds.top_k} tokens"}}
+                              f"the head's top {thresholds.top_k} tokens",
+                     "targets": "a target counts in the top tokens in any spelling: as given, stripped, "
+                                "with one leading space"}}
 
 
 def _tokens(model: LoadedModel, ids: list[int], scores: list[float]) -> list[dict[str, Any]]:
@@ -305,7 +311,8 @@ def edit_head_diff(base: LoadedModel, edited: LoadedModel, prompt: str, subject:
     targets = edit_targets(base, new_target, old_target)
     pre = head_state(base, prompt, positions, targets, thresholds.top_k)
     post = head_state(edited, prompt, positions, targets, thresholds.top_k)
-    return head_output_diff(base, pre, post, targets, subject_token_ids(base, prompt, positions), thresholds)
+    return head_output_diff(base, pre, post, targets, subject_token_ids(base, prompt, positions), thresholds,
+                            target_spellings(base, new_target, old_target))
 
 
 def edit_targets(model: LoadedModel, new_target: str, old_target: str | None) -> dict[str, int]:
@@ -313,6 +320,16 @@ def edit_targets(model: LoadedModel, new_target: str, old_target: str | None) ->
     out = {"new": model.first_token_id(new_target)}
     if old_target and old_target.strip():
         out["old"] = model.first_token_id(old_target)
+    return out
+
+
+def target_spellings(model: LoadedModel, new_target: str, old_target: str | None) -> dict[str, set[int]]:
+    """Per target ("new", "old"): the first-token ids of its spellings as given, stripped and with
+    one leading space (" Rome", "Rome"), so a head promoting either counts."""
+    out = {}
+    for name, text in (("new", new_target), ("old", old_target)):
+        if text and text.strip():
+            out[name] = {model.first_token_id(t) for t in {text, text.strip(), " " + text.strip()}}
     return out
 
 

@@ -192,7 +192,8 @@ def _compare(session: EditSession, edit_key: str, settings: Settings, worker: An
         targets = cmp.edit_targets(model, req.target, old)
         state = cmp.head_state(model, req.prompt, positions, targets, thresholds.top_k)
         return {**side, "counterfactual": cf, "positions": positions, "targets": targets, "heads": state,
-                "subject_ids": cmp.subject_token_ids(model, req.prompt, positions)}
+                "subject_ids": cmp.subject_token_ids(model, req.prompt, positions),
+                "spellings": cmp.target_spellings(model, req.target, old)}
 
     pre = worker.run(req.model, base_step, priority=INTERACTIVE)
     cf, targets = pre["counterfactual"], pre["targets"]
@@ -201,7 +202,7 @@ def _compare(session: EditSession, edit_key: str, settings: Settings, worker: An
         side = _side(model, session, req.target, cf, method, top_n, settings)
         state = cmp.head_state(model, req.prompt, pre["positions"], targets, thresholds.top_k)
         return {**side, "heads": cmp.head_output_diff(model, pre["heads"], state, targets, pre["subject_ids"],
-                                                      thresholds)}
+                                                      thresholds, pre["spellings"])}
 
     post = worker.run(edit_key, edited_step, priority=INTERACTIVE)
     pre_curves, post_curves = cmp.curves(pre["lens"], pre["lens_old"]), cmp.curves(post["lens"], post["lens_old"])
