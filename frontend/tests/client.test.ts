@@ -38,7 +38,7 @@ describe("api client", () => {
     expect(f.mock.calls[1][0]).toBe("/api/circuits/abc/nodes/a1.h2");
     expect(c.exportUrl("x/y", "graphml")).toBe("/api/results/x%2Fy/export?format=graphml");
     await c.editCompare("s1");
-    expect(f.mock.calls[2][0]).toBe("/api/edits/s1/compare?method=eap&top_n=200");
+    expect(f.mock.calls[2][0]).toBe("/api/edits/s1/compare"); // the server's default method and size
     await c.cancelJob("j1");
     expect(f.mock.calls[3][1]?.method).toBe("DELETE");
   });

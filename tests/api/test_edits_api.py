@@ -49,32 +49,81 @@ def test_edit_lifecycle_compare_and_session_use(client):
     assert edited_lens["target"]["prob"][-1] == pytest.approx(ev["prob_shift"]["new"]["post"], rel=1e-4)
     again = client.post("/api/lens", json={"model": "tiny-gpt2", "prompt": PROMPT, "target": " Rome"}).json()
     assert again["target"]["prob"] == base_lens["target"]["prob"]  # base unchanged
-    # comparison: lens curves, circuit diff, head outputs; memoised
-    cmp = client.get(f"/api/edits/{sid}/compare", params={"method": "eap", "top_n": 20})
+    # comparison: lens curves, the fair circuit pair, head outputs; memoised
+    cmp = client.get(f"/api/edits/{sid}/compare", params={"top_n": 20})
     assert cmp.status_code == 200, cmp.text
     data = cmp.json()
     curves = data["lens"]["curves"]
     assert set(curves) == {"new", "old"} and set(curves["new"]) == {"pre", "post"}
     assert curves["new"]["post"]["prob"] == edited_lens["target"]["prob"]
     assert curves["new"]["pre"]["prob"] == pytest.approx(base_lens["target"]["prob"])
-    circ = data["circuit"]
-    assert circ["pre"]["kind"] == "circuit" and circ["post"]["target"] == " Rome"
-    pre_in = {f"{e['source']}->{e['receiver']}" for e in circ["pre"]["edges"] if e["in_circuit"]}
-    post_in = {f"{e['source']}->{e['receiver']}" for e in circ["post"]["edges"] if e["in_circuit"]}
-    assert set(circ["diff"]["added"]) == post_in - pre_in and set(circ["diff"]["removed"]) == pre_in - post_in
-    assert data["heads"] and {"node", "pre", "post"} <= set(data["heads"][0])
+    _check_fair_circuits(data, info)
+    _check_head_rows(data, info)
     assert client.app.state.edit_sessions.get(sid).compare  # memoised
-    assert client.get(f"/api/edits/{sid}/compare", params={"method": "eap", "top_n": 20}).json() == data
+    assert client.get(f"/api/edits/{sid}/compare", params={"top_n": 20}).json() == data
     # stored: a permalink that outlives the session, and no recompute for the same edit
     assert data["cached"] is False and data["provenance"]["kind"] == "edit_comparison"
     stored = client.get(f"/api/results/{data['id']}").json()
-    assert stored["kind"] == "edit_comparison" and stored["circuit"]["diff"] == circ["diff"]
+    assert stored["kind"] == "edit_comparison" and stored["circuit"]["diff"] == data["circuit"]["diff"]
     # closing frees the session; later use is a 404
     assert client.delete(f"/api/edits/{sid}").json() == {"session_id": sid, "closed": True}
     assert client.get(f"/api/edits/{sid}").status_code == 404
     assert client.post("/api/lens", json={"prompt": PROMPT, "session": sid}).status_code == 404
     assert client.delete(f"/api/edits/{sid}").status_code == 404
     assert client.get(f"/api/results/{data['id']}").status_code == 200
+
+
+def _check_fair_circuits(data: dict, info: dict) -> None:
+    """Same method (the default), size and counterfactual on both sides; side states; a score diff
+    only when both sides are usable."""
+    circ = data["circuit"]
+    pre, post = circ["pre"], circ["post"]
+    assert data["method"] == pre["method"] == post["method"] == "eap-ig-refine"
+    assert pre["target"] == info["old_target"] and post["target"] == " Rome"
+    assert pre["params"]["top_n"] == post["params"]["top_n"] == 20
+    assert pre["ablation"] == post["ablation"] == circ["counterfactual"]["ablation"]
+    assert pre["corrupt_prompt"] == post["corrupt_prompt"] == circ["counterfactual"]["corrupt_prompt"]
+    assert pre["params"]["foil"] == post["params"]["foil"] and circ["same_counterfactual"] is True
+    assert data["thresholds"]["reweight_rel"] == 0.1 and data["thresholds"]["min_faithfulness"] == 0.5
+    for name in ("pre", "post"):
+        side = circ["sides"][name]
+        assert side["faithfulness"] == circ[name]["metrics"]["faithfulness"]
+        assert side["usable"] == (side["reason"] is None)
+    if circ["comparable"]:
+        pre_in = {f"{e['source']}->{e['receiver']}" for e in pre["edges"] if e["in_circuit"]}
+        post_in = {f"{e['source']}->{e['receiver']}" for e in post["edges"] if e["in_circuit"]}
+        assert set(circ["diff"]["added"]) == post_in - pre_in and set(circ["diff"]["removed"]) == pre_in - post_in
+    else:
+        assert circ["diff"] is None and circ["reason"]
+
+
+def _check_head_rows(data: dict, info: dict) -> None:
+    """Every head, largest change first; FT-M at layer 0 leaves layer-0 heads (before the MLP) unchanged."""
+    heads = data["heads"]
+    rows = heads["rows"]
+    assert len(rows) == 2 * 4 and {r["node"] for r in rows} == {f"a{la}.h{hd}" for la in range(2) for hd in range(4)}
+    assert [r["change"] for r in rows] == sorted((r["change"] for r in rows), reverse=True)
+    assert all(not r["changed"] for r in rows if r["layer"] == 0)
+    assert heads["n_changed"] == sum(r["changed"] for r in rows) >= 1 and rows[0]["changed"]
+    assert set(rows[0]["marks"]) >= {"new", "old", "subject_entered", "subject_left"}
+    assert len(rows[0]["top"]["pre"]) == len(rows[0]["top"]["post"]) == 10
+    assert set(rows[0]["dla"]) == {"new", "old"} and "mover" in heads["rule"]
+
+
+def test_compare_shows_the_empty_state_and_rejects_bad_settings(client):
+    ids = _start(client, EDIT)
+    sid = ids["session_id"]
+    _wait(client, ids["job_id"])
+    data = client.get(f"/api/edits/{sid}/compare", params={"method": "eap", "top_n": 0}).json()
+    circ = data["circuit"]
+    assert circ["post"]["metrics"]["edges"] == 0 and not circ["sides"]["post"]["usable"]
+    assert "empty" in circ["sides"]["post"]["reason"] and circ["diff"] is None and not circ["comparable"]
+    for params, needle in (({"method": "acdc"}, "acdc"), ({"method": "bogus"}, "bogus"),
+                           ({"reweight_rel": 0}, "reweight_rel"), ({"top_n": -1}, "top_n")):
+        resp = client.get(f"/api/edits/{sid}/compare", params=params)
+        assert resp.status_code == 422, resp.text
+        assert needle in resp.text
+    client.delete(f"/api/edits/{sid}")
 
 
 @pytest.mark.parametrize(("patch", "needle"), [

@@ -320,12 +320,35 @@ def test_edit_shows_diff_and_curves(page, server):
     page.select_option("[data-testid=edit-method]", "ft-m")
     page.fill("[data-testid=edit-top-n]", "30")  # about a quarter of the tiny model's 110 edges
     page.click("[data-testid=edit-run]")
-    page.wait_for_selector("[data-testid=diff-graph][data-added]", timeout=SLOW)
-    diff = page.locator("[data-testid=diff-graph]")
-    assert int(diff.get_attribute("data-edges")) > 0
-    counts = {k: int(diff.get_attribute(f"data-{k}")) for k in ("added", "removed", "reweighted")}
-    assert counts["added"] > 0 and counts["removed"] > 0, counts  # pre: old target's circuit, post: new target's
-    assert int(diff.get_attribute("data-edges")) >= 30
+    page.wait_for_selector("[data-testid=head-diff] tbody tr", timeout=SLOW)
+    sid = page.get_attribute(".edit-panel", "data-session")
+    status, api = http(server, "GET", f"/api/edits/{sid}/compare?top_n=30")  # memoised: the view's comparison
+    assert status == 200, api
+    circ, heads = api["circuit"], api["heads"]
+    # both sides: the same counterfactual, each side's faithfulness; a diff only when both are usable
+    assert circ["pre"]["corrupt_prompt"] == circ["post"]["corrupt_prompt"] and api["method"] == "eap-ig-refine"
+    for name in ("pre", "post"):
+        side = page.locator(f"[data-testid=edit-side-{name}]")
+        assert side.get_attribute("data-usable") == str(circ["sides"][name]["usable"]).lower()
+        assert "faithfulness" in side.text_content()
+    if circ["comparable"]:
+        diff = page.locator("[data-testid=diff-graph]")
+        assert int(diff.get_attribute("data-edges")) > 0
+        counts = {k: int(diff.get_attribute(f"data-{k}")) for k in ("added", "removed")}
+        assert counts == {"added": len(circ["diff"]["added"]), "removed": len(circ["diff"]["removed"])}
+    else:
+        assert circ["reason"] in page.locator("[data-testid=diff-empty]").text_content()
+        assert page.locator("[data-testid=diff-graph]").count() == 0
+    # the head that changed most is listed first, with its top tokens before and after
+    rows = page.locator("[data-testid=head-diff] tbody tr")
+    first = heads["rows"][0]
+    assert rows.first.get_attribute("data-node") == first["node"] and first["changed"]
+    shown = lambda toks: " ".join(t["token"].replace(" ", "\u00b7") for t in toks[:5])  # noqa: E731
+    assert rows.first.locator("[data-testid=head-top-pre]").text_content() == shown(first["top"]["pre"])
+    assert rows.first.locator("[data-testid=head-top-post]").text_content() == shown(first["top"]["post"])
+    assert rows.count() == heads["n_changed"]  # unchanged heads hidden behind the toggle
+    page.check("[data-testid=head-diff-show-unchanged]")
+    assert rows.count() == len(heads["rows"]) == heads["n_changed"] + heads["n_unchanged"]
     page.wait_for_selector("[data-testid=edit-lens-chart] .main-svg")
     assert int(page.get_attribute("[data-testid=edit-lens-chart]", "data-traces")) >= 4
     assert page.locator("[data-testid=replay-pair] [data-testid=replay]").count() == 2

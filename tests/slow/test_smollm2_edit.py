@@ -36,3 +36,19 @@ def test_ft_m_reaches_efficacy(smollm2):
     assert result["evaluation"]["efficacy"]["success"]
     assert top1(edited, PROMPT) == smollm2.first_token_id(" Rome")
     assert result["edit"]["max_abs_change"] <= result["edit"]["params"]["norm_constraint"] + 1e-6  # fp32 rounding
+
+
+def test_rome_head_diff_leads_with_changed_heads_above_the_edit(smollm2):
+    """Heads at or below the edited layer read nothing the edit changed (the MLP edit acts after them at
+    its layer); above it, a head that reads the subject loses the old answer from its top tokens."""
+    from kcircuits.editing.compare import edit_head_diff
+
+    edited, result = _edit(smollm2, "rome")
+    diff = edit_head_diff(smollm2, edited, PROMPT, "Eiffel Tower", " Rome", result["old_target"])
+    rows = diff["rows"]
+    layer = result["layer"]
+    assert all(not r["changed"] for r in rows if r["layer"] <= layer)
+    assert rows[0]["changed"] and rows[0]["layer"] > layer and diff["n_changed"] > 0
+    assert [r["change"] for r in rows] == sorted((r["change"] for r in rows), reverse=True)
+    readers = [r for r in rows if r["changed"] and r["subject_attention"]["post"] >= 0.3]
+    assert any(r["marks"]["old"] == "left" for r in readers)

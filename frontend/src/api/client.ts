@@ -90,7 +90,8 @@ export class Client {
 
   createEdit(body: EditRequest): Promise<EditCreated> { return this.request("POST", "/api/edits", body); }
   edit(id: string): Promise<EditSession> { return this.request("GET", `/api/edits/${encodeURIComponent(id)}`); }
-  editCompare(id: string, method = "eap", topN = 200): Promise<EditCompare> {
+  /** Pre vs post; ``method`` / ``topN`` undefined: the server's defaults (eap-ig-refine, its default size). */
+  editCompare(id: string, method?: string, topN?: number): Promise<EditCompare> {
     return this.request("GET", `/api/edits/${encodeURIComponent(id)}/compare${query({ method, top_n: topN })}`);
   }
   closeEdit(id: string): Promise<{ session_id: string; closed: boolean }> {

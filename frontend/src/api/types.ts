@@ -463,16 +463,75 @@ export interface EditLensPair {
   post: LensResult;
   curves?: { new: { pre: Curve; post: Curve }; old: { pre: Curve; post: Curve } };
 }
+/** One side of the pre/post circuit comparison: usable for a diff, or why not (and a size that would be faithful). */
+export interface EditSideStatus {
+  usable: boolean;
+  reason: string | null;
+  faithfulness: number | null;
+  edges: number;
+  grow_top_n: number | null;
+}
+export interface EditEdgeDiff {
+  added: string[];
+  removed: string[];
+  reweighted: { key: string; pre: number; post: number; delta?: number; rel?: number }[];
+  n_added?: number;
+  n_removed?: number;
+  n_reweighted?: number;
+  shared?: number;
+  score_scale?: number;
+  reweight_threshold?: number;
+  rule?: string;
+}
+export interface EditCounterfactual {
+  ablation: string;
+  corrupt_prompt: string | null;
+  foil: string | null;
+  source: string | null;
+  note: string | null;
+}
+export type TopMembership = "entered" | "left" | "kept" | "absent";
+/** One head's output change at the last position (pre -> post). */
+export interface HeadDiffRow {
+  node: string;
+  layer: number;
+  head: number;
+  change: number;
+  pre_norm: number;
+  rel_change: number;
+  changed: boolean;
+  dla: Record<string, { pre: number; post: number; delta: number }>;
+  subject_attention: { pre: number; post: number };
+  top: { pre: ScoredToken[]; post: ScoredToken[] };
+  marks: { new?: TopMembership; old?: TopMembership; subject_entered: string[]; subject_left: string[] };
+  mover: boolean;
+}
+export interface HeadDiff {
+  rows: HeadDiffRow[];
+  n_changed: number;
+  n_unchanged: number;
+  movers: string[];
+  rule: { unchanged: string; mover: string };
+}
 export interface EditCompare {
   /** Content id of the stored comparison (its permalink is /c/{id}). */
   id?: string;
+  method?: string;
+  top_n?: number | null;
+  edit_method?: string;
+  thresholds?: Record<string, number>;
   lens: EditLensPair;
   circuit: {
-    pre: CircuitResult;
-    post: CircuitResult;
-    diff: { added: string[]; removed: string[]; reweighted: { key: string; pre: number; post: number }[] };
+    pre: CircuitResult | null;
+    post: CircuitResult | null;
+    counterfactual?: EditCounterfactual;
+    sides?: { pre: EditSideStatus; post: EditSideStatus };
+    same_counterfactual?: boolean | null;
+    comparable?: boolean;
+    reason?: string | null;
+    diff: EditEdgeDiff | null;
   };
-  heads: { node: string; pre: { promoted: ScoredToken[] }; post: { promoted: ScoredToken[] } }[];
+  heads: HeadDiff;
 }
 
 /** One row of a size sweep (kind "sweep" job result). */

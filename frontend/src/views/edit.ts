@@ -1,6 +1,6 @@
 /** Knowledge-editing view: edit a fact, follow the job, then compare pre vs post (lens, circuit diff, heads, replay). */
 import { ApiError, followJob, type Client } from "../api/client";
-import type { Curve, EditCompare, EditMethod, EditSession, LensResult } from "../api/types";
+import type { Curve, EditCompare, EditMethod, EditSession, EditSideStatus, HeadDiffRow, LensResult, TopMembership } from "../api/types";
 import { GraphCanvas } from "../graph/canvas";
 import { drawDiff } from "../graph/model";
 import { clear, fmt, h, pct, showToken } from "../util/dom";
@@ -13,6 +13,32 @@ export function curvesOf(cmp: EditCompare): { new: { pre: Curve; post: Curve }; 
   const t = (l: LensResult) => (l.target ? { rank: l.target.rank, prob: l.target.prob } : null);
   const pre = t(cmp.lens.pre), post = t(cmp.lens.post);
   return pre && post ? { new: { pre, post }, old: { pre: { rank: [], prob: [] }, post: { rank: [], prob: [] } } } : null;
+}
+
+/** Head rows to list: every changed head (already sorted by change), the unchanged ones only when asked. */
+export function shownHeadRows(rows: HeadDiffRow[], showUnchanged: boolean): HeadDiffRow[] {
+  return showUnchanged ? rows : rows.filter((r) => r.changed);
+}
+
+/** Short tags for a head row: targets / subject tokens that entered or left its top tokens, and the mover pattern. */
+export function headTags(row: HeadDiffRow, editMethod?: string): string[] {
+  const tags: string[] = [];
+  const word = (m: TopMembership | undefined) => (m === "entered" ? "+" : m === "left" ? "−" : null);
+  for (const [name, label] of [["new", "new target"], ["old", "old target"]] as const) {
+    const w = word(row.marks[name]);
+    if (w) tags.push(`${w}${label}`);
+  }
+  for (const t of row.marks.subject_entered) tags.push(`+subject ${showToken(t)}`);
+  for (const t of row.marks.subject_left) tags.push(`−subject ${showToken(t)}`);
+  if (row.mover) tags.push(editMethod === "rome" ? "mover after ROME" : "mover (new target)");
+  return tags;
+}
+
+/** One line per side: faithfulness and, when the side cannot be diffed, why. */
+export function sideLine(name: string, side: EditSideStatus | undefined): string {
+  if (!side) return `${name}: –`;
+  const base = `${name}: ${side.edges} edges, faithfulness ${fmt(side.faithfulness, 2)}`;
+  return side.usable ? base : `${base} — ${side.reason}`;
 }
 
 export class EditView {
@@ -72,18 +98,7 @@ export class EditView {
       }
       const s = await this.client.edit(created.session_id);
       this.renderEvaluation(s);
-      this.setStatus("comparing pre vs post…");
-      // circuits of ~0.5% of the edges (10..400), never more than the model has; or the user's top-n
-      const stats = await this.client.graphStats(s.model).catch(() => null);
-      const total = stats?.total_edges ?? stats?.edges ?? 40_000;
-      const auto = Math.max(10, Math.min(400, Math.round(total * 0.005)));
-      const topN = Math.min(total, this.topN.value !== "" ? Math.max(1, Number(this.topN.value)) : auto);
-      const cmp = await this.client.editCompare(created.session_id, "eap", topN);
-      await this.renderCompare(cmp, s);
-      if (cmp.id) {
-        this.out.prepend(h("p", { class: "muted", "data-testid": "edit-permalink" }, "stored comparison: ",
-          h("a", { href: `/c/${encodeURIComponent(cmp.id)}`, class: "mono", text: `/c/${cmp.id.slice(0, 12)}…` })));
-      }
+      await this.compare(created.session_id, s, this.topN.value !== "" ? Math.max(0, Number(this.topN.value)) : undefined);
       this.setStatus("edit applied (session open)");
       this.onSession(created.session_id);
     } catch (err) {
@@ -91,6 +106,20 @@ export class EditView {
     } finally {
       this.runBtn.disabled = false;
     }
+  }
+
+  /** Pre vs post with the server's default method and size (or ``topN``), rendered under the evaluation. */
+  private async compare(id: string, s: EditSession, topN?: number): Promise<void> {
+    this.setStatus("comparing pre vs post…");
+    for (const el of Array.from(this.out.querySelectorAll("[data-compare]"))) el.remove();
+    const cmp = await this.client.editCompare(id, undefined, topN);
+    const box = h("div", { "data-compare": "1" });
+    this.out.append(box);
+    if (cmp.id) {
+      box.append(h("p", { class: "muted", "data-testid": "edit-permalink" }, "stored comparison: ",
+        h("a", { href: `/c/${encodeURIComponent(cmp.id)}`, class: "mono", text: `/c/${cmp.id.slice(0, 12)}…` })));
+    }
+    await this.renderCompare(box, cmp, s);
   }
 
   async close(): Promise<void> {
@@ -123,33 +152,94 @@ export class EditView {
     this.out.append(tbl);
   }
 
-  private async renderCompare(cmp: EditCompare, s: EditSession): Promise<void> {
+  private async renderCompare(box: HTMLElement, cmp: EditCompare, s: EditSession): Promise<void> {
     const chart = h("div", { class: "edit-chart", "data-testid": "edit-lens-chart" });
-    const gbox = h("div", { class: "graph-box diff", "data-testid": "diff-graph" });
-    const heads = h("div", { class: "head-diff", "data-testid": "head-diff" });
     const replays = h("div", { class: "replay-pair", "data-testid": "replay-pair" });
-    const diffLegend = h("div", { class: "legend" },
+    box.append(h("h3", { text: "Lens: new vs old target, pre vs post" }), chart,
+      h("h3", { text: "Circuit comparison" }), this.renderCircuits(cmp, s),
+      h("h3", { text: "Head outputs (last position)" }), this.renderHeads(cmp, s),
+      h("h3", { text: "Replay pre / post" }), replays);
+    if (cmp.circuit.pre && cmp.circuit.post) {
+      const pre = new Replay(cmp.circuit.pre, cmp.lens.pre, "pre-edit");
+      const post = new Replay(cmp.circuit.post, cmp.lens.post, "post-edit");
+      pre.onStep = (st) => post.setStep(st, false);
+      post.onStep = (st) => pre.setStep(st, false);
+      replays.append(pre.el, post.el);
+    }
+    await this.renderChart(chart, cmp, s);
+  }
+
+  /** The shared counterfactual, each side's faithfulness, then the diff or the reason there is none. */
+  private renderCircuits(cmp: EditCompare, s: EditSession): HTMLElement {
+    const c = cmp.circuit;
+    const el = h("div", { class: "edit-circuits", "data-testid": "edit-circuits" });
+    const cf = c.counterfactual;
+    el.append(h("p", { class: "muted", "data-testid": "edit-counterfactual",
+      text: `${cmp.method ?? "?"} on both sides, size ${cmp.top_n ?? "default"}; ` + (cf
+        ? (cf.corrupt_prompt ? `counterfactual ${JSON.stringify(cf.corrupt_prompt)}, foil ${JSON.stringify(cf.foil)} (picked once on the unedited model: ${cf.note ?? ""})`
+          : `${cf.ablation} ablation on both sides (${cf.note ?? "no counterfactual"})`) : "") }));
+    for (const name of ["pre", "post"] as const) {
+      const side = c.sides?.[name];
+      const row = h("div", { class: `edit-side${side && !side.usable ? " error" : ""}`, "data-testid": `edit-side-${name}`,
+        "data-usable": String(side?.usable ?? false) }, h("span", { text: sideLine(`${name} (${JSON.stringify(name === "pre" ? s.old_target : s.target)})`, side) }));
+      if (side && !side.usable && side.grow_top_n) {
+        const grow = h("button", { type: "button", class: "small", "data-testid": `edit-grow-${name}`, text: `grow to ${side.grow_top_n} edges` });
+        const size = side.grow_top_n;
+        grow.addEventListener("click", () => { this.topN.value = String(size); void this.compare(s.session_id, s, size).then(() => this.setStatus("edit applied (session open)")); });
+        row.append(" ", grow);
+      }
+      el.append(row);
+    }
+    if (!c.diff || !c.pre || !c.post) {
+      el.append(h("p", { class: "empty-state", "data-testid": "diff-empty", text: `No circuit diff: ${c.reason ?? "a side is missing"}` }));
+      return el;
+    }
+    const legend = h("div", { class: "legend" },
       h("span", { class: "legend-item added", text: "— added" }), h("span", { class: "legend-item removed", text: "-- removed" }),
       h("span", { class: "legend-item reweighted", text: "— reweighted" }));
-    this.out.append(h("h3", { text: "Lens: new vs old target, pre vs post" }), chart,
-      h("h3", { text: "Circuit diff" }), diffLegend, gbox, h("h3", { text: "Head outputs" }), heads,
-      h("h3", { text: "Replay pre / post" }), replays);
+    const gbox = h("div", { class: "graph-box diff", "data-testid": "diff-graph" });
+    el.append(legend, gbox);
     const g = new GraphCanvas(gbox);
-    const d = drawDiff(cmp.circuit.pre, cmp.circuit.post, cmp.circuit.diff);
+    const d = drawDiff(c.pre, c.post, c.diff);
     g.setData(d.nodes, d.edges);
     for (const [k, v] of Object.entries(d.counts)) gbox.dataset[k] = String(v);
-    diffLegend.append(h("span", { class: "mono", text: `added ${d.counts.added} · removed ${d.counts.removed} · reweighted ${d.counts.reweighted}` }));
-    for (const hd of cmp.heads) {
-      const tokens = (xs: { token: string }[]) => xs.slice(0, 5).map((t) => showToken(t.token)).join(" ");
-      heads.append(h("div", { class: "head-row mono" }, h("strong", { text: hd.node }),
-        h("span", { text: ` pre: ${tokens(hd.pre.promoted)}` }), h("span", { text: ` | post: ${tokens(hd.post.promoted)}` })));
-    }
-    const pre = new Replay(cmp.circuit.pre, cmp.lens.pre, "pre-edit");
-    const post = new Replay(cmp.circuit.post, cmp.lens.post, "post-edit");
-    pre.onStep = (st) => post.setStep(st, false);
-    post.onStep = (st) => pre.setStep(st, false);
-    replays.append(pre.el, post.el);
-    await this.renderChart(chart, cmp, s);
+    legend.append(h("span", { class: "mono", text: `added ${c.diff.n_added ?? d.counts.added} · removed ${c.diff.n_removed ?? d.counts.removed} · reweighted ${c.diff.n_reweighted ?? d.counts.reweighted}` }));
+    if (c.diff.rule) el.append(h("p", { class: "muted", "data-testid": "diff-rule", text: c.diff.rule }));
+    return el;
+  }
+
+  /** Every head, largest output change first; unchanged heads behind a toggle. */
+  private renderHeads(cmp: EditCompare, s: EditSession): HTMLElement {
+    const hd = cmp.heads;
+    const el = h("div", { class: "head-diff", "data-testid": "head-diff", "data-changed": hd.n_changed, "data-unchanged": hd.n_unchanged });
+    const toggle = h("input", { type: "checkbox", "data-testid": "head-diff-show-unchanged" });
+    const tbody = h("tbody");
+    const tokens = (xs: { token: string }[]) => xs.slice(0, 5).map((t) => showToken(t.token)).join(" ");
+    const draw = () => {
+      clear(tbody);
+      for (const r of shownHeadRows(hd.rows, toggle.checked)) {
+        const dn = r.dla.new, dold = r.dla.old;
+        tbody.append(h("tr", { "data-node": r.node, "data-changed": String(r.changed), class: r.changed ? "" : "muted" },
+          h("td", { class: "mono" }, h("strong", { text: r.node })),
+          h("td", { text: `${fmt(r.change)} (${pct(r.rel_change)})` }),
+          h("td", { text: dn ? `${fmt(dn.pre)} → ${fmt(dn.post)}` : "–" }),
+          h("td", { text: dold ? `${fmt(dold.pre)} → ${fmt(dold.post)}` : "–" }),
+          h("td", { class: "mono", "data-testid": "head-top-pre", text: tokens(r.top.pre) }),
+          h("td", { class: "mono", "data-testid": "head-top-post", text: tokens(r.top.post) }),
+          h("td", {}, ...headTags(r, cmp.edit_method ?? s.method).map((t) => h("span", { class: `tag${t.startsWith("mover") ? " saved" : ""}`, text: t })))));
+      }
+    };
+    toggle.addEventListener("change", draw);
+    const nw = JSON.stringify(s.target), old = JSON.stringify(s.old_target);
+    el.append(
+      h("p", { class: "muted", "data-testid": "head-diff-summary",
+        text: `${hd.n_changed} heads changed, ${hd.n_unchanged} unchanged (${hd.rule.unchanged}). ${hd.movers.length ? `Mover pattern: ${hd.movers.join(", ")}.` : "No head shows the mover pattern."} (${hd.rule.mover})` }),
+      h("label", {}, toggle, ` show ${hd.n_unchanged} unchanged heads`),
+      h("table", { class: "kv-table head-diff-table" },
+        h("thead", {}, h("tr", {}, ...["head", "|Δ output|", `DLA ${nw}`, `DLA ${old}`, "top tokens pre", "top tokens post", "marks"].map((t) => h("th", { text: t })))),
+        tbody));
+    draw();
+    return el;
   }
 
   private async renderChart(el: HTMLElement, cmp: EditCompare, s: EditSession): Promise<void> {

@@ -1,5 +1,6 @@
 """Knowledge editing sessions: POST starts an edit job on a copy of the model; GET shows the
-evaluation; /compare shows pre vs post lens, circuit diff and head outputs; DELETE frees the copy."""
+evaluation; /compare shows pre vs post lens, the fair circuit comparison and every head's output
+diff; DELETE frees the copy."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from kcircuits.api.deps import JobsDep, SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
 from kcircuits.api.validation import WIRE, check_prompt
+from kcircuits.circuits.discover import DEFAULT_METHOD, DISCOVERY_METHODS
 from kcircuits.config import Settings
+from kcircuits.editing.compare import CompareThresholds
 from kcircuits.editing.session import EditRequest, EditSession, SessionManager, get_manager
 from kcircuits.errors import BadRequest
 from kcircuits.lm.registry import get_spec
@@ -117,68 +120,100 @@ def _lens(model, session: EditSession, target: str, settings: Settings) -> dict:
     return compute_lens(model, body, settings)
 
 
-def _side(model, session: EditSession, circuit_target: str, method: str, top_n: int | None,
+def _side(model, session: EditSession, circuit_target: str, counterfactual: dict, method: str, top_n: int | None,
           settings: Settings) -> dict[str, Any]:
-    """Runs in the worker: lens for the new and old targets, and the circuit for ``circuit_target``."""
-    from kcircuits.circuits.discover import compute_circuit
+    """Runs in the worker: lens for the new and old targets, and the circuit for ``circuit_target``
+    with the shared ``counterfactual`` (None with ``error`` when it cannot be computed)."""
+    from kcircuits.api.routes.circuits import with_roles
+    from kcircuits.editing.compare import circuit_side
 
     req = session.request
     lens_new = _lens(model, session, req.target, settings)
     lens_old = _lens(model, session, session.old_target, settings)
-    from kcircuits.api.routes.circuits import with_roles
+    circuit, error = circuit_side(model, req.prompt, circuit_target, req.subject, counterfactual, method, top_n)
+    return {"lens": lens_new, "lens_old": lens_old, "circuit": with_roles(model, circuit) if circuit else None,
+            "error": error}
 
-    circuit = with_roles(model, compute_circuit(model, req.prompt, circuit_target, method=method, subject=req.subject,
-                                                top_n=top_n))
-    return {"lens": lens_new, "lens_old": lens_old, "circuit": circuit}
+
+#: discovery methods a comparison may use (ACDC runs as a job, not here)
+COMPARE_METHODS = tuple(m for m in DISCOVERY_METHODS if m != "acdc")
 
 
 @router.get("/{session_id}/compare", responses=ERROR_RESPONSES)
 def compare_edit(session_id: str, request: Request, settings: SettingsDep, worker: WorkerDep, store: StoreDep,
-                 method: Literal["eap", "eap-ig"] = "eap",
-                 top_n: int | None = Query(None, ge=1, le=100_000)) -> dict:
-    """Lens (new and old target curves), circuit diff and circuit heads' outputs, pre vs post.
+                 method: str = Query(DEFAULT_METHOD, max_length=40, description="discovery method of both sides"),
+                 top_n: int | None = Query(None, ge=0, le=100_000, description="circuit size of both sides"),
+                 reweight_rel: float = Query(CompareThresholds.reweight_rel, gt=0, le=1,
+                                             description="reweighted: |delta score| above this x max |score|"),
+                 unchanged_rel: float = Query(CompareThresholds.head_unchanged_rel, ge=0, le=10,
+                                              description="unchanged head: |delta out| below this x |out pre|"),
+                 min_faithfulness: float = Query(CompareThresholds.min_faithfulness, ge=0, le=1,
+                                                 description="a side below this faithfulness is not diffed")) -> dict:
+    """Pre vs post: lens curves (new and old target), the fair circuit comparison (one counterfactual
+    and foil picked on the base model, the same method and size on both sides; each side's
+    faithfulness; an edge-score diff only when both sides are usable) and every head's output diff.
     Computed on first request, memoised in the session and stored (kind ``edit_comparison``,
-    content-addressed by the edit request, the comparison's method and size, and the base
-    model's revision), so its permalink outlives the session."""
+    content-addressed by the edit request, the comparison's method, size and thresholds, and the
+    base model's revision), so its permalink outlives the session."""
+    if method not in COMPARE_METHODS:
+        raise BadRequest(f"unknown method {method!r} for a comparison; choose one of {list(COMPARE_METHODS)}")
+    thresholds = CompareThresholds(min_faithfulness=min_faithfulness, reweight_rel=reweight_rel,
+                                   head_unchanged_rel=unchanged_rel)
     manager = _manager(request)
     session = manager.get(session_id)
     edit_key = manager.model_key(None, session_id)  # NotReady until the edit has finished
-    memo_key = f"{method}:{top_n}"
+    memo_key = f"{method}:{top_n}:{reweight_rel}:{unchanged_rel}:{min_faithfulness}"
     if memo_key in session.compare:
         return session.compare[memo_key]
     req = session.request
-    # the id input: the whole edit request (method and params renamed edit_*) and the comparison's method and size
+    # the id input: the whole edit request (method and params renamed edit_*) and the comparison's settings
     edit = asdict(req)
     edit["edit_method"], edit["edit_params"] = edit.pop("method"), edit.pop("params")
-    request_dict = {**edit, "method": method, "top_n": top_n}
+    request_dict = {**edit, "method": method, "top_n": top_n, "thresholds": thresholds.as_dict()}
     result = stored_or_computed(store, worker, req.model, "edit_comparison", request_dict,
-                                lambda: _compare(session, edit_key, settings, worker, method, top_n))
+                                lambda: _compare(session, edit_key, settings, worker, method, top_n, thresholds))
     result = {**result, "session_id": session_id}  # a stored comparison may come from an earlier session
     session.compare[memo_key] = result
     return result
 
 
 def _compare(session: EditSession, edit_key: str, settings: Settings, worker: Any, method: str,
-             top_n: int | None) -> dict:
+             top_n: int | None, thresholds: CompareThresholds) -> dict:
+    from kcircuits.circuits.subject import subject_positions
     from kcircuits.editing import compare as cmp
 
     req = session.request
-    session_id = session.session_id
-    pre = worker.run(req.model, lambda m: _side(m, session, session.old_target, method, top_n, settings),
-                     priority=INTERACTIVE)
-    post = worker.run(edit_key, lambda m: _side(m, session, req.target, method, top_n, settings),
-                      priority=INTERACTIVE)
-    heads = cmp.circuit_heads(pre["circuit"], post["circuit"])
-    pre_heads = worker.run(req.model, lambda m: cmp.head_outputs(m, req.prompt, heads))
-    post_heads = worker.run(edit_key, lambda m: cmp.head_outputs(m, req.prompt, heads))
+    old = session.old_target
+
+    def base_step(model) -> dict[str, Any]:  # the shared counterfactual, then the pre side
+        cf = cmp.pick_counterfactual(model, req.prompt, old, req.subject, avoid=[req.target])
+        side = _side(model, session, old, cf, method, top_n, settings)
+        positions = subject_positions(model, req.prompt, req.subject)
+        targets = cmp.edit_targets(model, req.target, old)
+        state = cmp.head_state(model, req.prompt, positions, targets, thresholds.top_k)
+        return {**side, "counterfactual": cf, "positions": positions, "targets": targets, "heads": state,
+                "subject_ids": cmp.subject_token_ids(model, req.prompt, positions),
+                "spellings": cmp.target_spellings(model, req.target, old)}
+
+    pre = worker.run(req.model, base_step, priority=INTERACTIVE)
+    cf, targets = pre["counterfactual"], pre["targets"]
+
+    def edited_step(model) -> dict[str, Any]:
+        side = _side(model, session, req.target, cf, method, top_n, settings)
+        state = cmp.head_state(model, req.prompt, pre["positions"], targets, thresholds.top_k)
+        return {**side, "heads": cmp.head_output_diff(model, pre["heads"], state, targets, pre["subject_ids"],
+                                                      thresholds, pre["spellings"])}
+
+    post = worker.run(edit_key, edited_step, priority=INTERACTIVE)
     pre_curves, post_curves = cmp.curves(pre["lens"], pre["lens_old"]), cmp.curves(post["lens"], post["lens_old"])
-    result = {
-        "kind": "edit_comparison", "session_id": session_id, "method": method, "top_n": top_n,
+    comparison = cmp.compare_circuits(pre["circuit"], post["circuit"], thresholds,
+                                      {"pre": pre["error"], "post": post["error"]})
+    return {
+        "kind": "edit_comparison", "session_id": session.session_id, "method": method, "top_n": top_n,
+        "edit_method": req.method, "thresholds": thresholds.as_dict(),
         "lens": {"pre": pre["lens"], "post": post["lens"],
                  "curves": {name: {"pre": pre_curves[name], "post": post_curves[name]} for name in ("new", "old")}},
-        "circuit": {"pre": pre["circuit"], "post": post["circuit"],
-                    "targets": {"pre": session.old_target, "post": req.target},
-                    "diff": cmp.circuit_diff(pre["circuit"], post["circuit"])},
-        "heads": cmp.head_diff(heads, pre_heads, post_heads),
+        "circuit": {"pre": pre["circuit"], "post": post["circuit"], "targets": {"pre": old, "post": req.target},
+                    "counterfactual": cf, **comparison},
+        "heads": post["heads"],
     }
-    return result
