@@ -37,7 +37,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        msg = err.get("msg", "invalid")
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "json_invalid":
             return "request body is not valid JSON"
         parts.append(f"{loc}: {msg}" if loc else msg)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from fastapi import Request
-from pydantic import ConfigDict
+from pydantic import BeforeValidator, ConfigDict
 
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
@@ -14,6 +16,16 @@ from kcircuits.lm.registry import get_spec
 WIRE = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 #: Fields checked by :func:`check_prompt`: the OpenAPI schema shows the configured limits for them.
 PROMPT_FIELDS = ("prompt", "corrupt_prompt", "paraphrases", "locality_prompts")
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 238.0 is the integer 238 (as JSON Schema's ``integer`` says);
+    238.5, "5" and true stay what they are and strict validation refuses them."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A wire integer: strict (no "5", no true), but an integral JSON number such as 3.0 is accepted.
+Int = Annotated[int, BeforeValidator(_integral)]
 
 
 def model_key(request: Request, model_id: str | None, session: str | None) -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import WIRE, check_prompt, check_tokens, model_key
+from kcircuits.api.validation import WIRE, Int, check_prompt, check_tokens, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
 
@@ -26,8 +26,8 @@ class RoleThresholdsIn(BaseModel):
     significance_k: float = Field(3.0, ge=0, le=100, description="MADs above the median |score| of the circuit's heads")
     mover_attention: float = Field(0.3, ge=0, le=1, description="subject attention of a mover")
     relation_attention: float = Field(0.3, ge=0, le=1, description="attention to the relation's content tokens")
-    write_top_k: int = Field(10, ge=1, le=1000, description="a mover's target or subject token rank in its output")
-    min_population: int = Field(8, ge=3, le=10_000,
+    write_top_k: Int = Field(10, ge=1, le=1000, description="a mover's target or subject token rank in its output")
+    min_population: Int = Field(8, ge=3, le=10_000,
                                 description="fewer circuit heads: significance among all the model's heads")
 
     def thresholds(self):
@@ -84,7 +84,10 @@ def with_roles(model: Any, result: dict, roles: RoleThresholdsIn | None = None) 
 class CircuitIn(BaseModel):
     """One circuit request. Selection: ``top_n`` or ``threshold`` (default: top 1% of the edges)."""
 
-    model_config = WIRE
+    # The schema says what the validator below refuses: top_n and threshold not both given.
+    model_config = ConfigDict(**WIRE, json_schema_extra={"not": {
+        "required": ["top_n", "threshold"],
+        "properties": {"top_n": {"type": "integer"}, "threshold": {"type": "number"}}}})
 
     model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
     prompt: str = Field(..., max_length=100_000)
@@ -98,19 +101,25 @@ class CircuitIn(BaseModel):
     corrupt_prompt: str | None = Field(None, max_length=100_000,
                                        description="patching input; when null, counterfactuals of the prompt's own "
                                                    "relation and template with another known answer as the foil")
-    counterfactuals: int = Field(1, ge=1, le=8, description="automatic counterfactuals averaged (a batch)")
+    counterfactuals: Int = Field(1, ge=1, le=8, description="automatic counterfactuals averaged (a batch)")
     subject: str | None = Field(None, max_length=500, description="subject span; auto-detected when null")
     foil: str | None = Field(None, max_length=200, description="logit_diff foil; default: the corrupted answer")
-    top_n: int | None = Field(None, ge=0)
+    top_n: Int | None = Field(None, ge=0)
     threshold: float | None = Field(None, ge=0)
     greedy: bool = False
-    ig_steps: int = Field(5, ge=1, le=64)
+    ig_steps: Int = Field(5, ge=1, le=64)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
-    max_edges_returned: int = Field(3000, ge=0, le=20_000)
-    random_seeds: int = Field(3, ge=0, le=10)
+    max_edges_returned: Int = Field(3000, ge=0, le=20_000)
+    random_seeds: Int = Field(3, ge=0, le=10)
     with_heads: bool = True
     roles: RoleThresholdsIn = Field(default_factory=RoleThresholdsIn, description="head-role thresholds")
     session: str | None = Field(None, max_length=100, description="edit session id")
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> CircuitIn:
+        if self.top_n is not None and self.threshold is not None:
+            raise ValueError("give top_n or threshold, not both")
+        return self
 
 
 def _graph_for(model_id: str, settings: Settings, kv_mode: str = "grouped"):
@@ -132,8 +141,6 @@ def _check(body: CircuitIn, settings: Settings, model_id: str) -> None:
         raise BadRequest("acdc runs one forward per edge: start it as a job (POST /api/jobs, kind 'acdc')")
     if body.method not in DISCOVERY_METHODS:
         raise BadRequest(f"unknown method {body.method!r}; choose one of {list(DISCOVERY_METHODS)}")
-    if body.top_n is not None and body.threshold is not None:
-        raise BadRequest("give top_n or threshold, not both")
     if body.threshold is not None and body.method == REFINE_METHOD:
         raise BadRequest(f"threshold selects by one pass's scores: use top_n with {REFINE_METHOD}, or another method")
     graph = _graph_for(model_id, settings, body.kv_mode)

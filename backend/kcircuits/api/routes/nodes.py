@@ -10,12 +10,14 @@ from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
-from kcircuits.api.validation import WIRE, check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.api.validation import WIRE, Int, check_prompt, check_tokens, check_top_k, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
 
 router = APIRouter(prefix="/api", tags=["nodes"])
 _CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
+#: A node id as :func:`kcircuits.circuits.lens.parse_node` reads it: head "a<layer>.h<head>" or MLP "m<layer>".
+NODE_ID = r"^(a[0-9]+\.h[0-9]+|m[0-9]+)$"
 
 
 class ProjectIn(BaseModel):
@@ -23,9 +25,9 @@ class ProjectIn(BaseModel):
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
-    node: str = Field(..., max_length=50)
-    position: int = -1
-    k: int = 10
+    node: str = Field(..., max_length=50, pattern=NODE_ID)
+    position: Int = -1
+    k: Int = 10
     session: str | None = Field(None, max_length=100)
 
 
@@ -34,10 +36,10 @@ class DetailIn(BaseModel):
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
-    node: str = Field(..., max_length=50)
-    target: str | None = Field(None, max_length=200)
+    node: str = Field(..., max_length=50, pattern=NODE_ID)
+    target: str | None = Field(None, min_length=1, max_length=200)
     subject: str | None = Field(None, max_length=500)
-    k: int = 10
+    k: Int = 10
     session: str | None = Field(None, max_length=100)
 
 
