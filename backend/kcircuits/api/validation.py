@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Request
-from pydantic import BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
@@ -28,6 +28,12 @@ def _integral(value: Any) -> Any:
 Int = Annotated[int, BeforeValidator(_integral)]
 
 
+def bounded_int(ge: int | None = None, le: int | None = None) -> Any:
+    """:data:`Int` with its bounds inside, where the schema shows them as minimum/maximum (bounds
+    given on an ``Int | None`` field or a list item would reach the schema as raw ``ge``/``le``)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
+
 def model_key(request: Request, model_id: str | None, session: str | None) -> str:
     """The worker key to run on: an edit session's copy, or a registry model id (validated)."""
     settings: Settings = request.app.state.settings
@@ -47,6 +53,15 @@ def check_prompt(prompt: str, settings: Settings, field: str = "prompt") -> str:
     if len(prompt) > settings.max_prompt_chars:
         raise BadRequest(f"{field} has {len(prompt)} characters; the limit is {settings.max_prompt_chars}")
     return prompt
+
+
+def check_prompts(body: BaseModel, settings: Settings) -> None:
+    """:func:`check_prompt` on every :data:`PROMPT_FIELDS` field ``body`` has (strings or lists of them)."""
+    for field in PROMPT_FIELDS:
+        value = getattr(body, field, None)
+        for text in value if isinstance(value, list) else [value]:
+            if text is not None:
+                check_prompt(text, settings, field)
 
 
 def check_tokens(n_tokens: int, settings: Settings, field: str = "prompt") -> None:

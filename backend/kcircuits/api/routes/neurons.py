@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import WIRE, Int, check_prompt, check_tokens, model_key
+from kcircuits.api.validation import WIRE, Int, bounded_int, check_prompt, check_tokens, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
 
@@ -44,7 +44,7 @@ class NeuronsIn(_IG):
     subject: str | None = Field(None, max_length=500, description="the subject for the relation's templates")
     top_k: Int = Field(20, ge=1, le=200)
     with_circuit: bool = Field(False, description="also discover the prompt's circuit and set the KNs beside it")
-    circuit_top_n: Int | None = Field(None, ge=1)
+    circuit_top_n: bounded_int(ge=1) | None = None
     session: str | None = Field(None, max_length=100)
 
 
@@ -172,11 +172,10 @@ def edit(body: NeuronEditIn, request: Request, settings: SettingsDep, worker: Wo
 
 
 @router.get("/syntax", responses=ERROR_RESPONSES)
-def syntax_pairs(phenomenon: Literal["det_noun", "subj_verb"] | None = None, limit: int = 50) -> dict:
+def syntax_pairs(phenomenon: Literal["det_noun", "subj_verb"] | None = None,
+                 limit: int = Query(50, ge=1, le=1000)) -> dict:
     """The committed syntax minimal pairs (bench/make_syntax_pairs.py), optionally of one phenomenon."""
     from kcircuits.circuits.neurons import syntax_items
 
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be between 1 and 1000")
     items = [i for i in syntax_items() if phenomenon is None or i["phenomenon"] == phenomenon]
     return {"total": len(items), "items": items[:limit]}
