@@ -46,7 +46,7 @@ class Busy(KCircuitsError):
 
 
 class TooMany(Busy):
-    """A per-server quota of held resources (edit sessions) is used up: 429 with Retry-After.
+    """A quota of held resources (edit sessions, queued jobs) is used up: 429 with Retry-After.
     The client can free one; the server itself is not failing, so not a 5xx."""
 
     status = 429

@@ -21,7 +21,7 @@ ERROR_RESPONSES = {
     409: {"description": "Model known but not loadable here"},
     413: {"description": "Request body too large"},
     422: {"description": "Invalid request: the message names the field and the problem"},
-    429: {"description": "A quota (open edit sessions) is used up: free one, or retry after Retry-After seconds"},
+    429: {"description": "A quota (open edit sessions, queued jobs) is used up: free one, or retry after Retry-After seconds"},
     503: {"description": "Busy or not ready: retry after the Retry-After header's seconds"},
 }
 

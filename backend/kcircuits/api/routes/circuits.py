@@ -108,7 +108,7 @@ class CircuitIn(BaseModel):
                                                    "relation and template with another known answer as the foil")
     counterfactuals: Int = Field(1, ge=1, le=8, description="automatic counterfactuals averaged (a batch)")
     subject: str | None = Field(None, max_length=500, description="subject span; auto-detected when null")
-    foil: str | None = Field(None, max_length=200, description="logit_diff foil; default: the corrupted answer")
+    foil: str | None = Field(None, min_length=1, max_length=200, description="logit_diff foil; default: the corrupted answer")
     top_n: bounded_int(ge=0) | None = None
     threshold: float | None = Field(None, ge=0)
     greedy: bool = False

@@ -38,7 +38,9 @@ class EditIn(BaseModel):
     subject: str = Field(..., min_length=1, max_length=500, pattern=r"\S", description="subject span inside the prompt")
     target: str = Field(..., min_length=1, max_length=200, pattern=r"\S", description='new answer, e.g. " Rome"')
     layer: Int | None = Field(None, description="edited layer; default: the model's registry default")
-    params: dict[str, float | int | str] = Field(default_factory=dict, description="method hyperparameters")
+    params: dict[str, float | int | str] = Field(
+        default_factory=dict, description="method hyperparameters (the method's own keys; see the enum)",
+        json_schema_extra={"propertyNames": {"enum": sorted(set().union(*_PARAM_KEYS.values()))}})
     paraphrases: list[str] = Field(default_factory=list, max_length=10, description="extra generalisation prompts")
     locality_prompts: list[str] = Field(default_factory=list, max_length=10, description="extra locality prompts")
 

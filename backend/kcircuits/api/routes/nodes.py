@@ -16,8 +16,9 @@ from kcircuits.errors import BadRequest, NotFound
 
 router = APIRouter(prefix="/api", tags=["nodes"])
 _CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
-#: A node id as :func:`kcircuits.circuits.lens.parse_node` reads it: head "a<layer>.h<head>" or MLP "m<layer>".
-NODE_ID = r"^(a[0-9]+\.h[0-9]+|m[0-9]+)$"
+#: A node id in the canonical form results use (no leading zeros: "a0.h00" would not match the
+#: keys of a head's scores): head "a<layer>.h<head>" or MLP "m<layer>".
+NODE_ID = r"^(a(0|[1-9][0-9]{0,5})\.h(0|[1-9][0-9]{0,5})|m(0|[1-9][0-9]{0,5}))$"
 
 
 class ProjectIn(BaseModel):
