@@ -59,9 +59,11 @@ def check_prompts(body: BaseModel, settings: Settings) -> None:
     """:func:`check_prompt` on every :data:`PROMPT_FIELDS` field ``body`` has (strings or lists of them)."""
     for field in PROMPT_FIELDS:
         value = getattr(body, field, None)
-        for text in value if isinstance(value, list) else [value]:
-            if text is not None:
-                check_prompt(text, settings, field)
+        if isinstance(value, list):
+            for i, text in enumerate(value):
+                check_prompt(text, settings, f"{field}[{i}]")
+        elif value is not None:
+            check_prompt(value, settings, field)
 
 
 def check_tokens(n_tokens: int, settings: Settings, field: str = "prompt") -> None:

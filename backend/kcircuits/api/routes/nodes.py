@@ -19,6 +19,8 @@ _CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
 #: A node id in the canonical form results use (no leading zeros: "a0.h00" would not match the
 #: keys of a head's scores): head "a<layer>.h<head>" or MLP "m<layer>".
 NODE_ID = r"^(a(0|[1-9][0-9]{0,5})\.h(0|[1-9][0-9]{0,5})|m(0|[1-9][0-9]{0,5}))$"
+#: The detail panel also shows the graph's two ends.
+DETAIL_NODE_ID = NODE_ID[:-2] + "|input|logits)$"
 
 
 class ProjectIn(BaseModel):
@@ -37,7 +39,7 @@ class DetailIn(BaseModel):
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
-    node: str = Field(..., max_length=50, pattern=NODE_ID)
+    node: str = Field(..., max_length=50, pattern=DETAIL_NODE_ID)
     target: str | None = Field(None, min_length=1, max_length=200)
     subject: str | None = Field(None, max_length=500)
     k: Int = 10
