@@ -45,6 +45,14 @@ class Busy(KCircuitsError):
         self.retry_after_s = retry_after_s
 
 
+class TooMany(Busy):
+    """A quota of held resources (edit sessions, queued jobs) is used up: 429 with Retry-After.
+    The client can free one; the server itself is not failing, so not a 5xx."""
+
+    status = 429
+    kind = "too_many"
+
+
 class NotReady(KCircuitsError):
     status = 503
     kind = "not_ready"

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcircuits.errors import Busy, KCircuitsError, NotFound, shown
+from kcircuits.errors import KCircuitsError, NotFound, TooMany, shown
 from kcircuits.lm.worker import unbounded_waits
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ class JobManager:
         with self._lock:
             active = sum(1 for j in self._jobs.values() if j.status not in TERMINAL)
             if active >= self.max_queued:
-                raise Busy("too many jobs queued; retry later", retry_after_s=10)
+                raise TooMany(f"{self.max_queued} jobs are queued or running; cancel one (DELETE /api/jobs/{{id}}) "
+                              "or retry later", retry_after_s=10)
             job = Job(id=uuid.uuid4().hex, kind=kind, params=params or {})
             self._jobs[job.id] = job
             self._trim()

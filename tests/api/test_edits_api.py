@@ -152,7 +152,7 @@ def test_unknown_session_and_capacity(api_settings, tiny_gpt2):
         assert client.get("/api/edits/nope/compare").status_code == 404
         first = _start(client, EDIT)
         full = client.post("/api/edits", json=EDIT)
-        assert full.status_code == 503 and "edit sessions" in full.json()["error"]["message"]
+        assert full.status_code == 429 and full.headers["retry-after"] and "edit sessions" in full.json()["error"]["message"]
         _wait(client, first["job_id"])
         client.delete(f"/api/edits/{first['session_id']}")
         second = _start(client, {**EDIT, "method": "rome", "params": {"n_prefixes": 2, "prefix_len": 4,

@@ -21,6 +21,7 @@ ERROR_RESPONSES = {
     409: {"description": "Model known but not loadable here"},
     413: {"description": "Request body too large"},
     422: {"description": "Invalid request: the message names the field and the problem"},
+    429: {"description": "A quota (open edit sessions, queued jobs) is used up: free one, or retry after Retry-After seconds"},
     503: {"description": "Busy or not ready: retry after the Retry-After header's seconds"},
 }
 
@@ -37,7 +38,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        msg = err.get("msg", "invalid")
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "json_invalid":
             return "request body is not valid JSON"
         parts.append(f"{loc}: {msg}" if loc else msg)

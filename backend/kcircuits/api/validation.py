@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from fastapi import Request
-from pydantic import ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
@@ -14,6 +16,22 @@ from kcircuits.lm.registry import get_spec
 WIRE = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 #: Fields checked by :func:`check_prompt`: the OpenAPI schema shows the configured limits for them.
 PROMPT_FIELDS = ("prompt", "corrupt_prompt", "paraphrases", "locality_prompts")
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 238.0 is the integer 238 (as JSON Schema's ``integer`` says);
+    238.5, "5" and true stay what they are and strict validation refuses them."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A wire integer: strict (no "5", no true), but an integral JSON number such as 3.0 is accepted.
+Int = Annotated[int, BeforeValidator(_integral)]
+
+
+def bounded_int(ge: int | None = None, le: int | None = None) -> Any:
+    """:data:`Int` with its bounds inside, where the schema shows them as minimum/maximum (bounds
+    given on an ``Int | None`` field or a list item would reach the schema as raw ``ge``/``le``)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
 
 
 def model_key(request: Request, model_id: str | None, session: str | None) -> str:
@@ -35,6 +53,17 @@ def check_prompt(prompt: str, settings: Settings, field: str = "prompt") -> str:
     if len(prompt) > settings.max_prompt_chars:
         raise BadRequest(f"{field} has {len(prompt)} characters; the limit is {settings.max_prompt_chars}")
     return prompt
+
+
+def check_prompts(body: BaseModel, settings: Settings) -> None:
+    """:func:`check_prompt` on every :data:`PROMPT_FIELDS` field ``body`` has (strings or lists of them)."""
+    for field in PROMPT_FIELDS:
+        value = getattr(body, field, None)
+        if isinstance(value, list):
+            for i, text in enumerate(value):
+                check_prompt(text, settings, f"{field}[{i}]")
+        elif value is not None:
+            check_prompt(value, settings, field)
 
 
 def check_tokens(n_tokens: int, settings: Settings, field: str = "prompt") -> None:

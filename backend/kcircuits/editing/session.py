@@ -20,7 +20,7 @@ from typing import Any
 
 from kcircuits.config import Settings
 from kcircuits.editing import METHODS
-from kcircuits.errors import BadRequest, Busy, KCircuitsError, NotFound, NotReady, shown
+from kcircuits.errors import BadRequest, KCircuitsError, NotFound, NotReady, TooMany, shown
 from kcircuits.lm.loader import LoadedModel
 from kcircuits.lm.worker import BACKGROUND, ModelWorker
 
@@ -143,14 +143,14 @@ class SessionManager:
         return sum(1 for s in self._sessions.values() if s.status in ("pending", "running", "ready"))
 
     def create(self, req: EditRequest) -> EditSession:
-        """Reserve a session slot (raises :class:`Busy` when ``max_edit_sessions`` are held)."""
+        """Reserve a session slot (raises :class:`TooMany` when ``max_edit_sessions`` are held)."""
         if req.method not in METHODS:
             raise BadRequest(f"unknown edit method {req.method!r}; choose one of {list(METHODS)}")
         self.sweep()
         now = time.time()
         with self._lock:
             if self._active() >= self.settings.max_edit_sessions:
-                raise Busy(f"all {self.settings.max_edit_sessions} edit sessions are in use; close one "
+                raise TooMany(f"all {self.settings.max_edit_sessions} edit sessions are in use; close one "
                            "(DELETE /api/edits/{id}) or wait until one expires", retry_after_s=30)
             session = EditSession(uuid.uuid4().hex[:16], req, now, now + self.settings.edit_session_ttl_s)
             self._sessions[session.session_id] = session

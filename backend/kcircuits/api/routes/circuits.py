@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import WIRE, check_prompt, check_tokens, model_key
+from kcircuits.api.validation import WIRE, Int, bounded_int, check_prompt, check_tokens, model_key
+from kcircuits.circuits.discover import REFINE_METHOD
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest
 
@@ -26,8 +27,8 @@ class RoleThresholdsIn(BaseModel):
     significance_k: float = Field(3.0, ge=0, le=100, description="MADs above the median |score| of the circuit's heads")
     mover_attention: float = Field(0.3, ge=0, le=1, description="subject attention of a mover")
     relation_attention: float = Field(0.3, ge=0, le=1, description="attention to the relation's content tokens")
-    write_top_k: int = Field(10, ge=1, le=1000, description="a mover's target or subject token rank in its output")
-    min_population: int = Field(8, ge=3, le=10_000,
+    write_top_k: Int = Field(10, ge=1, le=1000, description="a mover's target or subject token rank in its output")
+    min_population: Int = Field(8, ge=3, le=10_000,
                                 description="fewer circuit heads: significance among all the model's heads")
 
     def thresholds(self):
@@ -96,12 +97,19 @@ def with_roles(model: Any, result: dict, roles: RoleThresholdsIn | None = None) 
 class CircuitIn(BaseModel):
     """One circuit request. Selection: ``top_n`` or ``threshold`` (default: top 1% of the edges)."""
 
-    model_config = WIRE
+    # The schema says what _selection refuses: not both top_n and threshold, and a threshold only
+    # with a method other than eap-ig-refine (the default when method is absent).
+    model_config = ConfigDict(**WIRE, json_schema_extra={"allOf": [
+        {"not": {"required": ["top_n", "threshold"],
+                 "properties": {"top_n": {"type": "integer"}, "threshold": {"type": "number"}}}},
+        {"anyOf": [{"not": {"required": ["threshold"], "properties": {"threshold": {"type": "number"}}}},
+                   {"required": ["method"], "properties": {"method": {"not": {"const": REFINE_METHOD}}}}]}]})
 
     model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
     prompt: str = Field(..., max_length=100_000)
     target: str = Field(..., min_length=1, max_length=200, description='answer text, e.g. " Paris" (first token)')
-    method: str = Field("eap-ig-refine", max_length=32,
+    method: Literal["eap-ig-refine", "eap-ig", "eap", "eap-ig-mask", "clean-corrupted", "exact"] = Field(
+        REFINE_METHOD,
                         description="eap-ig-refine (default: re-attributed and calibrated) | eap-ig | eap | "
                                     "eap-ig-mask | clean-corrupted | exact (acdc: a job)")
     ablation: Literal["patch", "zero", "mean"] = "patch"
@@ -110,19 +118,35 @@ class CircuitIn(BaseModel):
     corrupt_prompt: str | None = Field(None, max_length=100_000,
                                        description="patching input; when null, counterfactuals of the prompt's own "
                                                    "relation and template with another known answer as the foil")
-    counterfactuals: int = Field(1, ge=1, le=8, description="automatic counterfactuals averaged (a batch)")
+    counterfactuals: Int = Field(1, ge=1, le=8, description="automatic counterfactuals averaged (a batch)")
     subject: str | None = Field(None, max_length=500, description="subject span; auto-detected when null")
-    foil: str | None = Field(None, max_length=200, description="logit_diff foil; default: the corrupted answer")
-    top_n: int | None = Field(None, ge=0)
+    foil: str | None = Field(None, min_length=1, max_length=200, description="logit_diff foil; default: the corrupted answer")
+    top_n: bounded_int(ge=0) | None = None
     threshold: float | None = Field(None, ge=0)
     greedy: bool = False
-    ig_steps: int = Field(5, ge=1, le=64)
+    ig_steps: Int = Field(5, ge=1, le=64)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
-    max_edges_returned: int = Field(3000, ge=0, le=20_000)
-    random_seeds: int = Field(3, ge=0, le=10)
+    max_edges_returned: Int = Field(3000, ge=0, le=20_000)
+    random_seeds: Int = Field(3, ge=0, le=10)
     with_heads: bool = True
     roles: RoleThresholdsIn = Field(default_factory=RoleThresholdsIn, description="head-role thresholds")
     session: str | None = Field(None, max_length=100, description="edit session id")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _acdc_is_a_job(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("method") == "acdc":
+            raise ValueError("acdc runs one forward per edge: start it as a job (POST /api/jobs, kind 'acdc')")
+        return data
+
+    @model_validator(mode="after")
+    def _selection(self) -> CircuitIn:
+        if self.top_n is not None and self.threshold is not None:
+            raise ValueError("give top_n or threshold, not both")
+        if self.threshold is not None and self.method == REFINE_METHOD:
+            raise ValueError(f"threshold selects by one pass's scores: use top_n with {REFINE_METHOD}, "
+                             "or another method")
+        return self
 
 
 def _graph_for(model_id: str, settings: Settings, kv_mode: str = "grouped"):
@@ -135,19 +159,9 @@ def _graph_for(model_id: str, settings: Settings, kv_mode: str = "grouped"):
 def _check(body: CircuitIn, settings: Settings, model_id: str) -> None:
     """Cheap checks before any model work (registry facts only)."""
     from kcircuits.circuits.attribution import EXACT_MAX_EDGES
-    from kcircuits.circuits.discover import DISCOVERY_METHODS, REFINE_METHOD
-
     check_prompt(body.prompt, settings)
     if body.corrupt_prompt is not None:
         check_prompt(body.corrupt_prompt, settings, "corrupt_prompt")
-    if body.method == "acdc":
-        raise BadRequest("acdc runs one forward per edge: start it as a job (POST /api/jobs, kind 'acdc')")
-    if body.method not in DISCOVERY_METHODS:
-        raise BadRequest(f"unknown method {body.method!r}; choose one of {list(DISCOVERY_METHODS)}")
-    if body.top_n is not None and body.threshold is not None:
-        raise BadRequest("give top_n or threshold, not both")
-    if body.threshold is not None and body.method == REFINE_METHOD:
-        raise BadRequest(f"threshold selects by one pass's scores: use top_n with {REFINE_METHOD}, or another method")
     graph = _graph_for(model_id, settings, body.kv_mode)
     if body.top_n is not None and body.top_n > graph.n_edges:
         raise BadRequest(f"top_n is {body.top_n}; the graph has {graph.n_edges} edges")

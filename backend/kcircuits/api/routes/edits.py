@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from kcircuits.api.deps import JobsDep, SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import WIRE, check_prompt
+from kcircuits.api.validation import WIRE, Int, check_prompt
 from kcircuits.circuits.discover import DEFAULT_METHOD, DISCOVERY_METHODS
 from kcircuits.config import Settings
 from kcircuits.editing.compare import CompareThresholds
@@ -38,10 +38,12 @@ class EditIn(BaseModel):
     model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
     method: Literal["rome", "ft-m", "ft-l"]
     prompt: str = Field(..., max_length=100_000, description='edit prompt, e.g. "The Eiffel Tower is located in the city of"')
-    subject: str = Field(..., max_length=500, description="subject span inside the prompt")
-    target: str = Field(..., min_length=1, max_length=200, description='new answer, e.g. " Rome"')
-    layer: int | None = Field(None, description="edited layer; default: the model's registry default")
-    params: dict[str, float | int | str] = Field(default_factory=dict, description="method hyperparameters")
+    subject: str = Field(..., min_length=1, max_length=500, pattern=r"\S", description="subject span inside the prompt")
+    target: str = Field(..., min_length=1, max_length=200, pattern=r"\S", description='new answer, e.g. " Rome"')
+    layer: Int | None = Field(None, description="edited layer; default: the model's registry default")
+    params: dict[str, float | int | str] = Field(
+        default_factory=dict, description="method hyperparameters (the method's own keys; see the enum)",
+        json_schema_extra={"propertyNames": {"enum": sorted(set().union(*_PARAM_KEYS.values()))}})
     paraphrases: list[str] = Field(default_factory=list, max_length=10, description="extra generalisation prompts")
     locality_prompts: list[str] = Field(default_factory=list, max_length=10, description="extra locality prompts")
 

@@ -21,7 +21,7 @@ from kcircuits.api.deps import JobsDep, StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.routes.neurons import CompareIn, NeuronsIn, check_compare, check_neurons
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import WIRE, check_prompt, model_key
+from kcircuits.api.validation import WIRE, Int, bounded_int, check_prompts, model_key
 from kcircuits.circuits.discover import DEFAULT_SWEEP_SIZES
 from kcircuits.errors import BadRequest, NotFound, shown
 from kcircuits.jobs import JobContext
@@ -45,7 +45,7 @@ class AcdcParams(BaseModel):
     corrupt_prompt: str | None = Field(None, max_length=100_000)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     session: str | None = Field(None, max_length=100)
-    max_edges: int = Field(20_000, ge=1, le=MAX_ACDC_EDGES,
+    max_edges: Int = Field(20_000, ge=1, le=MAX_ACDC_EDGES,
                            description="refuse graphs larger than this (one forward per edge)")
 
 
@@ -54,12 +54,12 @@ class RelationParams(BaseModel):
 
     model: str | None = Field(None, max_length=200)
     relation: str = Field(..., max_length=200)
-    n: int = Field(10, ge=2, le=500)
+    n: Int = Field(10, ge=2, le=500)
     method: Literal["eap-ig-refine", "eap-ig", "eap"] = "eap-ig-refine"
     ablation: Literal["patch", "zero", "mean"] = "patch"
-    top_n: int | None = Field(None, ge=1, description="circuit size in edges (default 1% of the graph)")
-    k: int = Field(10, ge=1, le=1_000_000, description="Hit@k")
-    known_k: int | None = Field(None, ge=1, le=1_000_000,
+    top_n: bounded_int(ge=1) | None = Field(None, description="circuit size in edges (default 1% of the graph)")
+    k: Int = Field(10, ge=1, le=1_000_000, description="Hit@k")
+    known_k: bounded_int(ge=1, le=1_000_000) | None = Field(None,
                                 description="a fact is known when its answer ranks in the top known_k (default k)")
     session: str | None = Field(None, max_length=100)
 
@@ -75,8 +75,8 @@ class SweepParams(BaseModel):
     ablation: Literal["zero", "patch", "mean"] = "patch"
     metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] | None = None
     corrupt_prompt: str | None = Field(None, max_length=100_000)
-    sizes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: list(DEFAULT_SWEEP_SIZES), min_length=1, max_length=50)
-    ig_steps: int = Field(5, ge=1, le=64)
+    sizes: list[bounded_int(ge=0)] = Field(default_factory=lambda: list(DEFAULT_SWEEP_SIZES), min_length=1, max_length=50)
+    ig_steps: Int = Field(5, ge=1, le=64)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     session: str | None = Field(None, max_length=100)
 
@@ -264,8 +264,7 @@ def create_job(body: JobIn, request: Request, jobs: JobsDep, store: StoreDep) ->
     """Start a slow computation; poll GET /api/jobs/{id} or stream /events."""
     kind, params = KINDS[body.kind], body.params
     settings = request.app.state.settings
-    if hasattr(params, "prompt"):
-        check_prompt(params.prompt, settings)
+    check_prompts(params, settings)
     key = model_key(request, params.model, params.session)
     if kind.check is not None:
         kind.check(params, settings)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import WIRE, check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.api.validation import WIRE, Int, check_prompt, check_tokens, check_top_k, model_key
 from kcircuits.config import Settings
 
 router = APIRouter(prefix="/api", tags=["lens"])
@@ -21,9 +21,9 @@ class LensIn(BaseModel):
 
     model: str | None = Field(None, max_length=200, description="registry id; default: the server's")
     prompt: str = Field(..., max_length=100_000)
-    target: str | None = Field(None, max_length=200, description='answer text, e.g. " Paris" (first token scored)')
+    target: str | None = Field(None, min_length=1, max_length=200, description='answer text, e.g. " Paris" (first token scored)')
     subject: str | None = Field(None, max_length=500, description="subject span; auto-detected when null")
-    top_k: int = 5
+    top_k: Int = 5
     ln_mode: Literal["recompute", "cached"] = "recompute"
     kl: bool = False
     session: str | None = Field(None, max_length=100, description="edit session id")

@@ -7,25 +7,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import check_prompt, check_tokens, model_key
+from kcircuits.api.validation import WIRE, Int, bounded_int, check_prompt, check_tokens, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
 
 router = APIRouter(prefix="/api/neurons", tags=["neurons"])
 
 Prompt = Annotated[str, Field(min_length=1, max_length=100_000)]
+#: A neuron id as :func:`kcircuits.circuits.neurons.parse_neuron` reads it ("L5.N123"; L optional, any case).
+NEURON_ID = r"^[Ll]?[0-9]+\.[Nn][0-9]+$"
 
 
 class _IG(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
-    steps: int = Field(20, ge=1, le=128, description="IG steps m (midpoint rule, baseline 0)")
+    steps: Int = Field(20, ge=1, le=128, description="IG steps m (midpoint rule, baseline 0)")
     path: Literal["joint", "layer"] = Field("joint", description="joint: all layers scaled together; layer: Dai et al.")
     threshold: float = Field(0.2, gt=0, le=1, description="keep neurons above this fraction of the per-prompt max")
     share: float = Field(0.5, gt=0, le=1, description="keep neurons found in at least this fraction of the prompts")
@@ -40,9 +42,9 @@ class NeuronsIn(_IG):
     paraphrases: list[Prompt] = Field(default_factory=list, max_length=16, description="more prompts of the same fact")
     relation: str | None = Field(None, max_length=200, description="LRE relation: its templates filled with subject")
     subject: str | None = Field(None, max_length=500, description="the subject for the relation's templates")
-    top_k: int = Field(20, ge=1, le=200)
+    top_k: Int = Field(20, ge=1, le=200)
     with_circuit: bool = Field(False, description="also discover the prompt's circuit and set the KNs beside it")
-    circuit_top_n: int | None = Field(None, ge=1)
+    circuit_top_n: bounded_int(ge=1) | None = None
     session: str | None = Field(None, max_length=100)
 
 
@@ -50,9 +52,9 @@ class CompareIn(_IG):
     """Niu et al.'s comparison: KN localisation and edits on facts vs syntax minimal pairs."""
 
     model: str | None = Field(None, max_length=200)
-    n_facts: int = Field(20, ge=0, le=200)
-    n_syntax: int = Field(20, ge=0, le=200)
-    max_prompts: int = Field(3, ge=1, le=8)
+    n_facts: Int = Field(20, ge=0, le=200)
+    n_syntax: Int = Field(20, ge=0, le=200)
+    max_prompts: Int = Field(3, ge=1, le=8)
     relations: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=20)
     phenomena: list[Literal["det_noun", "subj_verb"]] = Field(default_factory=lambda: ["det_noun", "subj_verb"],
                                                               min_length=1)
@@ -62,12 +64,12 @@ class CompareIn(_IG):
 class NeuronEditIn(BaseModel):
     """Suppress (zero) or enhance (double) neurons; before/after on the prompt and its neighbours."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = WIRE
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
     target: str = Field(..., min_length=1, max_length=200)
-    neurons: list[Annotated[str, Field(max_length=32)]] = Field(..., min_length=1, max_length=1000,
+    neurons: list[Annotated[str, Field(max_length=32, pattern=NEURON_ID)]] = Field(..., min_length=1, max_length=1000,
                                                                  description='ids "L<layer>.N<index>"')
     mode: Literal["suppress", "enhance"] = "suppress"
     positions: Literal["last", "all"] = "last"
@@ -170,11 +172,10 @@ def edit(body: NeuronEditIn, request: Request, settings: SettingsDep, worker: Wo
 
 
 @router.get("/syntax", responses=ERROR_RESPONSES)
-def syntax_pairs(phenomenon: Literal["det_noun", "subj_verb"] | None = None, limit: int = 50) -> dict:
+def syntax_pairs(phenomenon: Literal["det_noun", "subj_verb"] | None = None,
+                 limit: int = Query(50, ge=1, le=1000)) -> dict:
     """The committed syntax minimal pairs (bench/make_syntax_pairs.py), optionally of one phenomenon."""
     from kcircuits.circuits.neurons import syntax_items
 
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be between 1 and 1000")
     items = [i for i in syntax_items() if phenomenon is None or i["phenomenon"] == phenomenon]
     return {"total": len(items), "items": items[:limit]}

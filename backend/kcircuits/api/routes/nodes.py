@@ -10,12 +10,17 @@ from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
-from kcircuits.api.validation import WIRE, check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.api.validation import WIRE, Int, check_prompt, check_tokens, check_top_k, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
 
 router = APIRouter(prefix="/api", tags=["nodes"])
 _CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
+#: A node id in the canonical form results use (no leading zeros: "a0.h00" would not match the
+#: keys of a head's scores): head "a<layer>.h<head>" or MLP "m<layer>".
+NODE_ID = r"^(a(0|[1-9][0-9]{0,5})\.h(0|[1-9][0-9]{0,5})|m(0|[1-9][0-9]{0,5}))$"
+#: The detail panel also shows the graph's two ends.
+DETAIL_NODE_ID = NODE_ID[:-2] + "|input|logits)$"
 
 
 class ProjectIn(BaseModel):
@@ -23,9 +28,9 @@ class ProjectIn(BaseModel):
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
-    node: str = Field(..., max_length=50)
-    position: int = -1
-    k: int = 10
+    node: str = Field(..., max_length=50, pattern=NODE_ID)
+    position: Int = -1
+    k: Int = 10
     session: str | None = Field(None, max_length=100)
 
 
@@ -34,10 +39,10 @@ class DetailIn(BaseModel):
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
-    node: str = Field(..., max_length=50)
-    target: str | None = Field(None, max_length=200)
+    node: str = Field(..., max_length=50, pattern=DETAIL_NODE_ID)
+    target: str | None = Field(None, min_length=1, max_length=200)
     subject: str | None = Field(None, max_length=500)
-    k: int = 10
+    k: Int = 10
     session: str | None = Field(None, max_length=100)
 
 
