@@ -118,7 +118,7 @@ def test_compare_shows_the_empty_state_and_rejects_bad_settings(client):
     circ = data["circuit"]
     assert circ["post"]["metrics"]["edges"] == 0 and not circ["sides"]["post"]["usable"]
     assert "empty" in circ["sides"]["post"]["reason"] and circ["diff"] is None and not circ["comparable"]
-    for params, needle in (({"method": "acdc"}, "acdc"), ({"method": "bogus"}, "bogus"),
+    for params, needle in (({"method": "acdc"}, "eap-ig-refine"), ({"method": "bogus"}, "query.method"),
                            ({"reweight_rel": 0}, "reweight_rel"), ({"top_n": -1}, "top_n")):
         resp = client.get(f"/api/edits/{sid}/compare", params=params)
         assert resp.status_code == 422, resp.text

@@ -418,7 +418,7 @@ def test_unknown_result_shows_not_found(page, server):
 
 
 def test_size_sweep_job_plots_rows(page, server):
-    """The sweep button runs a job whose rows fill the table, from 0 edges up to the full graph."""
+    """The sweep button runs a job whose rows fill the table, up to the full graph."""
     type_prompt(page, "The capital of France is", model="tiny-gpt2")
     page.fill("[data-testid=target]", " Paris")
     page.select_option("[data-testid=method]", "eap")
@@ -428,7 +428,7 @@ def test_size_sweep_job_plots_rows(page, server):
                            timeout=SLOW)
     assert not page.locator("[data-testid=circuit-status].error").count(), page.text_content("[data-testid=circuit-status]")
     rows = page.locator("[data-testid=sweep-table] tr")
-    assert rows.count() == 1 + 6  # header + default sizes 10..3000 (clipped to the graph's 110 edges)
+    assert rows.count() == 1 + 4  # header + the default sizes below the graph (10, 30, 100) and all 110 edges
     assert page.locator("[data-testid=sweep] .js-plotly-plot").count() == 1
     assert page.get_attribute(".circuit-panel", "data-job-status") == "succeeded"
 

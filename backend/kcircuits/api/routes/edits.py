@@ -139,11 +139,12 @@ def _side(model, session: EditSession, circuit_target: str, counterfactual: dict
 
 #: discovery methods a comparison may use (ACDC runs as a job, not here)
 COMPARE_METHODS = tuple(m for m in DISCOVERY_METHODS if m != "acdc")
+CompareMethod = Literal[COMPARE_METHODS]  # the schema lists them
 
 
 @router.get("/{session_id}/compare", responses=ERROR_RESPONSES)
 def compare_edit(session_id: str, request: Request, settings: SettingsDep, worker: WorkerDep, store: StoreDep,
-                 method: str = Query(DEFAULT_METHOD, max_length=40, description="discovery method of both sides"),
+                 method: CompareMethod = Query(DEFAULT_METHOD, description="discovery method of both sides"),
                  top_n: int | None = Query(None, ge=0, le=100_000, description="circuit size of both sides"),
                  reweight_rel: float = Query(CompareThresholds.reweight_rel, gt=0, le=1,
                                              description="reweighted: |delta score| above this x max |score|"),

@@ -75,7 +75,9 @@ class SweepParams(BaseModel):
     ablation: Literal["zero", "patch", "mean"] = "patch"
     metric: Literal["logit_diff", "logprob", "prob", "match_nll", "kl"] | None = None
     corrupt_prompt: str | None = Field(None, max_length=100_000)
-    sizes: list[bounded_int(ge=0)] = Field(default_factory=lambda: list(DEFAULT_SWEEP_SIZES), min_length=1, max_length=50)
+    sizes: list[bounded_int(ge=0)] | None = Field(
+        None, min_length=1, max_length=50,
+        description=f"edge counts; default {list(DEFAULT_SWEEP_SIZES)}, those above the graph's edge count dropped")
     ig_steps: Int = Field(5, ge=1, le=64)
     kv_mode: Literal["grouped", "ungrouped"] = "grouped"
     session: str | None = Field(None, max_length=100)
@@ -195,7 +197,8 @@ def _sweep_body(request: Request, params: SweepParams, key: str) -> Body:
 
     return _on_worker(request, key, lambda model, steps: sweep_circuit(
         model, params.prompt, params.target, method=params.method, ablation=params.ablation, metric=params.metric,
-        corrupt_prompt=params.corrupt_prompt, subject=params.subject, sizes=params.sizes,
+        corrupt_prompt=params.corrupt_prompt, subject=params.subject,
+        sizes=params.sizes or _default_sizes(model.arch, params.kv_mode),
         ig_steps=params.ig_steps, kv_mode=params.kv_mode, progress=steps.progress))
 
 
@@ -234,10 +237,18 @@ def _check_relation(params: RelationParams, settings) -> None:
         raise BadRequest(f"params.top_n is {params.top_n}; the graph has {n_edges} edges")
 
 
+def _default_sizes(arch, kv_mode: str) -> list[int]:
+    """The default sweep sizes that fit the graph, and the whole graph."""
+    from kcircuits.circuits.graph import get_graph
+
+    n_edges = get_graph(arch, kv_mode).n_edges
+    return sorted({n for n in DEFAULT_SWEEP_SIZES if n < n_edges} | {n_edges})
+
+
 def _check_sweep(params: SweepParams, settings) -> None:
-    """Every circuit size lies within the graph."""
+    """Every circuit size asked for lies within the graph."""
     n_edges = _n_edges(params, settings, params.kv_mode)
-    if max(params.sizes) > n_edges:
+    if params.sizes is not None and max(params.sizes) > n_edges:
         raise BadRequest(f"params.sizes: {max(params.sizes)} is above the graph's {n_edges} edges")
 
 
