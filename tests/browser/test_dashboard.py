@@ -55,7 +55,7 @@ def click_node(page, node_id: str) -> None:
     assert xy, f"{node_id} not drawn"
     page.locator("[data-testid=graph] canvas").first.click(position={"x": xy["x"], "y": xy["y"]})
     page.wait_for_function("id => document.querySelector('[data-testid=node-panel]').dataset.node === id",
-                           arg=node_id, timeout=10_000)
+                           arg=node_id, timeout=SLOW)  # the panel waits for the worker
 
 
 def circuits_available(server: str) -> None:
@@ -379,7 +379,7 @@ def test_share_link_round_trip(page, browser, server):
         p2 = ctx.new_page()
         p2.goto(link)
         p2.wait_for_function("() => window.__kc && window.__kc.circuit", timeout=SLOW)
-        p2.wait_for_function("id => document.querySelector('[data-testid=node-panel]').dataset.node === id", arg=node)
+        p2.wait_for_function("id => document.querySelector('[data-testid=node-panel]').dataset.node === id", arg=node, timeout=SLOW)
         after = p2.evaluate("() => window.__kc.drawn()")
         assert set(after["nodes"]) == set(before["nodes"])
         assert set(after["edges"]) == set(before["edges"])
