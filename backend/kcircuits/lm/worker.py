@@ -69,6 +69,7 @@ class ModelWorker:
         self.settings = settings or get_settings()
         self._loader = loader or (lambda model_id: load_model(model_id, self.settings))
         self._queue: queue.PriorityQueue = queue.PriorityQueue(maxsize=self.settings.queue_size)
+        self._stopped = False
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._pinned: set[str] = set()
         self._seq = itertools.count()
@@ -79,12 +80,14 @@ class ModelWorker:
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> ModelWorker:
+        self._stopped = False
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._loop, name="kcircuits-model-worker", daemon=True)
             self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._stopped = True
         if self._thread and self._thread.is_alive():
             self._queue.put(_Task(10**9, next(self._seq), "", _STOP, Future()))  # type: ignore[arg-type]
             self._thread.join(timeout)
@@ -136,6 +139,9 @@ class ModelWorker:
                block: bool = False, timeout: float | None = None) -> Future:
         """Queue ``fn(model)``; a full queue raises :class:`Busy` unless ``block``."""
         future: Future = Future()
+        if self._stopped:
+            future.set_exception(Busy("the model worker stopped; retry shortly", retry_after_s=2))
+            return future
         task = _Task(priority, next(self._seq), model_key, fn, future)
         try:
             self._queue.put(task, block=block, timeout=timeout)
@@ -197,5 +203,17 @@ class ModelWorker:
         while True:
             task: _Task = self._queue.get()
             if task.fn is _STOP:
+                self._fail_queued()
                 return
             self._execute(task)
+
+    def _fail_queued(self) -> None:
+        """On stop: every task still queued fails with Busy, so no caller (a job thread waiting
+        without a time limit, say) waits forever and interpreter exit is not held up."""
+        while True:
+            try:
+                task = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if task.fn is not _STOP and not task.future.done():
+                task.future.set_exception(Busy("the model worker stopped; retry shortly", retry_after_s=2))
