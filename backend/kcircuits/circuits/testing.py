@@ -85,18 +85,8 @@ def planted_copy_model(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, h
         wte[subj_id[0], SUBJ_DIM] = 1.0  # the subject carries the key/value feature
         wte[ans_id[0], ANS_DIM] = 1.0  # the answer reads the written feature
         _isolate(hf, planted)
-        attn = hf.transformer.h[layer].attn
-        w, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: [d, 3d] = q | k | v
-        q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
-        for c0 in (q0, k0, v0):
-            w[:, c0:c0 + dh] = 0.0
-            bias[c0:c0 + dh] = 0.0
-        bias[q0] = 1.0  # constant query
-        w[SUBJ_DIM, k0] = key_gain  # key = subject feature
-        w[SUBJ_DIM, v0] = 1.0  # value = subject feature
-        proj = attn.c_proj.weight  # [d (heads concatenated), d]
-        proj[head * dh:(head + 1) * dh, :] = 0.0
-        proj[head * dh, ANS_DIM] = 1.0  # head output -> answer direction
+        # constant query, key and value = the subject feature, output -> answer direction
+        _plant_head(hf.transformer.h[layer].attn, head, dh, d_model, SUBJ_DIM, SUBJ_DIM, {ANS_DIM: 1.0}, key_gain)
     model = from_hf_model(f"planted-copy-{n_layers}x{n_heads}", hf, tokenizer, device=device,
                           revision=f"planted:{seed}")
     prompt = f"The capital of{subject} is the city of"
@@ -124,20 +114,27 @@ class PlantedRoles:
     decoys: dict[str, str]  # head id -> why it must not get a role
 
 
-def _plant_head(attn: Any, head: int, dh: int, d_model: int, key_dim: int, value_dim: int,
-                writes: dict[int, float], key_gain: float) -> None:
-    """Head ``head`` of a GPT-2 attention block: constant query, key = ``key_gain`` * residual
-    dimension ``key_dim``, value = dimension ``value_dim``, output {residual dim: gain}."""
+def _clear_head(attn: Any, head: int, dh: int, d_model: int) -> tuple[Any, int, int, Any]:
+    """Zero head ``head`` of a GPT-2 attention block (its Q/K/V columns, biases and output rows) and
+    give it a constant query; returns (c_attn weight [d, 3d], key column, value column, c_proj weight)."""
     w, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D [d, 3d] = q | k | v
     q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
     for c0 in (q0, k0, v0):
         w[:, c0:c0 + dh] = 0.0
         bias[c0:c0 + dh] = 0.0
     bias[q0] = 1.0
-    w[key_dim, k0] = key_gain
-    w[value_dim, v0] = 1.0
     proj = attn.c_proj.weight  # [d (heads concatenated), d]
     proj[head * dh:(head + 1) * dh, :] = 0.0
+    return w, k0, v0, proj
+
+
+def _plant_head(attn: Any, head: int, dh: int, d_model: int, key_dim: int, value_dim: int,
+                writes: dict[int, float], key_gain: float) -> None:
+    """Head ``head`` of a GPT-2 attention block: constant query, key = ``key_gain`` * residual
+    dimension ``key_dim``, value = dimension ``value_dim``, output {residual dim: gain}."""
+    w, k0, v0, proj = _clear_head(attn, head, dh, d_model)
+    w[key_dim, k0] = key_gain
+    w[value_dim, v0] = 1.0
     for dim, gain in writes.items():
         proj[head * dh, dim] = gain
 
@@ -234,17 +231,8 @@ def planted_neuron_model(subject: str = " France", corrupt_subject: str = " Spai
         wte[subj_id[0], SUBJ_DIM] = 1.0
         wte[ans_id[0], ANS_DIM] = 1.0
         _isolate(hf, planted)
-        attn = hf.transformer.h[0].attn
-        w, bias = attn.c_attn.weight, attn.c_attn.bias
-        q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
-        for c0 in (q0, k0, v0):
-            w[:, c0:c0 + dh] = 0.0
-            bias[c0:c0 + dh] = 0.0
-        bias[q0] = 1.0  # constant query
-        w[SUBJ_DIM, k0] = 2.0  # key = subject feature
-        w[SUBJ_DIM, v0] = 1.0  # value = subject feature
-        attn.c_proj.weight[head * dh:(head + 1) * dh, :] = 0.0
-        attn.c_proj.weight[head * dh, move_dim] = 1.0
+        # head 1 attends to the subject and copies its feature onto MOVE_DIM
+        _plant_head(hf.transformer.h[0].attn, head, dh, d_model, SUBJ_DIM, SUBJ_DIM, {move_dim: 1.0}, 2.0)
         mlp = hf.transformer.h[1].mlp
         mlp.c_fc.weight[:, index] = 0.0
         mlp.c_fc.bias[index] = 0.0
@@ -313,15 +301,7 @@ def planted_relation_model(relation: str = "country_capital_city", n_facts: int 
         wte = hf.transformer.wte.weight  # tied with lm_head
         wte[:, planted] = 0.0
         _isolate(hf, planted)
-        attn = hf.transformer.h[layer].attn
-        w, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D [d, 3d] = q | k | v
-        q0, k0, v0 = head * dh, d_model + head * dh, 2 * d_model + head * dh
-        for c0 in (q0, k0, v0):
-            w[:, c0:c0 + dh] = 0.0
-            bias[c0:c0 + dh] = 0.0
-        bias[q0] = 1.0
-        proj = attn.c_proj.weight
-        proj[head * dh:(head + 1) * dh, :] = 0.0
+        w, k0, v0, proj = _clear_head(hf.transformer.h[layer].attn, head, dh, d_model)
         for i, (_, _, subj_id, ans_id) in enumerate(facts):
             wte[subj_id, 8 + i] = 1.0
             wte[ans_id, 8 + n + i] = 1.0
