@@ -19,14 +19,11 @@ from typing import Any
 
 from kcircuits.errors import KCircuitsError, NotFound, TooMany, shown
 from kcircuits.lm.worker import unbounded_waits
+from kcircuits.services.executor import Cancelled
 
 log = logging.getLogger(__name__)
 
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}  # interrupted: cut off by a restart
-
-
-class Cancelled(Exception):
-    """Raised inside a job body when its cancel flag is set."""
 
 
 @dataclass

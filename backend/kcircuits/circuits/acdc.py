@@ -31,7 +31,7 @@ from the reference code correspond to about tau * (S - 1) here), or any name of
 :mod:`kcircuits.circuits.metrics` oriented as a loss (higher-is-better metrics are negated so that
 "effect < tau" always means "removing the edge costs less than tau").
 Cancellation: ``cancel()`` is called between batches (fast) or edges (plain); it may raise
-(e.g. ``JobContext.check_cancel`` raising :class:`kcircuits.jobs.Cancelled`, which propagates), or
+(e.g. ``JobContext.check_cancel`` raising :class:`kcircuits.services.executor.Cancelled`, which propagates), or
 return True, in which case the partial result is returned with ``complete=False``.
 """
 

@@ -233,7 +233,7 @@ def _swap_partner(model, relation: Relation, fact: Fact, index: dict[int, list[t
 
 def _check(cancel: CancelFn | None) -> None:
     if cancel is not None and cancel():
-        from kcircuits.jobs import Cancelled
+        from kcircuits.services.executor import Cancelled
 
         raise Cancelled()
 
@@ -354,7 +354,7 @@ def run_relation(model, name: str, n: int | None = 20, method: str = "eap-ig-ref
     setting; first-order EAP scores under zero ablation pick poor circuits: on SmolLM2 a 1% circuit
     keeps Hit@10 0.0 where patching gives 0.9-1.0), or mean.
     ``progress(done, total, message)``; ``cancel()`` may raise or return True (then
-    :class:`kcircuits.jobs.Cancelled` is raised: a partial row means nothing).
+    :class:`kcircuits.services.executor.Cancelled` is raised: a partial row means nothing).
     """
     from kcircuits.circuits.attribution import attribute
     from kcircuits.circuits.discover import default_top_n

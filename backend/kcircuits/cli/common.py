@@ -72,6 +72,3 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
     finally:
         bar.close()
 
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
-from kcircuits.api.validation import WIRE, Int, check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.api.validation import WIRE, Int, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
+from kcircuits.services.checks import check_prompt, check_tokens, check_top_k
 
 router = APIRouter(prefix="/api", tags=["nodes"])
 _CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
