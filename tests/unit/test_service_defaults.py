@@ -75,7 +75,7 @@ def test_acdc_ablation_default_agrees(monkeypatch):
 
     seen = {}
 
-    def capture(service, spec, label):
+    def capture(service, spec, label, loader=None):
         seen["spec"] = spec
         raise typer.Exit(0)
 

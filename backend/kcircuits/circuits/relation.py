@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from kcircuits.circuits.evaluate import vocab_ranks as target_ranks  # [n, V], [n] -> [n] 1-based ranks
 from kcircuits.errors import BadRequest, NotFound
 
 log = logging.getLogger(__name__)
@@ -154,14 +155,6 @@ def last_logits(model, prompts: Sequence[str], batch_size: int = 32) -> torch.Te
     if out is None:
         return torch.empty(0, model.arch.d_vocab, device=model.device)
     return out
-
-
-def target_ranks(logits: torch.Tensor, target_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """1-based rank of each target among the vocabulary logits: logits [n, V] -> [n] long (ties
-    count against the target; see :func:`kcircuits.circuits.evaluate.vocab_ranks`)."""
-    from kcircuits.circuits.evaluate import vocab_ranks
-
-    return vocab_ranks(logits, target_ids)
 
 
 def known_facts(model, relation: Relation | str, k: int = 10, facts: Sequence[Fact] | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from kcircuits.circuits.heads import HeadRoleThresholds
-from kcircuits.cli.common import domain_errors, emit, run_service
+from kcircuits.cli.common import domain_errors, emit, load, run_service
 from kcircuits.errors import BadRequest
 from kcircuits.services.specs import (
     IG_STEPS_MAX,
@@ -91,7 +91,7 @@ def circuit(
             spec = AcdcSpec(prompt=prompt, target=target, model=model, subject=subject, tau=tau,
                             ablation=ablation or AcdcSpec.ablation, metric=metric or AcdcSpec.metric,
                             corrupt_prompt=corrupt, max_edges=MAX_ACDC_EDGES)
-            result = run_service(capabilities.acdc, spec, "acdc")
+            result = run_service(capabilities.acdc, spec, "acdc", load)
         else:
             if (error := selection_error(top_n, threshold, method)) is not None:
                 raise BadRequest(error)
@@ -100,7 +100,7 @@ def circuit(
                                counterfactuals=counterfactuals, subject=subject, top_n=top_n, threshold=threshold,
                                ig_steps=ig_steps, random_seeds=random_seeds,
                                roles={k: v for k, v in asdict(thresholds).items() if k != "lens_k"})
-            result = run_service(capabilities.circuit, spec, method)
+            result = run_service(capabilities.circuit, spec, method, load)
         if out is not None:
             _write(result, out)
     emit(result, as_json, _summary_with_roles if roles else _summary)
@@ -130,7 +130,7 @@ def sweep(
         spec = SweepSpec(prompt=prompt, target=target, model=model, method=method,
                          ablation=ablation or SweepSpec.ablation, metric=metric, corrupt_prompt=corrupt,
                          subject=subject, sizes=size_list, ig_steps=ig_steps)
-        result = run_service(capabilities.sweep, spec, "sweep")
+        result = run_service(capabilities.sweep, spec, "sweep", load)
     emit(result, as_json, _print_sweep)
 
 

@@ -68,15 +68,17 @@ def open_store():
         return None
 
 
-def run_service(service: Callable[[Any, Any, Any], Any], spec: Any, label: str) -> Any:
-    """``service(spec, executor, store)`` inline on the spec's model, with a progress bar and the
-    local store (cache hits; the result's ``id`` can be exported)."""
+def run_service(service: Callable[[Any, Any, Any], Any], spec: Any, label: str,
+                loader: Callable[[str | None], Any] | None = None) -> Any:
+    """``service(spec, executor, store)`` inline on the spec's model (booted by ``loader``, default
+    :func:`load`), with a progress bar and the local store (cache hits; the result's ``id`` can be
+    exported)."""
     from kcircuits.config import get_settings
     from kcircuits.services.executor import InlineExecutor
 
     settings = get_settings()
     spec.check(settings)  # bad input is named before the model loads
-    loaded = load(spec.model)
+    loaded = (loader or load)(spec.model)
     with progress_bar(label) as report:
         return service(spec, InlineExecutor(loaded, settings, report), open_store())
 

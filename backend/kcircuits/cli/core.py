@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kcircuits.cli.common import domain_errors, emit, emit_json, run_service
+from kcircuits.cli.common import domain_errors, emit, emit_json, load, run_service
 from kcircuits.services.specs import LensSpec
 
 
@@ -44,7 +44,7 @@ def lens(
 
     with domain_errors():
         spec = LensSpec(prompt=prompt, model=model, target=target, subject=subject, top_k=top_k, ln_mode=ln_mode)
-        result = run_service(capabilities.lens, spec, "lens")
+        result = run_service(capabilities.lens, spec, "lens", load)
     emit(result, as_json, _print_lens)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from kcircuits.cli.common import domain_errors, emit, run_service
+from kcircuits.cli.common import domain_errors, emit, load, run_service
 from kcircuits.services.specs import NEURON_STEPS_MAX, NeuronEditSpec, NeuronsCompareSpec, NeuronsSpec
 
 
@@ -49,7 +49,7 @@ def find(
         spec = NeuronsSpec(prompt=prompt, target=target, model=model, steps=steps, path=path, threshold=threshold,
                            share=share, paraphrases=list(paraphrase), relation=relation, subject=subject,
                            top_k=top_k, with_circuit=circuit)
-        result = run_service(capabilities.neurons, spec, "neurons")
+        result = run_service(capabilities.neurons, spec, "neurons", load)
     emit(result, as_json, _print_find)
 
 
@@ -96,7 +96,7 @@ def edit(
         spec = NeuronEditSpec(prompt=prompt, target=target, neurons=list(neuron), model=model, mode=mode,
                               positions=positions, relation=relation, subject=subject,
                               paraphrases=list(paraphrase), foil=foil)
-        result = run_service(capabilities.neuron_edit, spec, "neuron edit")
+        result = run_service(capabilities.neuron_edit, spec, "neuron edit", load)
     emit(result, as_json, _print_edit)
 
 
@@ -130,7 +130,7 @@ def compare(
     with domain_errors():
         spec = NeuronsCompareSpec(model=model, steps=steps, threshold=threshold, share=share, n_facts=n_facts,
                                   n_syntax=n_syntax, max_prompts=max_prompts)
-        result = run_service(capabilities.neurons_compare, spec, "neurons compare")
+        result = run_service(capabilities.neurons_compare, spec, "neurons compare", load)
     emit(result, as_json, _print_compare)
 
 

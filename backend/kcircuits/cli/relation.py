@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kcircuits.cli.common import domain_errors, emit, emit_json, run_service
+from kcircuits.cli.common import domain_errors, emit, emit_json, load, run_service
 from kcircuits.services.specs import RELATION_N_MAX, RELATION_N_MIN, RelationSpec
 
 
@@ -34,7 +34,7 @@ def relation(
     with domain_errors():
         spec = RelationSpec(relation=name, model=model, n=n, method=method, top_n=top_n, ablation=ablation, k=k,
                             filter_test=filter_test)
-        row = run_service(capabilities.relation, spec, name)
+        row = run_service(capabilities.relation, spec, name, load)
     emit(row, as_json, _print_row)
 
 
