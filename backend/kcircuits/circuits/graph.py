@@ -26,7 +26,6 @@ from kcircuits.lm.registry import ArchFacts
 KV_MODES = ("grouped", "ungrouped")
 #: "embed": the input node's output is the token + position embedding, i.e. blocks.0.hook_resid_pre.
 INPUT_CONVENTIONS = ("embed",)
-SLOTS = ("q", "k", "v", "mlp_in", "logits")
 
 
 @dataclass(frozen=True)
