@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int, bounded_int, model_key
+from kcircuits.api.wire import GraphStatsOut
 from kcircuits.circuits.discover import REFINE_METHOD
 from kcircuits.config import Settings
 from kcircuits.services import capabilities
@@ -111,7 +112,7 @@ def circuits(body: CircuitIn, request: Request, worker: WorkerDep, store: StoreD
     return capabilities.circuit(capabilities.to_spec(CircuitSpec, body), WorkerExecutor(worker, key), store)
 
 
-@router.get("/circuits/graph-stats", responses=ERROR_RESPONSES)
+@router.get("/circuits/graph-stats", responses=ERROR_RESPONSES, response_model=GraphStatsOut)
 def graph_stats(settings: SettingsDep, model: str | None = Query(None, max_length=200),
                 kv_mode: Literal["grouped", "ungrouped"] = "grouped") -> dict:
     """Node and edge counts of a model's computation graph (registry facts; no weights loaded)."""

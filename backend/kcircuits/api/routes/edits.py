@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from kcircuits.api.deps import JobsDep, SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int
+from kcircuits.api.wire import EditClosedOut, EditCreatedOut
 from kcircuits.circuits.discover import DEFAULT_METHOD, DISCOVERY_METHODS
 from kcircuits.config import Settings
 from kcircuits.editing.compare import CompareThresholds
@@ -76,7 +77,7 @@ def _manager(request: Request) -> SessionManager:
     return get_manager(request.app.state)
 
 
-@router.post("", status_code=202, responses=ERROR_RESPONSES)
+@router.post("", status_code=202, responses=ERROR_RESPONSES, response_model=EditCreatedOut)
 def create_edit(body: EditIn, request: Request, settings: SettingsDep, jobs: JobsDep) -> JSONResponse:
     """Start an edit: 202 with the session id and the job that performs and evaluates the edit."""
     req = _validate(body, settings)
@@ -107,7 +108,7 @@ def get_edit(session_id: str, request: Request) -> dict:
     return _manager(request).get(session_id).summary()
 
 
-@router.delete("/{session_id}", responses=ERROR_RESPONSES)
+@router.delete("/{session_id}", responses=ERROR_RESPONSES, response_model=EditClosedOut)
 def close_edit(session_id: str, request: Request) -> dict:
     """Close the session and free its edited copy."""
     _manager(request).close(session_id)

@@ -21,6 +21,7 @@ from kcircuits.api.deps import JobsDep, StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.routes.neurons import CompareIn, NeuronsIn
 from kcircuits.api.validation import WIRE, Int, bounded_int, model_key
+from kcircuits.api.wire import JobListOut, JobOut
 from kcircuits.circuits.discover import DEFAULT_SWEEP_SIZES
 from kcircuits.errors import NotFound, shown
 from kcircuits.jobs import JobContext
@@ -128,7 +129,7 @@ def job_body(kind: JobKind, spec: Any, worker: Any, key: str, store: Any) -> Cal
     return lambda ctx: kind.service(spec, WorkerExecutor(worker, key, ctx), store)
 
 
-@router.post("", status_code=202, responses=ERROR_RESPONSES)
+@router.post("", status_code=202, responses=ERROR_RESPONSES, response_model=JobOut, response_model_exclude_unset=True)
 def create_job(body: JobIn, request: Request, jobs: JobsDep, store: StoreDep) -> dict:
     """Start a slow computation; poll GET /api/jobs/{id} or stream /events."""
     kind, params = KINDS[body.kind], body.params
@@ -141,12 +142,12 @@ def create_job(body: JobIn, request: Request, jobs: JobsDep, store: StoreDep) ->
     return job.public(with_result=False)
 
 
-@router.get("", responses=ERROR_RESPONSES)
+@router.get("", responses=ERROR_RESPONSES, response_model=JobListOut, response_model_exclude_unset=True)
 def list_jobs(jobs: JobsDep) -> dict:
     return {"items": [job.public(with_result=False) for job in jobs.list()]}
 
 
-@router.get("/{job_id}", responses=ERROR_RESPONSES)
+@router.get("/{job_id}", responses=ERROR_RESPONSES, response_model=JobOut, response_model_exclude_unset=True)
 def get_job(job_id: str, jobs: JobsDep, store: StoreDep) -> dict:
     """Status, progress and (when succeeded) the result; jobs from before a restart come from
     the store (status as last recorded; one cut off by the restart is ``interrupted``)."""
@@ -164,7 +165,7 @@ def _stored_job(job_id: str, store: Any) -> dict:
     return stored
 
 
-@router.delete("/{job_id}", responses=ERROR_RESPONSES)
+@router.delete("/{job_id}", responses=ERROR_RESPONSES, response_model=JobOut, response_model_exclude_unset=True)
 def cancel_job(job_id: str, jobs: JobsDep, store: StoreDep) -> dict:
     """Cancel: the job stops at its next step (cooperative). A job of an earlier process is
     already over (interrupted or finished): its record is returned as it is."""
