@@ -294,7 +294,7 @@ def acdc(model, tokens: torch.Tensor, target_ids, tau: float, *, ablation: str =
     Returns an :class:`AcdcResult` (see the module docstring for cancellation).
     """
     if tokens.dim() != 2:
-        raise BadRequest("tokens must be [batch, pos]")
+        raise ValueError("tokens must be [batch, pos]")
     if math.isnan(tau):
         raise BadRequest("tau must be a number")
     t0 = time.perf_counter()

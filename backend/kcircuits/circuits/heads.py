@@ -244,7 +244,7 @@ def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int]
     attribution, target_rank, subject_rank, top_tokens, top_token_ids, suppressed_tokens}}.
     """
     if tokens.dim() != 2 or tokens.shape[0] != 1:
-        raise BadRequest("classify_heads takes one prompt: tokens of shape [1, pos]")
+        raise ValueError("classify_heads takes one prompt: tokens of shape [1, pos]")
     thresholds.check()
     requested, wanted = _population(model, head_ids, thresholds)
     n_pos = int(tokens.shape[1])
