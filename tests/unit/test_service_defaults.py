@@ -99,3 +99,22 @@ def test_top_n_or_threshold_checked_once():
     assert result.exit_code == 2
     assert specs.selection_error(5, 0.1, "eap") in result.output
     assert specs.selection_error(5, None, "eap") is None
+
+
+def test_cli_imports_nothing_from_the_api_but_serve():
+    """The CLI reaches the engine through the services; only ``serve`` (which starts the app) imports the API."""
+    import ast
+    from pathlib import Path
+
+    import kcircuits.cli
+
+    offenders = []
+    for path in Path(kcircuits.cli.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        allowed = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "serve"
+                   for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kcircuits.api") \
+                    and id(node) not in allowed:
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
