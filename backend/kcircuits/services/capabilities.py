@@ -6,6 +6,7 @@ work runs (the ModelWorker, or inline), the store (or None) makes results conten
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kcircuits.services.checks import check_tokens
@@ -71,26 +72,29 @@ def with_roles(model: Any, result: dict, thresholds: Any = None) -> dict:
     return result
 
 
-def _run_circuit(model: Any, spec: CircuitSpec, settings: Any, steps: Steps) -> dict:
+def run_circuit(model: Any, spec: CircuitSpec, settings: Any, steps: Steps | None = None) -> dict:
+    """Runs with the model: token limits, the circuit, its head roles."""
     from kcircuits.circuits.discover import compute_circuit
 
     check_tokens(model.tokenize(spec.prompt).shape[1], settings)
     args = {k: getattr(spec, k) for k in ("prompt", "target", "method", "ablation", "metric", "corrupt_prompt",
                                           "counterfactuals", "subject", "foil", "top_n", "threshold", "greedy",
                                           "ig_steps", "kv_mode", "max_edges_returned", "random_seeds", "with_heads")}
-    result = compute_circuit(model, **args, progress=steps.progress)
+    result = compute_circuit(model, **args, progress=steps.progress if steps is not None else None)
     if spec.with_heads:
         with_roles(model, result, spec.thresholds())
     result["session"] = spec.session
     return result
 
 
-def circuit(spec: CircuitSpec, executor: Executor, store: Any) -> dict:
-    """A circuit for ``prompt`` -> ``target``: nodes, scored edges, faithfulness, Hit@10 (kind ``circuit``)."""
+def circuit(spec: CircuitSpec, executor: Executor, store: Any, run: Callable[..., dict] | None = None) -> dict:
+    """A circuit for ``prompt`` -> ``target``: nodes, scored edges, faithfulness, Hit@10 (kind
+    ``circuit``); ``run(model, spec, settings, steps)`` is the model step (default :func:`run_circuit`)."""
     settings = executor.settings
     spec.check(settings)
+    run = run or run_circuit
     return executor.stored(store, "circuit", spec.request(settings),
-                           lambda: executor.run(lambda model, steps: _run_circuit(model, spec, settings, steps)))
+                           lambda: executor.run(lambda model, steps: run(model, spec, settings, steps)))
 
 
 def acdc(spec: AcdcSpec, executor: Executor, store: Any) -> dict:

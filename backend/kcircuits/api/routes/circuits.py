@@ -15,6 +15,7 @@ from kcircuits.api.wire import GraphStatsOut
 from kcircuits.circuits.discover import REFINE_METHOD
 from kcircuits.config import Settings
 from kcircuits.services import capabilities
+from kcircuits.services.capabilities import run_circuit  # the model step (tests slow it down)
 from kcircuits.services.executor import WorkerExecutor
 from kcircuits.services.specs import (
     CIRCUIT_METHODS,
@@ -109,7 +110,8 @@ def _graph_for(model_id: str, settings: Settings, kv_mode: str = "grouped"):
 def circuits(body: CircuitIn, request: Request, worker: WorkerDep, store: StoreDep) -> dict:
     """Discover a circuit for ``prompt`` -> ``target``: nodes, scored edges, faithfulness, Hit@10."""
     key = model_key(request, body.model, body.session)
-    return capabilities.circuit(capabilities.to_spec(CircuitSpec, body), WorkerExecutor(worker, key), store)
+    return capabilities.circuit(capabilities.to_spec(CircuitSpec, body), WorkerExecutor(worker, key), store,
+                                run=lambda model, spec, settings, _: run_circuit(model, spec, settings))
 
 
 @router.get("/circuits/graph-stats", responses=ERROR_RESPONSES, response_model=GraphStatsOut)
