@@ -1,4 +1,5 @@
-"""Domain errors with an HTTP status; the API turns them into one JSON envelope."""
+"""Domain errors (no HTTP status: kcircuits.api.errors maps each kind to one); ``kind`` names the
+envelope's error type. Programming errors in the science raise ValueError / TypeError instead."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ def shown(value: object, limit: int = 64) -> str:
 
 
 class KCircuitsError(Exception):
-    """Base error: ``status`` is the HTTP status, ``kind`` the envelope's error type."""
+    """Base error: ``kind`` is the envelope's error type."""
 
-    status = 500
     kind = "internal_error"
 
     def __init__(self, message: str):
@@ -21,12 +21,10 @@ class KCircuitsError(Exception):
 
 
 class BadRequest(KCircuitsError):
-    status = 422
     kind = "invalid_request"
 
 
 class NotFound(KCircuitsError):
-    status = 404
     kind = "not_found"
 
 
@@ -35,9 +33,8 @@ class UnknownModel(NotFound):
 
 
 class Busy(KCircuitsError):
-    """The model worker's queue is full: answer 503 with Retry-After."""
+    """The model worker's queue is full: retry after ``retry_after_s``."""
 
-    status = 503
     kind = "busy"
 
     def __init__(self, message: str, retry_after_s: int = 2):
@@ -46,15 +43,13 @@ class Busy(KCircuitsError):
 
 
 class TooMany(Busy):
-    """A quota of held resources (edit sessions, queued jobs) is used up: 429 with Retry-After.
-    The client can free one; the server itself is not failing, so not a 5xx."""
+    """A quota of held resources (edit sessions, queued jobs) is used up: the client can free one
+    (the server itself is not failing)."""
 
-    status = 429
     kind = "too_many"
 
 
 class NotReady(KCircuitsError):
-    status = 503
     kind = "not_ready"
 
     def __init__(self, message: str, retry_after_s: int = 5):
@@ -65,5 +60,4 @@ class NotReady(KCircuitsError):
 class ModelUnavailable(KCircuitsError):
     """A known model that cannot be loaded here (no hub access, missing package)."""
 
-    status = 409
     kind = "model_unavailable"

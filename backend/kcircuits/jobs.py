@@ -19,14 +19,12 @@ from typing import Any
 
 from kcircuits.errors import KCircuitsError, NotFound, TooMany, shown
 from kcircuits.lm.worker import unbounded_waits
+from kcircuits.services.executor import Cancelled
+from kcircuits.store.ids import TERMINAL_JOB_STATES
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}  # interrupted: cut off by a restart
-
-
-class Cancelled(Exception):
-    """Raised inside a job body when its cancel flag is set."""
+TERMINAL = TERMINAL_JOB_STATES
 
 
 @dataclass

@@ -17,11 +17,11 @@ from fastapi.responses import FileResponse, Response
 from kcircuits import __version__
 from kcircuits.api.errors import ERROR_RESPONSES, install_error_handlers
 from kcircuits.api.middleware import BodyLimitMiddleware, CatchAllMiddleware, SecurityHeadersMiddleware
-from kcircuits.api.validation import PROMPT_FIELDS
 from kcircuits.config import Settings, get_settings
 from kcircuits.errors import KCircuitsError
 from kcircuits.jobs import JobManager
 from kcircuits.lm.worker import ModelWorker
+from kcircuits.services.checks import PROMPT_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None, worker: ModelWorker | None = No
             _preload(app)
         yield
         app.state.jobs.shutdown()
+        sessions = getattr(app.state, "edit_sessions", None)
+        if sessions is not None:  # free the edited copies before the worker goes
+            sessions.close_all()
         app.state.worker.stop()
 
     app = FastAPI(title="kcircuits", version=__version__, lifespan=lifespan,

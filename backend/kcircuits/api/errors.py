@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from kcircuits.errors import Busy, KCircuitsError, NotReady
+from kcircuits.errors import (
+    BadRequest,
+    Busy,
+    KCircuitsError,
+    ModelUnavailable,
+    NotFound,
+    NotReady,
+    TooMany,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +32,15 @@ ERROR_RESPONSES = {
     429: {"description": "A quota (open edit sessions, queued jobs) is used up: free one, or retry after Retry-After seconds"},
     503: {"description": "Busy or not ready: retry after the Retry-After header's seconds"},
 }
+
+
+#: HTTP status of each domain error (most specific class first; the base class: 500).
+STATUS: tuple[tuple[type[KCircuitsError], int], ...] = (
+    (TooMany, 429), (Busy, 503), (NotReady, 503), (BadRequest, 422), (NotFound, 404), (ModelUnavailable, 409))
+
+
+def status_of(exc: KCircuitsError) -> int:
+    return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
 
 
 #: Longest error message sent; longer ones (echoing hostile input) are cut.
@@ -67,7 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {}
         if isinstance(exc, Busy | NotReady):
             headers["Retry-After"] = str(exc.retry_after_s)
-        return JSONResponse(error_body(exc.kind, _capped(exc.message)), status_code=exc.status, headers=headers)
+        return JSONResponse(error_body(exc.kind, _capped(exc.message)), status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

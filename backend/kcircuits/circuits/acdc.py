@@ -31,7 +31,7 @@ from the reference code correspond to about tau * (S - 1) here), or any name of
 :mod:`kcircuits.circuits.metrics` oriented as a loss (higher-is-better metrics are negated so that
 "effect < tau" always means "removing the edge costs less than tau").
 Cancellation: ``cancel()`` is called between batches (fast) or edges (plain); it may raise
-(e.g. ``JobContext.check_cancel`` raising :class:`kcircuits.jobs.Cancelled`, which propagates), or
+(e.g. ``JobContext.check_cancel`` raising :class:`kcircuits.services.executor.Cancelled`, which propagates), or
 return True, in which case the partial result is returned with ``complete=False``.
 """
 
@@ -294,7 +294,7 @@ def acdc(model, tokens: torch.Tensor, target_ids, tau: float, *, ablation: str =
     Returns an :class:`AcdcResult` (see the module docstring for cancellation).
     """
     if tokens.dim() != 2:
-        raise BadRequest("tokens must be [batch, pos]")
+        raise ValueError("tokens must be [batch, pos]")
     if math.isnan(tau):
         raise BadRequest("tau must be a number")
     t0 = time.perf_counter()

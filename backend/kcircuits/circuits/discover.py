@@ -36,10 +36,10 @@ from kcircuits.circuits.patching import check_supported, sender_outputs
 from kcircuits.circuits.refine import calibrated_masks, refine_ranking
 from kcircuits.circuits.select import circuit_nodes, select
 from kcircuits.errors import BadRequest
+from kcircuits.store.ids import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 #: Default circuit size when neither top_n nor threshold is given: 1% of the edges (at least 10).
 DEFAULT_EDGE_FRACTION = 0.01
 #: Circuit sizes (top-n edges) of a sweep when none are given.

@@ -15,6 +15,7 @@ With K = H this is the q/k/v-separate count of METHODS §1 (GPT-2 small 32,491).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -24,9 +25,11 @@ from kcircuits.errors import BadRequest
 from kcircuits.lm.registry import ArchFacts
 
 KV_MODES = ("grouped", "ungrouped")
+#: The node-id grammar (this module writes the ids): a head "a<layer>.h<head>", an MLP "m<layer>".
+HEAD_ID = re.compile(r"^a(\d+)\.h(\d+)$")
+MLP_ID = re.compile(r"^m(\d+)$")
 #: "embed": the input node's output is the token + position embedding, i.e. blocks.0.hook_resid_pre.
 INPUT_CONVENTIONS = ("embed",)
-SLOTS = ("q", "k", "v", "mlp_in", "logits")
 
 
 @dataclass(frozen=True)

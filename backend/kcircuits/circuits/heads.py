@@ -37,7 +37,6 @@ record them (:func:`role_rules`).
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -45,10 +44,9 @@ from typing import Any
 
 import torch
 
+from kcircuits.circuits.graph import HEAD_ID, MLP_ID
 from kcircuits.errors import BadRequest
 
-_HEAD_ID = re.compile(r"^a(\d+)\.h(\d+)$")
-_MLP_ID = re.compile(r"^m(\d+)$")
 ROLES = ("mover", "relation", "mixture")
 
 #: English closed-class words: never relation content words.
@@ -103,7 +101,7 @@ def role_rules(thresholds: HeadRoleThresholds) -> dict[str, Any]:
 
 def parse_head_id(head_id: str, n_layers: int | None = None, n_heads: int | None = None) -> tuple[int, int]:
     """``"a3.h7"`` -> (3, 7); BadRequest for malformed or out-of-range ids."""
-    match = _HEAD_ID.match(head_id)
+    match = HEAD_ID.match(head_id)
     if not match:
         raise BadRequest(f"invalid head id {head_id!r} (expected a{{layer}}.h{{head}})")
     layer, head = int(match.group(1)), int(match.group(2))
@@ -246,7 +244,7 @@ def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int]
     attribution, target_rank, subject_rank, top_tokens, top_token_ids, suppressed_tokens}}.
     """
     if tokens.dim() != 2 or tokens.shape[0] != 1:
-        raise BadRequest("classify_heads takes one prompt: tokens of shape [1, pos]")
+        raise ValueError("classify_heads takes one prompt: tokens of shape [1, pos]")
     thresholds.check()
     requested, wanted = _population(model, head_ids, thresholds)
     n_pos = int(tokens.shape[1])
@@ -325,7 +323,7 @@ def node_top_tokens(model, cache: Mapping[str, torch.Tensor], node_ids: Sequence
     n_layers, n_heads = model.bridge.cfg.n_layers, model.bridge.cfg.n_heads
     vecs, ids = [], []
     for nid in node_ids:
-        mlp = _MLP_ID.match(nid)
+        mlp = MLP_ID.match(nid)
         if mlp:
             layer = int(mlp.group(1))
             if layer >= n_layers:
@@ -385,7 +383,7 @@ def annotate_circuit_roles(model, result: dict[str, Any],
     subj = list((result.get("subject") or {}).get("positions") or [])
     thresholds.check()
     layers = _population_layers(model, in_heads, thresholds) if in_heads else []
-    mlp_layers = [int(_MLP_ID.match(m).group(1)) for m in in_mlps]
+    mlp_layers = [int(MLP_ID.match(m).group(1)) for m in in_mlps]
     cache = _layer_cache(model, tokens, layers, mlp_layers) if in_heads or in_mlps else {}
     heads = classify_heads(model, tokens, subj, int(result["target_id"]), in_heads, thresholds,
                            attribution=scores, cache=cache) if in_heads else {}

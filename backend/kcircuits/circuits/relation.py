@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from kcircuits.circuits.evaluate import vocab_ranks as target_ranks  # [n, V], [n] -> [n] 1-based ranks
 from kcircuits.errors import BadRequest, NotFound
 
 log = logging.getLogger(__name__)
@@ -156,14 +157,6 @@ def last_logits(model, prompts: Sequence[str], batch_size: int = 32) -> torch.Te
     return out
 
 
-def target_ranks(logits: torch.Tensor, target_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """1-based rank of each target among the vocabulary logits: logits [n, V] -> [n] long (ties
-    count against the target; see :func:`kcircuits.circuits.evaluate.vocab_ranks`)."""
-    from kcircuits.circuits.evaluate import vocab_ranks
-
-    return vocab_ranks(logits, target_ids)
-
-
 def known_facts(model, relation: Relation | str, k: int = 10, facts: Sequence[Fact] | None = None,
                 batch_size: int = 32) -> list[Fact]:
     """The facts whose answer token ranks within the model's top-``k`` at the last position."""
@@ -233,7 +226,7 @@ def _swap_partner(model, relation: Relation, fact: Fact, index: dict[int, list[t
 
 def _check(cancel: CancelFn | None) -> None:
     if cancel is not None and cancel():
-        from kcircuits.jobs import Cancelled
+        from kcircuits.services.executor import Cancelled
 
         raise Cancelled()
 
@@ -354,7 +347,7 @@ def run_relation(model, name: str, n: int | None = 20, method: str = "eap-ig-ref
     setting; first-order EAP scores under zero ablation pick poor circuits: on SmolLM2 a 1% circuit
     keeps Hit@10 0.0 where patching gives 0.9-1.0), or mean.
     ``progress(done, total, message)``; ``cancel()`` may raise or return True (then
-    :class:`kcircuits.jobs.Cancelled` is raised: a partial row means nothing).
+    :class:`kcircuits.services.executor.Cancelled` is raised: a partial row means nothing).
     """
     from kcircuits.circuits.attribution import attribute
     from kcircuits.circuits.discover import default_top_n

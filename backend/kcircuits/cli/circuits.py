@@ -6,14 +6,23 @@ from pathlib import Path
 
 import typer
 
-from kcircuits.circuits.discover import DEFAULT_METHOD
-from kcircuits.cli.common import domain_errors, emit, load, progress_bar
+from kcircuits.circuits.heads import HeadRoleThresholds
+from kcircuits.cli.common import domain_errors, emit, load, run_service
 from kcircuits.errors import BadRequest
+from kcircuits.services.specs import (
+    IG_STEPS_MAX,
+    MAX_ACDC_EDGES,
+    RANDOM_SEEDS_MAX,
+    AcdcSpec,
+    CircuitSpec,
+    SweepSpec,
+    selection_error,
+)
 
 # Options shared by the circuit commands (typer reads them as parameter metadata).
 TARGET_OPTION = typer.Option(..., "--target", "-t", help='Answer text, e.g. " Paris" (first token scored).')
 MODEL_OPTION = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default).")
-ABLATION_OPTION = typer.Option("patch", "--ablation", help="patch | zero | mean")
+ABLATION_OPTION = typer.Option(None, "--ablation", help="patch | zero | mean (default: patch; acdc: zero)")
 CORRUPT_OPTION = typer.Option(None, "--corrupt", help="Corrupted prompt (same token count) for patching.")
 SUBJECT_OPTION = typer.Option(None, "--subject", help="Subject span (auto-detected when omitted).")
 
@@ -46,56 +55,52 @@ def circuit(
     prompt: str = typer.Argument(..., help="The prompt, e.g. 'The Eiffel Tower is located in the city of'."),
     target: str = TARGET_OPTION,
     model: str = MODEL_OPTION,
-    method: str = typer.Option(DEFAULT_METHOD, "--method",
+    method: str = typer.Option(CircuitSpec.method, "--method",
                                help="eap-ig-refine | eap-ig | eap | eap-ig-mask | clean-corrupted | exact | acdc"),
     ablation: str = ABLATION_OPTION,
     metric: str = typer.Option(None, "--metric", help="logit_diff | logprob | prob | match_nll | kl "
                                                       "(default: logit_diff for patch, match_nll otherwise)"),
     corrupt: str = CORRUPT_OPTION,
-    counterfactuals: int = typer.Option(1, "--counterfactuals", min=1, max=8,
+    counterfactuals: int = typer.Option(CircuitSpec.counterfactuals, "--counterfactuals", min=1, max=8,
                                         help="Automatic counterfactuals averaged (when --corrupt is not given)."),
     subject: str = SUBJECT_OPTION,
     top_n: int = typer.Option(None, "--top-n", min=0, help="Keep the n best edges (default 1% of the graph)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, help="Keep edges with |score| >= T."),
-    tau: float = typer.Option(0.01, "--tau", help="ACDC threshold (method acdc)."),
-    ig_steps: int = typer.Option(5, "--ig-steps", min=1, max=64),
-    random_seeds: int = typer.Option(3, "--random-seeds", min=0, max=20),
+    tau: float = typer.Option(AcdcSpec.tau, "--tau", help="ACDC threshold (method acdc)."),
+    ig_steps: int = typer.Option(CircuitSpec.ig_steps, "--ig-steps", min=1, max=IG_STEPS_MAX),
+    random_seeds: int = typer.Option(CircuitSpec.random_seeds, "--random-seeds", min=0, max=RANDOM_SEEDS_MAX),
     roles: bool = typer.Option(False, "--roles", help="Print a table of the labelled heads with their role scores."),
-    significance_k: float = typer.Option(3.0, "--significance-k", min=0.0,
+    significance_k: float = typer.Option(HeadRoleThresholds.significance_k, "--significance-k", min=0.0,
                                          help="Role significance: MADs above the median |score| of the circuit's heads."),
-    write_top_k: int = typer.Option(10, "--write-top-k", min=1,
+    write_top_k: int = typer.Option(HeadRoleThresholds.write_top_k, "--write-top-k", min=1,
                                     help="A mover's target or subject token must rank within this in its output."),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     out: Path = typer.Option(None, "--out", help="Write the result: .json, or .graphml / .dot / .svg / .png via export."),
 ) -> None:
     """Discover a circuit and report its size, faithfulness and Hit@10 (full / circuit / random),
     and its head roles (``--roles``: a table of the labelled heads with their scores)."""
-    with domain_errors():
-        if top_n is not None and threshold is not None:
-            raise BadRequest("give --top-n or --threshold, not both")
-        from kcircuits.circuits.heads import HeadRoleThresholds, annotate_circuit_roles
+    from dataclasses import asdict
 
+    from kcircuits.services import capabilities
+    from kcircuits.services.specs import AcdcSpec, CircuitSpec
+
+    with domain_errors():
         thresholds = HeadRoleThresholds(significance_k=significance_k, write_top_k=write_top_k)
         thresholds.check()
-        loaded = load(model)
         if method == "acdc":
-            try:
-                from kcircuits.circuits.acdc import acdc_circuit
-            except ImportError as exc:
-                raise BadRequest("acdc is not available in this installation") from exc
-            with progress_bar("acdc") as report:
-                result = acdc_circuit(loaded, prompt, target, tau, ablation=ablation, metric=metric,
-                                      corrupt_prompt=corrupt, subject=subject, random_seeds=random_seeds,
-                                      counterfactuals=counterfactuals, progress=report)
+            spec = AcdcSpec(prompt=prompt, target=target, model=model, subject=subject, tau=tau,
+                            ablation=ablation or AcdcSpec.ablation, metric=metric or AcdcSpec.metric,
+                            corrupt_prompt=corrupt, max_edges=MAX_ACDC_EDGES)
+            result = run_service(capabilities.acdc, spec, "acdc", load)
         else:
-            from kcircuits.circuits.discover import compute_circuit
-
-            with progress_bar(method) as report:
-                result = compute_circuit(loaded, prompt, target, method=method, ablation=ablation, metric=metric,
-                                         corrupt_prompt=corrupt, subject=subject, top_n=top_n, threshold=threshold,
-                                         ig_steps=ig_steps, random_seeds=random_seeds, counterfactuals=counterfactuals,
-                                         progress=report)
-        annotate_circuit_roles(loaded, result, thresholds)
+            if (error := selection_error(top_n, threshold, method)) is not None:
+                raise BadRequest(error)
+            spec = CircuitSpec(prompt=prompt, target=target, model=model, method=method,
+                               ablation=ablation or CircuitSpec.ablation, metric=metric, corrupt_prompt=corrupt,
+                               counterfactuals=counterfactuals, subject=subject, top_n=top_n, threshold=threshold,
+                               ig_steps=ig_steps, random_seeds=random_seeds,
+                               roles={k: v for k, v in asdict(thresholds).items() if k != "lens_k"})
+            result = run_service(capabilities.circuit, spec, method, load)
         if out is not None:
             _write(result, out)
     emit(result, as_json, _summary_with_roles if roles else _summary)
@@ -105,24 +110,27 @@ def sweep(
     prompt: str = typer.Argument(..., help="The prompt."),
     target: str = TARGET_OPTION,
     model: str = MODEL_OPTION,
-    method: str = typer.Option(DEFAULT_METHOD, "--method", help="eap-ig-refine | eap-ig | eap | clean-corrupted | exact"),
+    method: str = typer.Option(SweepSpec.method, "--method", help="eap-ig-refine | eap-ig | eap"),
     ablation: str = ABLATION_OPTION,
     metric: str = typer.Option(None, "--metric", help="logit_diff | logprob | prob | match_nll | kl"),
     corrupt: str = CORRUPT_OPTION,
     subject: str = SUBJECT_OPTION,
     sizes: str = typer.Option(None, "--sizes", help="Comma-separated top-n edge counts (default: six sizes from 10 to 3000)."),
+    ig_steps: int = typer.Option(SweepSpec.ig_steps, "--ig-steps", min=1, max=IG_STEPS_MAX),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Circuit size vs faithfulness and Hit@10 (one attribution, one evaluation per size)."""
-    from kcircuits.circuits.discover import sweep_circuit
+    from kcircuits.services import capabilities
 
     with domain_errors():
         try:
-            size_list = [int(s) for s in (sizes or "").split(",") if s.strip()]  # empty: the engine's sizes
+            size_list = [int(s) for s in (sizes or "").split(",") if s.strip()] or None  # None: the default sizes
         except ValueError:
             raise BadRequest(f"--sizes must be comma-separated integers, got {sizes!r}") from None
-        result = sweep_circuit(load(model), prompt, target, method=method, ablation=ablation, metric=metric,
-                               corrupt_prompt=corrupt, subject=subject, sizes=size_list)
+        spec = SweepSpec(prompt=prompt, target=target, model=model, method=method,
+                         ablation=ablation or SweepSpec.ablation, metric=metric, corrupt_prompt=corrupt,
+                         subject=subject, sizes=size_list, ig_steps=ig_steps)
+        result = run_service(capabilities.sweep, spec, "sweep", load)
     emit(result, as_json, _print_sweep)
 
 

@@ -53,6 +53,36 @@ def load(model_id: str | None):
         fail(exc)
 
 
+def open_store():
+    """The local result store (the one the server uses), or None when it cannot be opened."""
+    import logging
+
+    from kcircuits.config import get_settings
+
+    try:
+        from kcircuits.store import open_store as _open
+
+        return _open(get_settings())
+    except Exception:  # noqa: BLE001 - the command still runs, uncached
+        logging.getLogger(__name__).warning("result store unavailable; computing without it", exc_info=True)
+        return None
+
+
+def run_service(service: Callable[[Any, Any, Any], Any], spec: Any, label: str,
+                loader: Callable[[str | None], Any] | None = None) -> Any:
+    """``service(spec, executor, store)`` inline on the spec's model (booted by ``loader``, default
+    :func:`load`), with a progress bar and the local store (cache hits; the result's ``id`` can be
+    exported)."""
+    from kcircuits.config import get_settings
+    from kcircuits.services.executor import InlineExecutor
+
+    settings = get_settings()
+    spec.check(settings)  # bad input is named before the model loads
+    loaded = (loader or load)(spec.model)
+    with progress_bar(label) as report:
+        return service(spec, InlineExecutor(loaded, settings, report), open_store())
+
+
 @contextmanager
 def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
     """A stderr progress bar (tqdm) for the engine's ``progress(done, total, message)`` callback."""
@@ -72,6 +102,3 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
     finally:
         bar.close()
 
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from kcircuits.cli.common import domain_errors, emit, emit_json, load
+from kcircuits.cli.common import domain_errors, emit, emit_json, load, run_service
+from kcircuits.services.specs import LensSpec
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -34,21 +35,16 @@ def lens(
     model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
     target: str = typer.Option(None, "--target", "-t", help='Answer to track, e.g. " Paris".'),
     subject: str = typer.Option(None, "--subject", help="Subject span (auto-detected when omitted)."),
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1, max=100),
-    ln_mode: str = typer.Option("recompute", "--ln-mode", help="recompute | cached"),
+    top_k: int = typer.Option(LensSpec.top_k, "--top-k", "-k", min=1, max=100),
+    ln_mode: str = typer.Option(LensSpec.ln_mode, "--ln-mode", help="recompute | cached"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (model, tokens, layers, target)."),
 ) -> None:
     """Logit lens: the top tokens at every layer and position, and the target's rank per layer."""
-    from kcircuits.api.routes.lens import LensIn, compute_lens
-    from kcircuits.api.validation import check_prompt
-    from kcircuits.config import get_settings
+    from kcircuits.services import capabilities
 
-    settings = get_settings()
     with domain_errors():
-        check_prompt(prompt, settings)
-        body = LensIn(prompt=prompt, model=model, target=target, subject=subject, top_k=top_k, ln_mode=ln_mode)
-        loaded = load(model)
-        result = compute_lens(loaded, body, settings)
+        spec = LensSpec(prompt=prompt, model=model, target=target, subject=subject, top_k=top_k, ln_mode=ln_mode)
+        result = run_service(capabilities.lens, spec, "lens", load)
     emit(result, as_json, _print_lens)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kcircuits.cli.common import domain_errors, emit, load
+from kcircuits.editing.compare import CompareThresholds
 
 
 def edit(
@@ -19,15 +20,15 @@ def edit(
     circuit_method: str = typer.Option(None, "--circuit-method", help="Discovery method of both circuits "
                                        "(default: the engine's, eap-ig-refine)."),
     top_n: int = typer.Option(None, "--top-n", help="Circuit size of both sides (default: the engine's)."),
-    reweight_rel: float = typer.Option(0.1, "--reweight-rel", help="Reweighted edge: |delta score| > this x max |score|."),
-    unchanged_rel: float = typer.Option(0.05, "--unchanged-rel", help="Unchanged head: |delta out| < this x |out pre|."),
+    reweight_rel: float = typer.Option(CompareThresholds.reweight_rel, "--reweight-rel", help="Reweighted edge: |delta score| > this x max |score|."),
+    unchanged_rel: float = typer.Option(CompareThresholds.head_unchanged_rel, "--unchanged-rel", help="Unchanged head: |delta out| < this x |out pre|."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (evaluation, edit, head diff, circuits)."),
 ) -> None:
     """Edit a fact on a copy of the model: efficacy, generalisation, locality, the heads whose
     output changed most (and, with --circuits, the fair pre/post circuit comparison)."""
     from kcircuits.config import get_settings
     from kcircuits.editing import METHODS
-    from kcircuits.editing.compare import CompareThresholds, edit_circuits, edit_head_diff
+    from kcircuits.editing.compare import edit_circuits, edit_head_diff
     from kcircuits.editing.session import EditRequest, edit_and_evaluate
     from kcircuits.errors import BadRequest
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from kcircuits.cli.common import domain_errors, emit, load
+from kcircuits.cli.common import domain_errors, emit, load, run_service
+from kcircuits.services.specs import NEURON_STEPS_MAX, NeuronEditSpec, NeuronsCompareSpec, NeuronsSpec
 
 
 class _FindByDefault(TyperGroup):
@@ -33,32 +34,22 @@ def find(
     paraphrase: list[str] = typer.Option([], "--paraphrase", help="Another prompt of the same fact (repeatable)."),
     relation: str = typer.Option(None, "--relation", "-r", help="LRE relation: its templates filled with --subject."),
     subject: str = typer.Option(None, "--subject", "-s", help="Subject for the relation's templates."),
-    steps: int = typer.Option(20, "--steps", min=1, max=512, help="IG steps m."),
-    path: str = typer.Option("joint", "--path", help="joint (all layers together) | layer (Dai et al.)"),
-    threshold: float = typer.Option(0.2, "--threshold", help="Fraction of the per-prompt max attribution."),
-    share: float = typer.Option(0.5, "--share", help="Fraction of the prompts a KN must appear in."),
-    top_k: int = typer.Option(20, "--top-k", min=1, help="Top neurons listed."),
+    steps: int = typer.Option(NeuronsSpec.steps, "--steps", min=1, max=NEURON_STEPS_MAX, help="IG steps m."),
+    path: str = typer.Option(NeuronsSpec.path, "--path", help="joint (all layers together) | layer (Dai et al.)"),
+    threshold: float = typer.Option(NeuronsSpec.threshold, "--threshold", help="Fraction of the per-prompt max attribution."),
+    share: float = typer.Option(NeuronsSpec.share, "--share", help="Fraction of the prompts a KN must appear in."),
+    top_k: int = typer.Option(NeuronsSpec.top_k, "--top-k", min=1, help="Top neurons listed."),
     circuit: bool = typer.Option(False, "--circuit", help="Also discover the circuit and set the KNs beside it."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Integrated gradients of P(target) over every MLP hidden unit; the KNs after both filters."""
-    from kcircuits.circuits.neurons import (
-        IGParams,
-        KNParams,
-        find_neurons,
-        neurons_with_circuit,
-        request_prompts,
-    )
+    from kcircuits.services import capabilities
 
     with domain_errors():
-        loaded = load(model)
-        prompts = request_prompts(loaded, prompt, target, paraphrase, relation, subject)
-        ig, kn = IGParams(steps=steps, path=path), KNParams(threshold, share)
-        if circuit:
-            result = neurons_with_circuit(loaded, prompts[0][0], target, paraphrases=[p for p, _ in prompts[1:]],
-                                          ig=ig, kn=kn, top_k=top_k)
-        else:
-            result = find_neurons(loaded, prompts, ig=ig, kn=kn, top_k=top_k)
+        spec = NeuronsSpec(prompt=prompt, target=target, model=model, steps=steps, path=path, threshold=threshold,
+                           share=share, paraphrases=list(paraphrase), relation=relation, subject=subject,
+                           top_k=top_k, with_circuit=circuit)
+        result = run_service(capabilities.neurons, spec, "neurons", load)
     emit(result, as_json, _print_find)
 
 
@@ -89,8 +80,8 @@ def edit(
     prompt: str = typer.Argument(..., help="Prompt of the fact."),
     target: str = typer.Option(..., "--target", "-t", help="Its answer."),
     neuron: list[str] = typer.Option(..., "--neuron", "-n", help='Neuron id "L<layer>.N<index>" (repeatable).'),
-    mode: str = typer.Option("suppress", "--mode", help="suppress (zero) | enhance (double)"),
-    positions: str = typer.Option("last", "--positions", help="last | all"),
+    mode: str = typer.Option(NeuronEditSpec.mode, "--mode", help="suppress (zero) | enhance (double)"),
+    positions: str = typer.Option(NeuronEditSpec.positions, "--positions", help="last | all"),
     model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
     relation: str = typer.Option(None, "--relation", "-r", help="LRE relation: paraphrases and other facts."),
     subject: str = typer.Option(None, "--subject", "-s", help="The fact's subject in the relation."),
@@ -99,12 +90,13 @@ def edit(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Suppress or enhance neurons with hooks (weights untouched): before/after on the fact and beyond."""
-    from kcircuits.circuits.neurons import edit_request
+    from kcircuits.services import capabilities
 
     with domain_errors():
-        loaded = load(model)
-        result = edit_request(loaded, neuron, mode, prompt, target, positions=positions, relation=relation,
-                              subject=subject, paraphrases=paraphrase, foil=foil)
+        spec = NeuronEditSpec(prompt=prompt, target=target, neurons=list(neuron), model=model, mode=mode,
+                              positions=positions, relation=relation, subject=subject,
+                              paraphrases=list(paraphrase), foil=foil)
+        result = run_service(capabilities.neuron_edit, spec, "neuron edit", load)
     emit(result, as_json, _print_edit)
 
 
@@ -124,21 +116,21 @@ def _print_edit(result: dict) -> None:
 @neurons_app.command("compare")
 def compare(
     model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
-    n_facts: int = typer.Option(20, "--n-facts", min=0, help="Known LRE facts."),
-    n_syntax: int = typer.Option(20, "--n-syntax", min=0, help="Syntax groups (det_noun, subj_verb)."),
-    max_prompts: int = typer.Option(3, "--max-prompts", min=1, help="Paraphrase prompts per group."),
-    steps: int = typer.Option(20, "--steps", min=1, max=512, help="IG steps m."),
-    threshold: float = typer.Option(0.2, "--threshold", help="Fraction of the per-prompt max attribution."),
-    share: float = typer.Option(0.5, "--share", help="Fraction of the prompts a KN must appear in."),
+    n_facts: int = typer.Option(NeuronsCompareSpec.n_facts, "--n-facts", min=0, help="Known LRE facts."),
+    n_syntax: int = typer.Option(NeuronsCompareSpec.n_syntax, "--n-syntax", min=0, help="Syntax groups (det_noun, subj_verb)."),
+    max_prompts: int = typer.Option(NeuronsCompareSpec.max_prompts, "--max-prompts", min=1, help="Paraphrase prompts per group."),
+    steps: int = typer.Option(NeuronsSpec.steps, "--steps", min=1, max=NEURON_STEPS_MAX, help="IG steps m."),
+    threshold: float = typer.Option(NeuronsSpec.threshold, "--threshold", help="Fraction of the per-prompt max attribution."),
+    share: float = typer.Option(NeuronsSpec.share, "--share", help="Fraction of the prompts a KN must appear in."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Niu et al.'s comparison: KN localisation and edit flip rates on facts vs syntax minimal pairs."""
-    from kcircuits.circuits.neurons import IGParams, KNParams, compare_localisation
+    from kcircuits.services import capabilities
 
     with domain_errors():
-        loaded = load(model)
-        result = compare_localisation(loaded, n_facts, n_syntax, ig=IGParams(steps=steps),
-                                      kn=KNParams(threshold, share), max_prompts=max_prompts)
+        spec = NeuronsCompareSpec(model=model, steps=steps, threshold=threshold, share=share, n_facts=n_facts,
+                                  n_syntax=n_syntax, max_prompts=max_prompts)
+        result = run_service(capabilities.neurons_compare, spec, "neurons compare", load)
     emit(result, as_json, _print_compare)
 
 

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import typer
 
-from kcircuits.cli.common import domain_errors, emit, emit_json, load
+from kcircuits.cli.common import domain_errors, emit, emit_json, load, run_service
+from kcircuits.services.specs import RELATION_N_MAX, RELATION_N_MIN, RelationSpec
 
 
 def relation(
     name: str = typer.Argument(..., help="LRE relation, e.g. country_capital_city ('list' lists them)."),
     model: str = typer.Option(None, "--model", "-m", help="Registry id (default: the configured default)."),
-    n: int = typer.Option(10, "--n", min=1, help="Most facts per split (validation and test)."),
-    method: str = typer.Option("eap-ig-refine", "--method", help="eap-ig-refine | eap-ig | eap"),
+    n: int = typer.Option(RelationSpec.n, "--n", min=RELATION_N_MIN, max=RELATION_N_MAX, help="Most facts per split (validation and test)."),
+    method: str = typer.Option(RelationSpec.method, "--method", help="eap-ig-refine | eap-ig | eap"),
     top_n: int = typer.Option(None, "--top-n", min=1, help="Circuit size in edges (default 1% of the graph)."),
-    ablation: str = typer.Option("patch", "--ablation", help="patch (subject swap) | zero | mean"),
-    k: int = typer.Option(10, "--k", min=1, help="Hit@k and the known-fact filter."),
+    ablation: str = typer.Option(RelationSpec.ablation, "--ablation", help="patch (subject swap) | zero | mean"),
+    k: int = typer.Option(RelationSpec.k, "--k", min=1, help="Hit@k and the known-fact filter."),
     filter_test: bool = typer.Option(False, "--filter-test", help="Also keep only known facts in the test split."),
     as_json: bool = typer.Option(False, "--json", help="Print the row as JSON."),
 ) -> None:
     """Discover one circuit per relation on validation facts, report Hit@k on validation and test."""
-    from kcircuits.circuits.relation import list_relations, run_relation
+    from kcircuits.circuits.relation import list_relations
+    from kcircuits.services import capabilities
 
     if name == "list":
         rows = list_relations()
@@ -30,9 +32,9 @@ def relation(
                 typer.echo(f"{row['category']:<12}{row['name']:<34}{row['n_samples']:>6}  {row['template']}")
         return
     with domain_errors():
-        loaded = load(model)
-        row = run_relation(loaded, name, n=n, method=method, top_n=top_n, ablation=ablation, k=k,
-                           filter_test=filter_test)
+        spec = RelationSpec(relation=name, model=model, n=n, method=method, top_n=top_n, ablation=ablation, k=k,
+                            filter_test=filter_test)
+        row = run_service(capabilities.relation, spec, name, load)
     emit(row, as_json, _print_row)
 
 

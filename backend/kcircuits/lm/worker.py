@@ -9,7 +9,6 @@ background task lets queued interactive tasks run between its batches (:meth:`Mo
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import queue
@@ -75,7 +74,6 @@ class ModelWorker:
         self._seq = itertools.count()
         self._lock = threading.Lock()  # guards _models bookkeeping read from other threads
         self._thread: threading.Thread | None = None
-        self.busy_since: float | None = None
         self._running: list[_Task] = []  # the task running now, and those run inside it (yields)
 
     # lifecycle -------------------------------------------------------------------------------
@@ -158,11 +156,6 @@ class ModelWorker:
             timeout = self.settings.request_timeout_s
         return future.result(timeout=timeout)
 
-    async def arun(self, model_key: str, fn: Callable[[LoadedModel], T], *, priority: int = INTERACTIVE) -> T:
-        """Submit from async code and await the result without blocking the event loop."""
-        future = self.submit(model_key, fn, priority=priority)
-        return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.request_timeout_s)
-
     def yield_to_interactive(self) -> int:
         """Run the queued tasks of higher priority than the running one, now, in this thread.
 
@@ -183,12 +176,9 @@ class ModelWorker:
             ran += 1
 
     def _execute(self, task: _Task) -> None:
-        import time
-
         if not task.future.set_running_or_notify_cancel():
             return
         self._running.append(task)
-        self.busy_since = self.busy_since or time.monotonic()
         try:
             model = self._get_model(task.model_key)
             task.future.set_result(task.fn(model))
@@ -196,8 +186,6 @@ class ModelWorker:
             task.future.set_exception(exc)
         finally:
             self._running.pop()
-            if not self._running:
-                self.busy_since = None
 
     def _loop(self) -> None:
         while True:

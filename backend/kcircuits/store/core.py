@@ -291,7 +291,7 @@ class Store:
         job_id, status = str(job["id"]), str(job.get("status", "queued"))
         now = time.monotonic()
         last = self._job_writes.get(job_id)
-        terminal = status in ("succeeded", "failed", "cancelled", "interrupted")
+        terminal = status in ids.TERMINAL_JOB_STATES
         if last is not None and last[1] == status and not terminal and now - last[0] < JOB_WRITE_INTERVAL_S:
             return
         result = job.get("result")

@@ -25,7 +25,11 @@ SCHEMA_VERSION = 1
 #: Packages whose versions change numerics (recorded in provenance and hashed into ids).
 NUMERIC_LIBRARIES = ("torch", "transformers", "transformer_lens")
 KEY_FIELDS = ("schema_version", "kind", "model", "revision", "libraries", "request", "dtype", "device_class")
-ID_RE = re.compile(r"^[0-9a-f]{64}$")
+#: A content id: 64 lowercase hex characters (SHA-256).
+ID_PATTERN = "[0-9a-f]{64}"
+ID_RE = re.compile(f"^{ID_PATTERN}$")
+#: Job states after which nothing changes ("interrupted": cut off by a restart).
+TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 DEVICE_CLASSES = ("cpu", "cuda", "mps")
 
 

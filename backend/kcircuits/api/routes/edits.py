@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import JobsDep, SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
-from kcircuits.api.storing import stored_or_computed
-from kcircuits.api.validation import WIRE, Int, check_prompt
+from kcircuits.api.validation import WIRE, Int
+from kcircuits.api.wire import EditClosedOut, EditCreatedOut
 from kcircuits.circuits.discover import DEFAULT_METHOD, DISCOVERY_METHODS
 from kcircuits.config import Settings
 from kcircuits.editing.compare import CompareThresholds
@@ -22,6 +22,8 @@ from kcircuits.editing.session import EditRequest, EditSession, SessionManager, 
 from kcircuits.errors import BadRequest
 from kcircuits.lm.registry import get_spec
 from kcircuits.lm.worker import INTERACTIVE
+from kcircuits.services.checks import check_prompt
+from kcircuits.services.executor import stored_or_computed
 
 router = APIRouter(prefix="/api/edits", tags=["edits"])
 _PARAM_KEYS = {
@@ -75,7 +77,7 @@ def _manager(request: Request) -> SessionManager:
     return get_manager(request.app.state)
 
 
-@router.post("", status_code=202, responses=ERROR_RESPONSES)
+@router.post("", status_code=202, responses=ERROR_RESPONSES, response_model=EditCreatedOut)
 def create_edit(body: EditIn, request: Request, settings: SettingsDep, jobs: JobsDep) -> JSONResponse:
     """Start an edit: 202 with the session id and the job that performs and evaluates the edit."""
     req = _validate(body, settings)
@@ -106,7 +108,7 @@ def get_edit(session_id: str, request: Request) -> dict:
     return _manager(request).get(session_id).summary()
 
 
-@router.delete("/{session_id}", responses=ERROR_RESPONSES)
+@router.delete("/{session_id}", responses=ERROR_RESPONSES, response_model=EditClosedOut)
 def close_edit(session_id: str, request: Request) -> dict:
     """Close the session and free its edited copy."""
     _manager(request).close(session_id)
@@ -114,10 +116,11 @@ def close_edit(session_id: str, request: Request) -> dict:
 
 
 def _lens(model, session: EditSession, target: str, settings: Settings) -> dict:
-    from kcircuits.api.routes.lens import LensIn, compute_lens
+    from kcircuits.services.capabilities import compute_lens
+    from kcircuits.services.specs import LensSpec
 
     req = session.request
-    body = LensIn(prompt=req.prompt, target=target, subject=req.subject, top_k=5,
+    body = LensSpec(prompt=req.prompt, target=target, subject=req.subject, top_k=5,
                   session=session.session_id if model.revision.endswith(session.session_id) else None)
     return compute_lens(model, body, settings)
 
@@ -126,8 +129,8 @@ def _side(model, session: EditSession, circuit_target: str, counterfactual: dict
           settings: Settings) -> dict[str, Any]:
     """Runs in the worker: lens for the new and old targets, and the circuit for ``circuit_target``
     with the shared ``counterfactual`` (None with ``error`` when it cannot be computed)."""
-    from kcircuits.api.routes.circuits import with_roles
     from kcircuits.editing.compare import circuit_side
+    from kcircuits.services.capabilities import with_roles
 
     req = session.request
     lens_new = _lens(model, session, req.target, settings)

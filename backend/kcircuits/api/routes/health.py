@@ -6,18 +6,19 @@ from fastapi import APIRouter, Request
 
 from kcircuits import __version__
 from kcircuits.api.deps import SettingsDep, WorkerDep
+from kcircuits.api.wire import HealthOut, ReadyOut
 from kcircuits.errors import NotReady
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthOut)
 def healthz() -> dict:
     """Alive (the process answers)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "default model not loaded yet"}})
+@router.get("/readyz", response_model=ReadyOut, responses={503: {"description": "default model not loaded yet"}})
 def readyz(request: Request, settings: SettingsDep) -> dict:
     """Ready when the default model is loaded in the worker."""
     model_id = settings.default_model

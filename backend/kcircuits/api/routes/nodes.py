@@ -3,19 +3,18 @@ its role scores; an MLP's top tokens. By prompt (POST) or for a stored circuit (
 
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
-from kcircuits.api.validation import WIRE, Int, check_prompt, check_tokens, check_top_k, model_key
+from kcircuits.api.validation import WIRE, Int, model_key
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
+from kcircuits.services.checks import check_prompt, check_tokens, check_top_k
+from kcircuits.store.ids import is_valid_id
 
 router = APIRouter(prefix="/api", tags=["nodes"])
-_CIRCUIT_ID = re.compile(r"^[0-9a-f]{64}$")
 #: A node id in the canonical form results use (no leading zeros: "a0.h00" would not match the
 #: keys of a head's scores): head "a<layer>.h<head>" or MLP "m<layer>".
 NODE_ID = r"^(a(0|[1-9][0-9]{0,5})\.h(0|[1-9][0-9]{0,5})|m(0|[1-9][0-9]{0,5}))$"
@@ -111,7 +110,7 @@ def detail(body: DetailIn, request: Request, settings: SettingsDep, worker: Work
 def stored_circuit_node(circuit_id: str, node: str, request: Request, settings: SettingsDep,
                         worker: WorkerDep, store: StoreDep) -> dict:
     """Node detail for a stored circuit (its model, prompt, target and subject)."""
-    if not _CIRCUIT_ID.match(circuit_id):
+    if not is_valid_id(circuit_id):
         raise NotFound(f"no circuit with id {circuit_id[:80]!r}")
     circuit = store.get(circuit_id) if store is not None else None
     if circuit is None:

@@ -24,7 +24,7 @@ from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE
 from kcircuits.errors import NotFound, NotReady
 from kcircuits.export import MEDIA_TYPES, export_circuit
-from kcircuits.store.ids import is_valid_id
+from kcircuits.store.ids import ID_PATTERN, is_valid_id
 
 STATIC_DIR = Path(kcircuits.__file__).resolve().parent / "static"
 NOT_FOUND_PAGE = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Not found - kcircuits</title>"
@@ -37,7 +37,7 @@ SHELL_FALLBACK = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><tit
 class HexIdConvertor(Convertor):
     """Path segment of exactly 64 lowercase hex characters (other segments fall through)."""
 
-    regex = "[0-9a-f]{64}"
+    regex = ID_PATTERN
 
     def convert(self, value: str) -> str:
         return value
