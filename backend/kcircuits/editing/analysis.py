@@ -20,11 +20,13 @@ indices; "after block b" is the residual stream entering block b + 1 (block -1: 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from pydantic import BaseModel, Field
 
 from kcircuits.editing.compare import (
     CompareThresholds,
@@ -35,6 +37,7 @@ from kcircuits.editing.compare import (
 )
 from kcircuits.lm.loader import LoadedModel
 
+log = logging.getLogger(__name__)
 SIDE_KINDS = ("neighbour", "same_subject")
 
 
@@ -85,8 +88,16 @@ def analysis_state(model: LoadedModel, prompt: str, subject: str, targets: Mappi
     """The edit prompt's and each side prompt's :class:`PromptState` on ``model``.
     ``targets``: {"new": id, "old": id}; ``side_items``: {"prompt", "subject", "kind"} (kinds in
     :data:`SIDE_KINDS`; others are skipped)."""
-    sides = [_prompt_state(model, item["prompt"], item["subject"], item["kind"], targets, k)
-             for item in side_items if item.get("kind") in SIDE_KINDS and item.get("subject")]
+    from kcircuits.errors import BadRequest
+
+    sides = []
+    for item in side_items:
+        if item.get("kind") not in SIDE_KINDS or not item.get("subject"):
+            continue
+        try:
+            sides.append(_prompt_state(model, item["prompt"], item["subject"], item["kind"], targets, k))
+        except BadRequest as exc:  # the subject does not align with the prompt's tokens: skip the prompt
+            log.info("edit analysis skips %r: %s", item["prompt"], exc.message)
     return AnalysisState(_prompt_state(model, prompt, subject, "edit", targets, k), sides)
 
 
@@ -135,7 +146,7 @@ def edit_analysis(model: LoadedModel, pre: AnalysisState, post: AnalysisState, t
                                                     if items else None)}
     expected = {"rome": "a few blocks after the edited layer (offset > 0)",
                 "ft-m": "at the edited layer (offset 0)", "ft-l": "at the edited layer (offset 0)"}
-    return {
+    return EditAnalysis.model_validate({
         "edit_method": edit_method, "edit_layer": edit_layer,
         "lens": {"ranks_pre": pre.edit.ranks.tolist(), "ranks_post": post.edit.ranks.tolist(),
                  "first_top_block_pre": first_pre, "first_top_block_post": first_post, "offset": offset,
@@ -152,7 +163,7 @@ def edit_analysis(model: LoadedModel, pre: AnalysisState, post: AnalysisState, t
                            f"whose top {thresholds.top_k} tokens gain the new target in any spelling",
                   "side_effects": "neighbour: another subject of the prompt's LRE relation in the same template; "
                                   "same_subject: another LRE relation's first template with the edited subject; "
-                                  "changed = top-1 token differs after the edit"}}
+                                  "changed = top-1 token differs after the edit"}}).model_dump()
 
 
 def analyse_edit(base: LoadedModel, edited: LoadedModel, prompt: str, subject: str, new_target: str,
@@ -166,3 +177,64 @@ def analyse_edit(base: LoadedModel, edited: LoadedModel, prompt: str, subject: s
     post = analysis_state(edited, prompt, subject, targets, side_items, thresholds.top_k)
     return edit_analysis(base, pre, post, targets, target_spellings(base, new_target, old_target), edit_layer,
                          edit_method, thresholds)
+
+
+# wire model ----------------------------------------------------------------------------------
+class MoverHead(BaseModel):
+    node: str
+    change: float = Field(description="|out_post - out_pre| at the last position")
+    new_dla_delta: float = Field(description="change of the head's direct contribution to the new target's logit")
+    old_left: bool = Field(description="the old target left the head's top tokens")
+    top_pre: list[str]
+    top_post: list[str]
+
+
+class LensFinding(BaseModel):
+    ranks_pre: list[int] = Field(description="[L + 1] new target's lens rank after block -1 .. L - 1, base model")
+    ranks_post: list[int] = Field(description="[L + 1] the same on the edited model")
+    first_top_block_pre: int | None
+    first_top_block_post: int | None
+    offset: int | None = Field(description="first_top_block_post - edit_layer; None when undefined (see note)")
+    top_k: int
+    paper: str | None = Field(description="what the paper observed for this method")
+    note: str | None
+
+
+class MoverFinding(BaseModel):
+    switched: bool = Field(description="some mover head's top tokens gained the new target")
+    heads: list[MoverHead]
+
+
+class SideItem(BaseModel):
+    prompt: str
+    subject: str
+    kind: str
+    answer_pre: str
+    answer_post: str
+    changed: bool
+    became_new: bool
+    mover_carries_new: bool
+    movers: list[str]
+
+
+class SideSummary(BaseModel):
+    n: int
+    changed_rate: float | None
+    became_new_rate: float | None
+    mover_carries_new_rate: float | None
+
+
+class SideEffects(BaseModel):
+    items: list[SideItem]
+    summary: dict[str, SideSummary]
+
+
+class EditAnalysis(BaseModel):
+    """:func:`edit_analysis`'s result on the wire."""
+
+    edit_method: str
+    edit_layer: int | None
+    lens: LensFinding
+    mover: MoverFinding
+    side_effects: SideEffects
+    rules: dict[str, str]
