@@ -2,7 +2,8 @@
 
 Fixed rule for the edits: facts of the bench split (bench/data/fidelity_facts.json) taken round-robin
 over its relations in file order (each relation's first fact, then each one's second, ...), using only
-relations of the split with at least two different answers; the new target is the answer of the next
+relations of the split with at least two different answers (free-form prompts, which name no subject, are
+skipped); the new target is the answer of the next
 fact of the same relation (cyclically) whose first token differs. Per edit
 (:func:`kcircuits.editing.analysis.analyse_edit`): the first block after which the new target's
 logit-lens rank at the last token is <= 10, relative to the edited layer; whether a mover head (reads
@@ -32,6 +33,8 @@ def choose_edits(model, facts: list[dict], n: int) -> list[dict]:
     """The first ``n`` edits by the module's rule: {"prompt", "subject", "old", "new", "relation"}."""
     by_rel: dict[str, list[dict]] = {}
     for fact in facts:
+        if not fact.get("subject") or not fact.get("relation"):
+            continue  # free-form prompts have no subject span to edit
         by_rel.setdefault(fact["relation"], []).append(fact)
     by_rel = {r: fs for r, fs in by_rel.items() if len({model.first_token_id(f["target"]) for f in fs}) > 1}
     edits, depth = [], 0
