@@ -59,6 +59,7 @@ def test_edit_lifecycle_compare_and_session_use(client):
     assert curves["new"]["pre"]["prob"] == pytest.approx(base_lens["target"]["prob"])
     _check_fair_circuits(data, info)
     _check_head_rows(data, info)
+    _check_analysis(data, info)
     assert client.app.state.edit_sessions.get(sid).compare  # memoised
     assert client.get(f"/api/edits/{sid}/compare", params={"top_n": 20}).json() == data
     # stored: a permalink that outlives the session, and no recompute for the same edit
@@ -108,6 +109,22 @@ def _check_head_rows(data: dict, info: dict) -> None:
     assert set(rows[0]["marks"]) >= {"new", "old", "subject_entered", "subject_left"}
     assert len(rows[0]["top"]["pre"]) == len(rows[0]["top"]["post"]) == 10
     assert set(rows[0]["dla"]) == {"new", "old"} and "mover" in heads["rule"]
+
+
+def _check_analysis(data: dict, info: dict) -> None:
+    """The "why": lens ranks agree with the lens curves, the edited layer and method are the edit's,
+    side effects are measured on the evaluation's same-relation / same-subject prompts."""
+    an = data["analysis"]
+    assert an["edit_method"] == "ft-m" and an["edit_layer"] == info["layer"]
+    assert an["lens"]["ranks_post"] == data["lens"]["curves"]["new"]["post"]["rank"]
+    assert an["lens"]["ranks_pre"] == data["lens"]["curves"]["new"]["pre"]["rank"]
+    assert an["mover"]["switched"] == bool(an["mover"]["heads"])
+    assert set(an["mover"]["heads"][i]["node"] for i in range(len(an["mover"]["heads"]))) <= set(data["heads"]["movers"])
+    sides = {it["prompt"] for it in info["evaluation"]["locality"]["items"] if it["kind"] in ("neighbour", "same_subject")}
+    assert {it["prompt"] for it in an["side_effects"]["items"]} <= sides
+    for it in an["side_effects"]["items"]:
+        loc = next(x for x in info["evaluation"]["locality"]["items"] if x["prompt"] == it["prompt"])
+        assert it["changed"] == (not loc["success"]) and it["answer_post"] == loc["post"]["token"]
 
 
 def test_compare_shows_the_empty_state_and_rejects_bad_settings(client):

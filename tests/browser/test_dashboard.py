@@ -353,6 +353,12 @@ def test_edit_shows_diff_and_curves(page, server):
     assert int(page.get_attribute("[data-testid=edit-lens-chart]", "data-traces")) >= 4
     assert page.locator("[data-testid=replay-pair] [data-testid=replay]").count() == 2
     assert page.locator("[data-testid=edit-eval]").text_content()
+    # the "why" under the numbers: the lens block of the new target, the mover switch, side effects
+    why = page.locator("[data-testid=edit-why]").text_content()
+    assert "new target in the lens" in why and "mover switch" in why and "other subjects, same relation" in why
+    lens = api["analysis"]["lens"]
+    assert (f"after block {lens['first_top_block_post']}" if lens["first_top_block_post"] is not None
+            else "never in the top") in why
     assert page.get_attribute("[data-testid=edit-permalink] a", "href").startswith("/c/")
     screenshot(page, "edit", page.locator(".edit-panel"))
     page.click("[data-testid=edit-close]")

@@ -287,8 +287,9 @@ def head_output_diff(model: LoadedModel, pre: HeadState, post: HeadState, target
                      "mover": f"{MOVER_PATTERN}: changed, last-position attention on the subject >= "
                               f"{thresholds.subject_attention:g} after the edit, and the new target entered "
                               f"the head's top {thresholds.top_k} tokens",
-                     "targets": "a target counts in the top tokens in any spelling: as given, stripped, "
-                                "with one leading space"}}
+                     "targets": "a target counts in the top tokens by the first token of any spelling: as "
+                                "given, stripped, with one leading space, lower/capitalised/upper case (a variant "
+                                "whose first token is one character counts only for a one-character target)"}}
 
 
 def _tokens(model: LoadedModel, ids: list[int], scores: list[float]) -> list[dict[str, Any]]:
@@ -323,13 +324,28 @@ def edit_targets(model: LoadedModel, new_target: str, old_target: str | None) ->
     return out
 
 
+def spelling_variants(text: str) -> list[str]:
+    """``text`` as given, stripped, with one leading space, and each of those lower-cased,
+    capitalised and upper-cased (" Rome", "Rome", " rome", " ROME", ...), duplicates dropped."""
+    core = text.strip()
+    cases = dict.fromkeys([core, core.lower(), core[:1].upper() + core[1:], core.upper()])
+    return list(dict.fromkeys([text, *(v for c in cases for v in (c, " " + c))]))
+
+
 def target_spellings(model: LoadedModel, new_target: str, old_target: str | None) -> dict[str, set[int]]:
-    """Per target ("new", "old"): the first-token ids of its spellings as given, stripped and with
-    one leading space (" Rome", "Rome"), so a head promoting either counts."""
+    """Per target ("new", "old"): the first-token ids of its :func:`spelling_variants`, so a head
+    promoting " Rome", "Rome" or " rome" counts. A variant whose first token is a single character
+    (after stripping spaces) counts only when the target itself is that one character: a bare
+    " R" is not evidence for " Rome"."""
     out = {}
     for name, text in (("new", new_target), ("old", old_target)):
         if text and text.strip():
-            out[name] = {model.first_token_id(t) for t in {text, text.strip(), " " + text.strip()}}
+            ids = {model.first_token_id(text)}
+            for variant in spelling_variants(text):
+                tid = model.first_token_id(variant)
+                if len(model.token_strings([tid])[0].strip()) > 1 or len(text.strip()) == 1:
+                    ids.add(tid)
+            out[name] = ids
     return out
 
 

@@ -69,7 +69,9 @@ class EvalPlan:
     old_target: str
     relation: str | None = None
     paraphrases: list[str] = field(default_factory=list)
-    locality: list[dict[str, str]] = field(default_factory=list)  # {"prompt", "kind"}
+    locality: list[dict[str, str]] = field(default_factory=list)  # {"prompt", "kind"[, "subject"]}
+    #: why there are no LRE paraphrases (None when the prompt matched a relation with other templates)
+    paraphrase_note: str | None = None
 
     def prompts(self) -> list[str]:
         return [self.prompt, *self.paraphrases, *(item["prompt"] for item in self.locality)]
@@ -95,13 +97,20 @@ def plan_evaluation(model: LoadedModel, prompt: str, subject: str, target: str, 
         plan.relation = relation["name"]
         para += [t.format(subject) for t in relation_templates(relation) if t.format(subject).strip() != prompt.strip()]
         others = [s["subject"] for s in relation["samples"] if s["subject"] != subject and s["subject"] not in prompt]
-        loc += [{"prompt": template.format(s), "kind": "neighbour"} for s in list(dict.fromkeys(others))[:max_neighbours]]
+        loc += [{"prompt": template.format(s), "kind": "neighbour", "subject": s}
+                for s in list(dict.fromkeys(others))[:max_neighbours]]
+        if not para:
+            plan.paraphrase_note = f"LRE relation {relation['name']!r} has no other template for this prompt"
+    else:
+        plan.paraphrase_note = (f"the prompt is no LRE template filled with the subject {subject!r}, so there are "
+                                "no built-in paraphrases; give your own")
     same = []
     for relation in lre_relations():
         if matched and relation["name"] == matched[0]["name"]:
             continue
         if any(s["subject"] == subject for s in relation["samples"]):
-            same.append({"prompt": relation_templates(relation)[0].format(subject), "kind": "same_subject"})
+            same.append({"prompt": relation_templates(relation)[0].format(subject), "kind": "same_subject",
+                         "subject": subject})
     loc += same[:max_same_subject]
     loc += [{"prompt": p, "kind": "unrelated"} for p in UNRELATED]
     para += list(paraphrases or [])
@@ -142,14 +151,15 @@ def evaluation(plan: EvalPlan, pre: list[dict], post: list[dict]) -> dict[str, A
     gen = [{"prompt": p, "success": b["new_rank"] == 1, "new_rank": b["new_rank"], "new_prob": b["new_prob"],
             "pre_new_rank": a["new_rank"], "post_top": b["top"]}
            for p, a, b in zip(plan.paraphrases, pre[1:1 + n_para], post[1:1 + n_para], strict=True)]
-    loc = [{"prompt": item["prompt"], "kind": item["kind"], "success": a["top_id"] == b["top_id"],
+    loc = [{"prompt": item["prompt"], "kind": item["kind"], "subject": item.get("subject"), "success": a["top_id"] == b["top_id"],
             "pre": {"token": a["top"], "prob": a["top_prob"]}, "post": {"token": b["top"], "prob": b["top_prob"]}}
            for item, a, b in zip(plan.locality, pre[1 + n_para:], post[1 + n_para:], strict=True)]
     a, b = pre[0], post[0]
     return {
         "efficacy": {"success": b["new_rank"] == 1, "new_prob": b["new_prob"], "old_prob": b["old_prob"],
                      "new_rank": b["new_rank"], "old_rank": b["old_rank"], "post_top": b["top"]},
-        "generalisation": {"rate": _rate(gen), "items": gen, "relation": plan.relation},
+        "generalisation": {"rate": _rate(gen), "items": gen, "relation": plan.relation,
+                           "reason": None if gen else (plan.paraphrase_note or "no paraphrases")},
         "locality": {"rate": _rate(loc), "items": loc},
         "prob_shift": {"old": {"pre": a["old_prob"], "post": b["old_prob"]},
                        "new": {"pre": a["new_prob"], "post": b["new_prob"]}},

@@ -430,8 +430,10 @@ export interface EditCreated {
   job_id: string;
 }
 export interface RateBlock {
-  rate: number;
+  rate: number | null;
   items: unknown[];
+  /** Why there are no items (generalisation: no LRE template matched and no paraphrase given). */
+  reason?: string | null;
 }
 export interface EditEvaluation {
   efficacy: { success: boolean; new_prob: number; old_prob: number; new_rank: number };
@@ -532,6 +534,43 @@ export interface EditCompare {
     diff: EditEdgeDiff | null;
   };
   heads: HeadDiff;
+  analysis?: EditAnalysis;
+}
+export interface EditMoverHead {
+  node: string;
+  change: number;
+  new_dla_delta: number;
+  old_left: boolean;
+  top_pre: string[];
+  top_post: string[];
+}
+export interface EditSideSummary {
+  n: number;
+  changed_rate: number | null;
+  became_new_rate: number | null;
+  mover_carries_new_rate: number | null;
+}
+/** The paper's findings on this one edit (engine: kcircuits.editing.analysis). */
+export interface EditAnalysis {
+  edit_method: string;
+  edit_layer: number | null;
+  lens: {
+    ranks_pre: number[];
+    ranks_post: number[];
+    first_top_block_pre: number | null;
+    first_top_block_post: number | null;
+    offset: number | null;
+    top_k: number;
+    paper: string | null;
+    note: string | null;
+  };
+  mover: { switched: boolean; heads: EditMoverHead[] };
+  side_effects: {
+    items: { prompt: string; subject: string; kind: string; answer_pre: string; answer_post: string;
+      changed: boolean; became_new: boolean; mover_carries_new: boolean; movers: string[] }[];
+    summary: Record<string, EditSideSummary>;
+  };
+  rules: Record<string, string>;
 }
 
 /** One row of a size sweep (kind "sweep" job result). */

@@ -1,6 +1,6 @@
 /** Knowledge-editing view: edit a fact, follow the job, then compare pre vs post (lens, circuit diff, heads, replay). */
 import { ApiError, followJob, type Client } from "../api/client";
-import type { Curve, EditCompare, EditMethod, EditSession, EditSideStatus, HeadDiffRow, LensResult, TopMembership } from "../api/types";
+import type { Curve, EditAnalysis, EditCompare, EditMethod, EditSession, EditSideStatus, HeadDiffRow, LensResult, TopMembership } from "../api/types";
 import { GraphCanvas } from "../graph/canvas";
 import { drawDiff } from "../graph/model";
 import { clear, fmt, h, pct, showToken } from "../util/dom";
@@ -39,6 +39,23 @@ export function sideLine(name: string, side: EditSideStatus | undefined): string
   if (!side) return `${name}: –`;
   const base = `${name}: ${side.edges} edges, faithfulness ${fmt(side.faithfulness, 2)}`;
   return side.usable ? base : `${base} — ${side.reason}`;
+}
+
+/** The "why" under the numbers: one line per finding (lens-rank block, mover switch, side effects). */
+export function whyLines(a: EditAnalysis): [string, string][] {
+  const l = a.lens;
+  const where = l.first_top_block_post === null
+    ? `never in the top ${l.top_k} at the last token`
+    : `top ${l.top_k} after block ${l.first_top_block_post}` + (l.offset === null ? "" : ` (${l.offset >= 0 ? "+" : ""}${l.offset} vs edited layer ${a.edit_layer})`);
+  const lines: [string, string][] = [["new target in the lens", `${where}${l.paper ? `; paper: ${l.paper}` : ""}${l.note ? ` — ${l.note}` : ""}`]];
+  const movers = a.mover.heads.map((m) => `${m.node} [${m.top_pre.slice(0, 3).map(showToken).join(" ")}] → [${m.top_post.slice(0, 3).map(showToken).join(" ")}]`);
+  lines.push(["mover switch", a.mover.switched ? `yes: ${movers.join("; ")}` : "no head that reads the subject gained the new target"]);
+  for (const [kind, label] of [["neighbour", "other subjects, same relation"], ["same_subject", "other facts, same subject"]] as const) {
+    const s = a.side_effects.summary[kind];
+    lines.push([label, !s || s.n === 0 ? "no such LRE prompt for this edit"
+      : `${s.n} prompts: answer changed ${pct(s.changed_rate)}, became the new target ${pct(s.became_new_rate)}, a mover carries the new target ${pct(s.mover_carries_new_rate)}`]);
+  }
+  return lines;
 }
 
 export class EditView {
@@ -142,7 +159,8 @@ export class EditView {
     const rows: [string, string][] = [["edit", `${s.method} @ layer ${s.layer}: ${JSON.stringify(s.old_target)} → ${JSON.stringify(s.target)}`]];
     if (ev) {
       rows.push(["efficacy", `${ev.efficacy.success ? "success" : "fail"} · new p ${fmt(ev.efficacy.new_prob)} (rank ${ev.efficacy.new_rank}) · old p ${fmt(ev.efficacy.old_prob)}`]);
-      rows.push(["generalisation", pct(ev.generalisation.rate)], ["locality", pct(ev.locality.rate)]);
+      const gen = ev.generalisation;
+      rows.push(["generalisation", gen.rate === null && gen.reason ? `none — ${gen.reason}` : pct(gen.rate)], ["locality", pct(ev.locality.rate)]);
       rows.push(["p(new) pre→post", `${fmt(ev.prob_shift.new.pre)} → ${fmt(ev.prob_shift.new.post)}`]);
       rows.push(["p(old) pre→post", `${fmt(ev.prob_shift.old.pre)} → ${fmt(ev.prob_shift.old.post)}`]);
     }
@@ -155,6 +173,11 @@ export class EditView {
   private async renderCompare(box: HTMLElement, cmp: EditCompare, s: EditSession): Promise<void> {
     const chart = h("div", { class: "edit-chart", "data-testid": "edit-lens-chart" });
     const replays = h("div", { class: "replay-pair", "data-testid": "replay-pair" });
+    if (cmp.analysis) {
+      const why = h("table", { class: "kv-table", "data-testid": "edit-why" });
+      for (const [k, v] of whyLines(cmp.analysis)) why.append(h("tr", {}, h("th", { text: k }), h("td", { text: v })));
+      box.append(h("h3", { text: "Why: the paper's findings on this edit" }), why);
+    }
     box.append(h("h3", { text: "Lens: new vs old target, pre vs post" }), chart,
       h("h3", { text: "Circuit comparison" }), this.renderCircuits(cmp, s),
       h("h3", { text: "Head outputs (last position)" }), this.renderHeads(cmp, s),

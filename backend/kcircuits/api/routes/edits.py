@@ -186,10 +186,12 @@ def compare_edit(session_id: str, request: Request, settings: SettingsDep, worke
 def _compare(session: EditSession, edit_key: str, settings: Settings, worker: Any, method: str,
              top_n: int | None, thresholds: CompareThresholds) -> dict:
     from kcircuits.circuits.subject import subject_positions
+    from kcircuits.editing import analysis as ana
     from kcircuits.editing import compare as cmp
 
     req = session.request
     old = session.old_target
+    sides = ((session.evaluation or {}).get("locality") or {}).get("items", [])
 
     def base_step(model) -> dict[str, Any]:  # the shared counterfactual, then the pre side
         cf = cmp.pick_counterfactual(model, req.prompt, old, req.subject, avoid=[req.target])
@@ -199,7 +201,8 @@ def _compare(session: EditSession, edit_key: str, settings: Settings, worker: An
         state = cmp.head_state(model, req.prompt, positions, targets, thresholds.top_k)
         return {**side, "counterfactual": cf, "positions": positions, "targets": targets, "heads": state,
                 "subject_ids": cmp.subject_token_ids(model, req.prompt, positions),
-                "spellings": cmp.target_spellings(model, req.target, old)}
+                "spellings": cmp.target_spellings(model, req.target, old),
+                "analysis": ana.analysis_state(model, req.prompt, req.subject, targets, sides, thresholds.top_k)}
 
     pre = worker.run(req.model, base_step, priority=INTERACTIVE)
     cf, targets = pre["counterfactual"], pre["targets"]
@@ -207,8 +210,11 @@ def _compare(session: EditSession, edit_key: str, settings: Settings, worker: An
     def edited_step(model) -> dict[str, Any]:
         side = _side(model, session, req.target, cf, method, top_n, settings)
         state = cmp.head_state(model, req.prompt, pre["positions"], targets, thresholds.top_k)
+        after = ana.analysis_state(model, req.prompt, req.subject, targets, sides, thresholds.top_k)
         return {**side, "heads": cmp.head_output_diff(model, pre["heads"], state, targets, pre["subject_ids"],
-                                                      thresholds, pre["spellings"])}
+                                                      thresholds, pre["spellings"]),
+                "analysis": ana.edit_analysis(model, pre["analysis"], after, targets, pre["spellings"],
+                                              session.layer, req.method, thresholds)}
 
     post = worker.run(edit_key, edited_step, priority=INTERACTIVE)
     pre_curves, post_curves = cmp.curves(pre["lens"], pre["lens_old"]), cmp.curves(post["lens"], post["lens_old"])
@@ -222,4 +228,5 @@ def _compare(session: EditSession, edit_key: str, settings: Settings, worker: An
         "circuit": {"pre": pre["circuit"], "post": post["circuit"], "targets": {"pre": old, "post": req.target},
                     "counterfactual": cf, **comparison},
         "heads": post["heads"],
+        "analysis": post["analysis"],
     }
