@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
+from tests.unit.cli_support import cli_app_with_model
 from typer.testing import CliRunner
 
 from kcircuits.circuits.testing import planted_roles_model
@@ -18,13 +18,9 @@ def planted():
 
 @pytest.fixture
 def app(monkeypatch, planted):
-    from kcircuits.cli import circuits as circuits_cli
+    from kcircuits.cli import circuits as cli_module
 
-    monkeypatch.setattr(circuits_cli, "load", lambda model_id: planted.model)
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    circuits_cli.register(app)
-    return app
+    return cli_app_with_model(monkeypatch, cli_module, planted.model)
 
 
 def _args(planted, *extra: str) -> list[str]:
