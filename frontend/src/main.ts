@@ -34,8 +34,12 @@ const hook: TestHook = {
   drawn: () => ({ nodes: hook.graph?.nodeIds() ?? [], edges: hook.graph?.edgeKeys() ?? [] }),
   drawnEdges: () => hook.graph?.edgeList() ?? [],
 };
-window.__kc = hook;
-document.addEventListener("securitypolicyviolation", (e) => hook.cspViolations.push({ directive: e.violatedDirective, blocked: e.blockedURI }));
+/** Dev server and `npm run build:test` (browser tests, render bench) expose the hook and the bench page; production builds drop both. */
+const TEST_BUILD = import.meta.env.DEV || import.meta.env.MODE === "test";
+if (TEST_BUILD) {
+  window.__kc = hook;
+  document.addEventListener("securitypolicyviolation", (e) => hook.cspViolations.push({ directive: e.violatedDirective, blocked: e.blockedURI }));
+}
 
 const app = document.getElementById("app")!;
 
@@ -301,7 +305,7 @@ function benchPage(root: HTMLElement, nEdges: number): void {
 }
 
 const route = parseRoute(window.location.pathname, window.location.search);
-if (route.page === "bench") benchPage(app, route.edges);
+if (TEST_BUILD && route.page === "bench") benchPage(app, route.edges);
 else if (route.page === "circuit") void circuitPage(app, route.id, route.valid);
 else if (route.page === "view") void viewRedirect(route.short);
 else new Dashboard(app);

@@ -1,4 +1,20 @@
 /** Wire types of the kcircuits HTTP API (snake_case, as the server sends them). Keep in step with docs/api. */
+import type { components, operations } from "./schema";
+
+/** Generated from the committed OpenAPI schema (src/api/openapi.json; `npm run gen:api`). */
+type Schemas = components["schemas"];
+export type LensRequest = Schemas["LensIn"];
+export type ProjectRequest = Schemas["ProjectIn"];
+export type CircuitRequest = Schemas["CircuitIn"];
+export type NodeDetailRequest = Schemas["DetailIn"];
+export type EditRequest = Schemas["EditIn"];
+/** POST /api/circuits methods, plus ACDC (run as an "acdc" job). */
+export type Method = NonNullable<CircuitRequest["method"]> | "acdc";
+export type Ablation = NonNullable<CircuitRequest["ablation"]>;
+export type LnMode = NonNullable<LensRequest["ln_mode"]>;
+export type EditMethod = NonNullable<EditRequest["method"]>;
+type ExportQuery = NonNullable<operations["export_result_api_results__result_id__export_get"]["parameters"]["query"]>;
+export type ExportFormat = NonNullable<ExportQuery["format"]>;
 
 export interface ApiErrorBody {
   error: { type: string; message: string };
@@ -39,19 +55,6 @@ export interface InfoResponse {
 }
 
 // ---- logit lens -------------------------------------------------------------------------------
-export type LnMode = "recompute" | "cached";
-export interface LensRequest {
-  model?: string;
-  prompt: string;
-  target?: string | null;
-  subject?: string | null;
-  top_k?: number;
-  ln_mode?: LnMode;
-  kl?: boolean;
-  session?: string | null;
-  /** Store the trace and return it with its content id (the live lens leaves this off). */
-  save?: boolean;
-}
 export interface TokenProb {
   token: string;
   id: number;
@@ -95,14 +98,6 @@ export interface LensResult {
   session?: string | null;
 }
 
-export interface ProjectRequest {
-  model?: string;
-  prompt: string;
-  node: string;
-  position?: number;
-  k?: number;
-  session?: string | null;
-}
 export interface ScoredToken {
   token: string;
   id?: number;
@@ -116,29 +111,11 @@ export interface ProjectResponse {
 }
 
 // ---- circuits ---------------------------------------------------------------------------------
-export type Method = "eap-ig-refine" | "eap-ig" | "eap" | "eap-ig-mask" | "clean-corrupted" | "exact" | "acdc";
-export type Ablation = "patch" | "zero" | "mean";
 export type Metric = "logit_diff" | "logprob" | "prob" | "match_nll" | "kl";
 export type NodeKind = "input" | "head" | "mlp" | "logits";
 export type Role = "mover" | "relation" | "mixture" | null;
 export type Slot = "q" | "k" | "v" | "mlp_in" | "logits";
 
-export interface CircuitRequest {
-  model?: string;
-  prompt: string;
-  target: string;
-  method: Exclude<Method, "acdc">;
-  ablation: Ablation;
-  metric?: Metric;
-  corrupt_prompt?: string | null;
-  counterfactuals?: number;
-  subject?: string | null;
-  top_n?: number;
-  threshold?: number;
-  ig_steps?: number;
-  kv_mode?: "grouped" | "ungrouped";
-  session?: string | null;
-}
 export interface CircuitNode {
   id: string;
   kind: NodeKind;
@@ -326,14 +303,6 @@ export interface EndpointDetail {
   kind: "input" | "logits";
 }
 export type NodeDetail = HeadDetail | MlpDetail | EndpointDetail;
-export interface NodeDetailRequest {
-  model?: string;
-  prompt: string;
-  target?: string | null;
-  subject?: string | null;
-  node: string;
-  session?: string | null;
-}
 export interface GraphStats {
   model: string;
   /** contract names; the server also sends total_nodes / total_edges */
@@ -412,19 +381,8 @@ export interface StoredView {
   result_id: string;
   state: Record<string, string>;
 }
-export type ExportFormat = "json" | "graphml" | "dot";
 
 // ---- editing ----------------------------------------------------------------------------------
-export type EditMethod = "rome" | "ft-m" | "ft-l";
-export interface EditRequest {
-  model?: string;
-  method: EditMethod;
-  prompt: string;
-  subject: string;
-  target: string;
-  layer?: number;
-  params?: Record<string, unknown>;
-}
 export interface EditCreated {
   session_id: string;
   job_id: string;
