@@ -13,8 +13,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 ENV_STAMP := $(VENV)/.kcircuits-installed
 FRONTEND_STAMP := backend/kcircuits/static/index.html
+# The test build (window.__kc hook, ?bench page) for the browser tests and the render bench; never served by `make serve`.
+FRONTEND_TEST_STAMP := build/static-test/index.html
+FRONTEND_SOURCES := $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.ts -type f -not -name schema.d.ts 2>/dev/null)
 
-.PHONY: env frontend serve test test-py test-frontend browser-deps lint bench clean
+.PHONY: env frontend frontend-test serve test test-py test-frontend browser-deps lint bench clean
 
 env: $(ENV_STAMP)
 
@@ -29,10 +32,15 @@ $(ENV_STAMP): pyproject.toml Makefile
 
 frontend: $(FRONTEND_STAMP)
 
-$(FRONTEND_STAMP): $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.ts -type f 2>/dev/null)
+$(FRONTEND_STAMP): $(FRONTEND_SOURCES)
 	@if [ -f frontend/package.json ]; then \
 	  cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build; \
 	else mkdir -p backend/kcircuits/static && echo '<!doctype html><title>kcircuits</title>' > $@; fi
+
+frontend-test: $(FRONTEND_TEST_STAMP)
+
+$(FRONTEND_TEST_STAMP): $(FRONTEND_SOURCES) $(FRONTEND_STAMP)
+	cd frontend && npm run build:test -- --outDir ../build/static-test --emptyOutDir
 
 serve: env frontend
 	$(VENV)/bin/kcircuits serve --host $(HOST) --port $(PORT)
@@ -43,7 +51,7 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found: browser tests will be skipped"; fi; }
 
-test: env frontend browser-deps test-frontend test-py
+test: env frontend frontend-test browser-deps test-frontend test-py
 
 test-py:
 	$(PY) -m ruff check backend tests bench
@@ -59,4 +67,4 @@ bench: env
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) frontend/node_modules backend/kcircuits/static
+	rm -rf $(VENV) frontend/node_modules backend/kcircuits/static build/static-test

@@ -2,7 +2,7 @@
 
 Measures time to first render (navigation start -> first frame of the graph drawn, bundle load included) and
 the per-frame cost while panning. Targets: first render < 1.0 s on CPU, frame time < 33 ms.
-Serves the built frontend (backend/kcircuits/static) with the app's CSP from a tiny static server, so no model
+Serves the test build of the frontend (build/static-test, `make frontend-test`) with the app's CSP from a tiny static server, so no model
 is loaded. Usage: python bench/bench_render.py [--edges 2000] [--frames 120] [--runs 3]
 """
 
@@ -18,7 +18,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STATIC = ROOT / "backend" / "kcircuits" / "static"
+STATIC = ROOT / "build" / "static-test"  # the test build (`make frontend-test`) has the ?bench page
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: _default_home() / "cache")
     data_dir: Path = Field(default_factory=lambda: _default_home() / "data")
     database_url: str | None = None  # default: SQLite file in data_dir
+    #: The built dashboard (``make frontend``); the browser tests point it at the test build.
+    static_dir: Path = Field(default_factory=lambda: Path(__file__).resolve().parent / "static")
     #: Extra local model folders, JSON object {"my-model": "/path/to/hf-folder"}.
     local_models: dict[str, str] = Field(default_factory=dict)
     #: Also offer small random-weight models (tiny-gpt2, tiny-llama, gpt2-small-random): tests, demos.

@@ -17,7 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("KCIRCUITS_CHROMIUM", "/usr/bin/chromium")
-STATIC_INDEX = ROOT / "backend" / "kcircuits" / "static" / "index.html"
+#: The test build of the dashboard (it has the window.__kc hook the tests read): `make frontend-test`.
+TEST_STATIC = ROOT / "build" / "static-test"
+STATIC_INDEX = TEST_STATIC / "index.html"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
@@ -72,12 +74,13 @@ def server(tmp_path_factory):
         pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (make browser-deps) to run the browser tests")
     if not STATIC_INDEX.exists() or b"/assets/" not in STATIC_INDEX.read_bytes():
         if os.environ.get("CI"):
-            pytest.fail("frontend not built in CI: `make frontend` should have built it")
-        pytest.skip("frontend not built: run `make frontend` (cd frontend && npm ci && npm run build)")
+            pytest.fail("test frontend not built in CI: `make frontend-test` should have built it")
+        pytest.skip("test frontend not built: run `make frontend-test`")
     port = _free_port()
     data = tmp_path_factory.mktemp("browser-data")
     env = {**os.environ, "KCIRCUITS_TEST_MODELS": "1", "KCIRCUITS_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "KCIRCUITS_PRELOAD_MODELS": PRELOAD, "KCIRCUITS_DEVICE": "cpu"}
+           "TRANSFORMERS_OFFLINE": "1", "KCIRCUITS_PRELOAD_MODELS": PRELOAD, "KCIRCUITS_DEVICE": "cpu",
+           "KCIRCUITS_STATIC_DIR": str(TEST_STATIC)}
     env.setdefault("KCIRCUITS_CACHE_DIR", str(Path.home() / ".kcircuits" / "cache"))
     exe = Path(sys.executable).with_name("kcircuits")
     cmd = [str(exe), "serve", "--port", str(port)] if exe.exists() else [

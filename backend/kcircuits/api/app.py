@@ -25,7 +25,6 @@ from kcircuits.services.checks import PROMPT_FIELDS
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 #: Route modules under kcircuits.api.routes, each with a ``router``.
 ROUTE_MODULES = ["health", "models", "lens", "nodes", "jobs", "results", "edits", "circuits", "relations", "neurons"]
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
@@ -94,7 +93,7 @@ def create_app(settings: Settings | None = None, worker: ModelWorker | None = No
     for name in ROUTE_MODULES:
         module = importlib.import_module(f"kcircuits.api.routes.{name}")
         app.include_router(module.router, responses=ERROR_RESPONSES if module.router.prefix.startswith("/api") else None)
-    _mount_frontend(app)
+    _mount_frontend(app, settings.static_dir)
     _document_limits(app, settings)
     return app
 
@@ -144,17 +143,17 @@ def _open_store(settings: Settings):
     return open_store(settings)
 
 
-def _mount_frontend(app: FastAPI) -> None:
+def _mount_frontend(app: FastAPI, static_dir: Path) -> None:
     """Serve the built frontend from the same origin; unknown non-API paths get the SPA shell."""
     from fastapi.staticfiles import StaticFiles
 
-    assets = STATIC_DIR / "assets"
+    assets = static_dir / "assets"
     if assets.is_dir():
         app.mount("/assets", StaticFiles(directory=assets), name="assets")
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
-        page = STATIC_DIR / "index.html"
+        page = static_dir / "index.html"
         if page.exists():
             return FileResponse(page, media_type="text/html")
         return Response("<!doctype html><title>kcircuits</title><p>frontend not built: run make serve",

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-import kcircuits
 from kcircuits.api.deps import StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE
@@ -26,7 +24,6 @@ from kcircuits.errors import NotFound, NotReady
 from kcircuits.export import MEDIA_TYPES, export_circuit
 from kcircuits.store.ids import ID_PATTERN, is_valid_id
 
-STATIC_DIR = Path(kcircuits.__file__).resolve().parent / "static"
 NOT_FOUND_PAGE = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Not found - kcircuits</title>"
                   "<h1>Circuit not found</h1><p>This link is malformed or points to a result this server "
                   "does not have.</p><p><a href=\"/\">Open the dashboard</a></p></html>")
@@ -197,12 +194,12 @@ def open_view(short: str, store: StoreDep) -> Response:
 
 
 @router.get("/c/{result_id}", include_in_schema=False)
-def permalink(result_id: str, store: StoreDep) -> Response:
+def permalink(result_id: str, store: StoreDep, request: Request) -> Response:
     """The dashboard shell for a permalink (404 page for malformed ids; shell with 404 for unknown)."""
     if not is_valid_id(result_id):
         return _not_found_page()
     status = 200 if store is not None and store.exists(result_id) else 404
-    page = STATIC_DIR / "index.html"
+    page = request.app.state.settings.static_dir / "index.html"
     if page.is_file():
         return FileResponse(page, media_type="text/html", status_code=status)
     return HTMLResponse(SHELL_FALLBACK, status_code=status)
