@@ -1,0 +1,493 @@
+"""Parameter-level mask circuits (Ge, Rudzicz, Zhu; METHODS section 7).
+
+Granularity (one gate per block):
+- every 2-D weight: one gate per row of the stored tensor (dim 0). For Llama-family ``nn.Linear``
+  weights [out, in] that is one output unit: a Q/K/V row is one dimension of one head's query/key/
+  value, an O row one residual dimension written by attention, a gate/up row one MLP neuron's input
+  weights, a down row one residual dimension of the MLP output; an embedding row is one token.
+  (GPT-2's Conv1D stores [in, out], so there a row is one input dimension.)
+- every 1-D vector (LayerNorm/RMSNorm weights, biases): one gate per entry.
+Tied weights (embedding = unembedding) are one tensor and share their gates.
+
+Gates are hard-concrete (Louizos et al. 2018) with stretch (gamma, zeta) = (-0.1, 1.1) and
+temperature beta = 2/3; the forward pass uses the binarised gate 1[z > 0.5] and the backward pass
+the gradient of the continuous z (straight-through). The expected density (parameter-weighted) is
+the closed form P(z > 0) = sigmoid(log_alpha - beta * log(-gamma / zeta)).
+
+Loss = faithfulness + lam * relu(E[density] - target), faithfulness = KL(full || masked) of the
+last-position next-token distribution ("kl") or cross-entropy to the full model's top-1 ("ce").
+The final mask keeps the blocks with the largest log_alpha until exactly ``target`` of the
+parameters are in (ties by order). Masking substitutes ``param * gate`` for each parameter during one forward and restores the
+original tensors afterwards: the loaded model's weights are never written.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kcircuits.errors import BadRequest
+
+GAMMA, ZETA, BETA = -0.1, 1.1, 2.0 / 3.0
+DENSITIES = (0.05, 0.15, 0.25, 0.35, 0.5)
+MODULES = ("embedding", "attention", "mlp", "layernorm", "other")
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+CancelFn = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    """Raised when the cancel callback says stop; the checkpoint (if any) is up to date."""
+
+
+# -- hard concrete --------------------------------------------------------------------------------
+def hard_concrete(log_alpha: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+    """Continuous hard-concrete sample z in [0, 1], same shape as ``log_alpha``."""
+    if u is None:
+        u = torch.rand_like(log_alpha).clamp(1e-6, 1 - 1e-6)
+    s = torch.sigmoid((u.log() - (-u).log1p() + log_alpha) / BETA)
+    return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
+
+
+def straight_through(z: torch.Tensor) -> torch.Tensor:
+    """Binarised gate 1[z > 0.5] forward, identity gradient backward."""
+    return (z > 0.5).to(z.dtype) + z - z.detach()
+
+
+def p_open(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Closed form P(z > 0) of each gate (the L0 expectation)."""
+    return torch.sigmoid(log_alpha - BETA * math.log(-GAMMA / ZETA))
+
+
+# -- blocks ---------------------------------------------------------------------------------------
+def module_kind(name: str) -> str:
+    """embedding | attention | mlp | layernorm | other, from a parameter name."""
+    n = name.lower()
+    if "norm" in n or ".ln" in n or n.startswith("ln") or "ln_" in n:
+        return "layernorm"
+    if "embed" in n or "wte" in n or "wpe" in n or "lm_head" in n:
+        return "embedding"
+    if "attn" in n or "attention" in n:
+        return "attention"
+    if "mlp" in n:
+        return "mlp"
+    return "other"
+
+
+def short_name(name: str) -> str:
+    return name.replace("._original_component", "")
+
+
+@dataclass
+class BlockLayout:
+    """Parameters in order with their gate counts. ``sizes[i]``: gates of tensor i, ``per_gate[i]``:
+    parameters each of its gates covers."""
+
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    sizes: list[int]
+    per_gate: list[int]
+
+    @property
+    def n_gates(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def n_params(self) -> int:
+        return sum(s * p for s, p in zip(self.sizes, self.per_gate))
+
+    def weights(self, device=None) -> torch.Tensor:
+        """Parameters per gate [n_gates] (float)."""
+        return torch.cat([torch.full((s,), float(p), device=device) for s, p in zip(self.sizes, self.per_gate)])
+
+    def kinds(self) -> list[str]:
+        return [module_kind(n) for n in self.names]
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(flat, self.sizes))
+
+    def fingerprint(self) -> str:
+        text = ";".join(f"{n}:{s}" for n, s in zip(self.names, self.shapes))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_family(model) -> None:
+    """Masks run on Llama-family bridges (SmolLM2); GPT-2's bridge splits its fused QKV into extra
+    parameters that a functional call cannot substitute consistently."""
+    if model.arch.family != "llama":
+        raise BadRequest(f"parameter masks support Llama-family models, not {model.arch.family!r}")
+
+
+def layout(module: torch.nn.Module) -> BlockLayout:
+    """The gate layout of every parameter of ``module`` (tied parameters once)."""
+    names, shapes, sizes, per = [], [], [], []
+    for name, p in module.named_parameters():
+        names.append(name)
+        shapes.append(tuple(p.shape))
+        if p.dim() >= 2:
+            sizes.append(p.shape[0])
+            per.append(p[0].numel())
+        else:
+            sizes.append(p.numel())
+            per.append(1)
+    return BlockLayout(names, shapes, sizes, per)
+
+
+def _expand(gate: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Per-block gate [rows] -> broadcastable to a parameter of ``shape``."""
+    return gate.view(-1, *([1] * (len(shape) - 1))) if len(shape) >= 2 else gate
+
+
+def masked_params(model, lay: BlockLayout, gates: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{name: param * gate} for a flat gate vector [n_gates] (0/1 or straight-through)."""
+    params = dict(model.bridge.named_parameters())
+    out = {}
+    for name, shape, g in zip(lay.names, lay.shapes, lay.split(gates)):
+        p = params[name]
+        out[name] = p * _expand(g.to(p.dtype), shape)
+    return out
+
+
+def _slots(model) -> dict[str, tuple[torch.nn.Module, str]]:
+    """{parameter name: (owning module, attribute)} of the bridge's parameters."""
+    out = {}
+    for name, _ in model.bridge.named_parameters():
+        path, attr = name.rsplit(".", 1)
+        out[name] = (model.bridge.get_submodule(path), attr)
+    return out
+
+
+def run_with(model, params: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+    """Logits [b, pos, V] with ``params`` substituted for the named parameters during this one
+    forward, restored afterwards (the loaded weights are never written). ``torch.func.functional_call``
+    is not used: with the bridge's aliased module paths it leaves the substitutes in place."""
+    slots = _slots(model)
+    saved = {}
+    try:
+        for name, value in params.items():
+            module, attr = slots[name]
+            saved[name] = module._parameters[attr]
+            module._parameters[attr] = value
+        return model.bridge(tokens)
+    finally:
+        for name, value in saved.items():
+            module, attr = slots[name]
+            module._parameters[attr] = value
+
+
+# -- tasks ----------------------------------------------------------------------------------------
+@dataclass
+class Task:
+    """Next-token prompts of one task, grouped by token length: [(ids [b, pos], target ids [b])]."""
+
+    name: str
+    prompts: list[str]
+    targets: list[str]
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_task(model, name: str, prompts: Sequence[str], targets: Sequence[str]) -> Task:
+    if not prompts or len(prompts) != len(targets):
+        raise BadRequest("a mask task needs at least one prompt and one target per prompt")
+    groups: dict[int, list[tuple[torch.Tensor, int]]] = {}
+    for p, t in zip(prompts, targets):
+        ids = model.tokenize(p)[0]
+        groups.setdefault(int(ids.shape[0]), []).append((ids, model.first_token_id(t)))
+    batches = [(torch.stack([i for i, _ in g]), torch.tensor([t for _, t in g], device=model.device))
+               for g in groups.values()]
+    return Task(name, list(prompts), list(targets), batches)
+
+
+def relation_task(model, relation: str, n: int = 16, known_only: bool = True) -> Task:
+    """The first ``n`` facts of an LRE relation (only those the model ranks top-10 if ``known_only``)."""
+    from kcircuits.circuits.relation import known_facts, load_relation, relation_facts
+
+    rel = load_relation(relation)
+    facts = relation_facts(model, rel)
+    if known_only:
+        facts = known_facts(model, rel, facts=facts) or facts
+    facts = facts[:n]
+    return make_task(model, relation, [f.prompt for f in facts], [f.target for f in facts])
+
+
+def syntax_task(model, phenomenon: str = "det_noun", n: int = 16) -> Task:
+    """Syntax minimal pairs (data/syntax) of one phenomenon as next-token prompts."""
+    from kcircuits.circuits.neurons import syntax_items
+
+    items = [it for it in syntax_items() if it.get("phenomenon") == phenomenon][:n]
+    if not items:
+        raise BadRequest(f"no syntax items for phenomenon {phenomenon!r}")
+    return make_task(model, f"syntax:{phenomenon}", [it["prompt"] for it in items], [it["target"] for it in items])
+
+
+@torch.no_grad()
+def full_logprobs(model, task: Task) -> list[torch.Tensor]:
+    """The full model's last-position log-probs per batch [b, V] (fp32)."""
+    return [model.bridge(ids)[:, -1].float().log_softmax(-1) for ids, _ in task.batches]
+
+
+# -- training -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaskParams:
+    target: float = 0.05
+    steps: int = 200
+    lr: float = 0.1
+    lam: float = 10.0
+    init: float = 3.0
+    loss: str = "kl"  # kl | ce
+    seed: int = 0
+
+    def check(self) -> None:
+        if not 0.0 < self.target < 1.0:
+            raise BadRequest("target density must lie in (0, 1)")
+        if not 1 <= self.steps <= 100_000:
+            raise BadRequest("steps must be between 1 and 100000")
+        if not 0 < self.lr <= 10 or self.lam < 0:
+            raise BadRequest("lr must lie in (0, 10] and lam be >= 0")
+        if self.loss not in ("kl", "ce"):
+            raise BadRequest("loss must be 'kl' or 'ce'")
+
+
+def faithfulness_loss(logits: torch.Tensor, full_lp: torch.Tensor, kind: str) -> torch.Tensor:
+    """logits [b, V] of the masked model against the full model's log-probs [b, V]."""
+    lp = logits.float().log_softmax(-1)
+    if kind == "ce":
+        return F.nll_loss(lp, full_lp.argmax(-1))
+    return F.kl_div(lp, full_lp, log_target=True, reduction="batchmean")
+
+
+def expected_density(log_alpha: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (p_open(log_alpha) * weights).sum() / weights.sum()
+
+
+def final_mask(log_alpha: torch.Tensor, weights: torch.Tensor, target: float) -> torch.Tensor:
+    """Bool [n_gates]: the largest-log_alpha blocks until ``target`` of the parameters are kept."""
+    order = torch.argsort(log_alpha, descending=True, stable=True)
+    cum = torch.cumsum(weights[order], 0)
+    n = int((cum <= target * float(weights.sum()) + 0.5).sum())
+    keep = torch.zeros_like(log_alpha, dtype=torch.bool)
+    keep[order[:n]] = True
+    return keep
+
+
+def train_mask(model, task: Task, params: MaskParams = MaskParams(), *, progress: ProgressFn | None = None,
+               cancel: CancelFn | None = None, checkpoint: str | None = None,
+               eval_every: int = 10) -> dict[str, Any]:
+    """Learn a mask of ``task`` at density ``params.target``. Returns the bool mask [n_gates] (key
+    ``mask``), curves (loss, expected density, faithfulness KL of the deterministic mask at that
+    step) and timing. ``checkpoint``: a path saved every ``eval_every`` steps and resumed from."""
+    params.check()
+    check_family(model)
+    torch.manual_seed(params.seed)
+    lay = layout(model.bridge)
+    weights = lay.weights(model.device)
+    log_alpha = torch.full((lay.n_gates,), params.init, device=model.device, requires_grad=True)
+    opt = torch.optim.Adam([log_alpha], lr=params.lr)
+    curves: dict[str, list] = {"step": [], "loss": [], "density": [], "faithfulness_kl": []}
+    start = 0
+    if checkpoint:
+        try:
+            state = torch.load(checkpoint, weights_only=False)
+        except FileNotFoundError:
+            state = None
+        if state is not None:
+            if state["fingerprint"] != lay.fingerprint() or state["params"] != asdict(params):
+                raise BadRequest("checkpoint belongs to another model or other mask parameters")
+            with torch.no_grad():
+                log_alpha.copy_(state["log_alpha"])
+            opt.load_state_dict(state["opt"])
+            curves, start = state["curves"], state["step"]
+            torch.set_rng_state(state["rng"])
+    full = full_logprobs(model, task)
+    t0 = time.perf_counter()
+    for step in range(start, params.steps):
+        if cancel and cancel():
+            raise Cancelled(f"mask training cancelled at step {step}")
+        opt.zero_grad()
+        with torch.enable_grad():
+            gates = straight_through(hard_concrete(log_alpha))
+            mp = masked_params(model, lay, gates)
+            faith = sum(faithfulness_loss(run_with(model, mp, ids)[:, -1], lp, params.loss) * ids.shape[0]
+                        for (ids, _), lp in zip(task.batches, full)) / len(task.prompts)
+            dens = expected_density(log_alpha, weights)
+            loss = faith + params.lam * F.relu(dens - params.target)
+            loss.backward()
+        opt.step()
+        done = step + 1
+        if done % eval_every == 0 or done == params.steps:
+            kl = evaluate_mask(model, task, final_mask(log_alpha.detach(), weights, params.target), lay, full)["kl"]
+            curves["step"].append(done)
+            curves["loss"].append(round(float(loss.detach()), 6))
+            curves["density"].append(round(float(dens.detach()), 6))
+            curves["faithfulness_kl"].append(round(kl, 6))
+            if checkpoint:
+                torch.save({"fingerprint": lay.fingerprint(), "params": asdict(params), "log_alpha": log_alpha.detach(),
+                            "opt": opt.state_dict(), "curves": curves, "step": done, "rng": torch.get_rng_state()},
+                           checkpoint)
+            if progress:
+                progress(done, params.steps, {k: v[-1] for k, v in curves.items()})
+    train_s = time.perf_counter() - t0
+    mask = final_mask(log_alpha.detach(), weights, params.target).cpu()
+    return {"task": task.name, "params": asdict(params), "mask": mask, "layout": lay, "curves": curves,
+            "log_alpha": log_alpha.detach().cpu(),
+            "steps_run": params.steps - start, "train_s": train_s,
+            "step_s": train_s / max(1, params.steps - start)}
+
+
+@torch.no_grad()
+def evaluate_mask(model, task: Task, mask: torch.Tensor, lay: BlockLayout | None = None,
+                  full: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """Faithfulness of a hard mask: mean KL(full || masked), top-1 agreement with the full model,
+    and accuracy on the task targets (full and masked)."""
+    lay = lay or layout(model.bridge)
+    full = full if full is not None else full_logprobs(model, task)
+    mp = masked_params(model, lay, mask.to(model.device).float())
+    kl = agree = acc = acc_full = 0.0
+    for (ids, tgt), lp in zip(task.batches, full):
+        m = run_with(model, mp, ids)[:, -1].float().log_softmax(-1)
+        kl += float(F.kl_div(m, lp, log_target=True, reduction="sum"))
+        agree += float((m.argmax(-1) == lp.argmax(-1)).sum())
+        acc += float((m.argmax(-1) == tgt).sum())
+        acc_full += float((lp.argmax(-1) == tgt).sum())
+    n = len(task.prompts)
+    return {"kl": kl / n, "top1_agreement": agree / n, "accuracy": acc / n, "full_accuracy": acc_full / n}
+
+
+# -- analysis -------------------------------------------------------------------------------------
+def density(mask: torch.Tensor, lay: BlockLayout) -> float:
+    w = lay.weights()
+    return float((mask.float().cpu() * w).sum() / w.sum())
+
+
+def random_mask(lay: BlockLayout, target: float, seed: int = 0) -> torch.Tensor:
+    """A random block mask with ``target`` of the parameters (random order, then the same cut)."""
+    g = torch.Generator().manual_seed(seed)
+    return final_mask(torch.rand(lay.n_gates, generator=g), lay.weights(), target)
+
+
+def overlap(a: torch.Tensor, b: torch.Tensor, lay: BlockLayout) -> float | None:
+    """|A ∩ B| / |A| in parameters; None when A is empty (undefined)."""
+    w = lay.weights()
+    size = float((a.float() * w).sum())
+    return None if size == 0 else float(((a & b).float() * w).sum()) / size
+
+
+def overlap_matrix(masks: dict[str, torch.Tensor], lay: BlockLayout) -> dict[str, Any]:
+    names = list(masks)
+    return {"names": names, "matrix": [[overlap(masks[i], masks[j], lay) for j in names] for i in names]}
+
+
+def composition(mask: torch.Tensor, lay: BlockLayout) -> dict[str, dict[str, float]]:
+    """Per module kind: share of its parameters inside the mask and share of the mask it makes up."""
+    inside: dict[str, float] = {k: 0.0 for k in MODULES}
+    total: dict[str, float] = {k: 0.0 for k in MODULES}
+    for kind, g, size in zip(lay.kinds(), lay.split(mask.float().cpu()), zip(lay.sizes, lay.per_gate)):
+        inside[kind] += float(g.sum()) * size[1]
+        total[kind] += size[0] * size[1]
+    n_in = sum(inside.values())
+    return {k: {"share_inside": inside[k] / total[k] if total[k] else None,
+                "share_of_mask": inside[k] / n_in if n_in else None, "n_params": total[k]}
+            for k in MODULES if total[k]}
+
+
+def component_density(mask: torch.Tensor, lay: BlockLayout, model) -> dict[str, float]:
+    """Mask density per attention head (``a{l}.h{h}``, over its Q/K/V rows of Llama-style weights)
+    and per MLP (``m{l}``) - the units of the edge circuit."""
+    import re
+
+    arch = model.arch
+    dh = arch.d_model // arch.n_heads
+    out: dict[str, list[float]] = {}
+    for name, g in zip(lay.names, lay.split(mask.float().cpu())):
+        m = re.search(r"layers\.(\d+)\.", name) or re.search(r"blocks\.(\d+)\.", name) or re.search(r"\.h\.(\d+)\.", name)
+        if not m:
+            continue
+        layer = int(m.group(1))
+        kind = module_kind(name)
+        if kind == "mlp":
+            out.setdefault(f"m{layer}", []).append(float(g.mean()))
+        elif kind == "attention" and name.endswith(("q_proj._original_component.weight", "k_proj._original_component.weight",
+                                                    "v_proj._original_component.weight")):
+            rows = g.shape[0]
+            n_h = rows // dh
+            for h in range(n_h):
+                key = f"a{layer}.h{h * arch.n_heads // n_h}" if "q_proj" in name else None
+                hid = key or f"a{layer}.kv{h}"
+                out.setdefault(hid, []).append(float(g[h * dh:(h + 1) * dh].mean()))
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+# -- editing under a mask -------------------------------------------------------------------------
+def edit_under_mask(model, prompt: str, target: str, mask: torch.Tensor | None, lay: BlockLayout | None = None, *,
+                    steps: int = 10, lr: float = 1e-3, check: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Fine-tune ``prompt -> target`` (first token) with Adam on parameter deltas, only inside
+    ``mask`` (None: the whole model). The model's weights are not written: the edited parameters
+    are ``p + delta * mask``. Returns post-edit NLL of the target, locality (share of ``check``
+    (prompt, target) pairs whose top-1 is unchanged) and the edited parameter dict (key ``params``)."""
+    lay = lay or layout(model.bridge)
+    base = dict(model.bridge.named_parameters())
+    gate = (mask if mask is not None else torch.ones(lay.n_gates, dtype=torch.bool)).to(model.device).float()
+    gates = {n: _expand(g, s) for n, s, g in zip(lay.names, lay.shapes, lay.split(gate))}
+    trainable = [n for n in lay.names if float(gates[n].sum()) > 0]
+    deltas = {n: torch.zeros_like(base[n], requires_grad=True) for n in trainable}
+    opt = torch.optim.Adam(list(deltas.values()), lr=lr)
+    tokens = model.tokenize(prompt)
+    tid = model.first_token_id(target)
+
+    def edited() -> dict[str, torch.Tensor]:
+        return {n: base[n] + deltas[n] * gates[n].to(base[n].dtype) if n in deltas else base[n] for n in lay.names}
+
+    @torch.no_grad()
+    def top1s(ps) -> list[int]:
+        return [int(run_with(model, ps, model.tokenize(p))[0, -1].argmax()) for p, _ in check]
+
+    before = top1s(base)
+    with torch.no_grad():
+        nll_pre = float(-run_with(model, base, tokens)[0, -1].float().log_softmax(-1)[tid])
+    losses = []
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = -run_with(model, edited(), tokens)[0, -1].float().log_softmax(-1)[tid]
+            loss.backward()
+            opt.step()
+            losses.append(round(float(loss.detach()), 5))
+    ps = {n: v.detach() for n, v in edited().items()}
+    with torch.no_grad():
+        nll = float(-run_with(model, ps, tokens)[0, -1].float().log_softmax(-1)[tid])
+    after = top1s(ps)
+    locality = sum(a == b for a, b in zip(before, after)) / len(check) if check else None
+    return {"nll_pre": nll_pre, "nll_post": nll, "locality": locality, "losses": losses, "params": ps,
+            "density": density(gate.bool().cpu(), lay)}
+
+
+# -- compact storage ------------------------------------------------------------------------------
+def pack_mask(mask: torch.Tensor) -> str:
+    """Bool [n] -> base64 of the packed bits (numpy bit order 'big')."""
+    return base64.b64encode(np.packbits(mask.cpu().numpy().astype(np.uint8)).tobytes()).decode("ascii")
+
+
+def unpack_mask(data: str, n: int) -> torch.Tensor:
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(data), dtype=np.uint8))[:n]
+    if bits.shape[0] != n:
+        raise BadRequest(f"packed mask holds {bits.shape[0]} gates, expected {n}")
+    return torch.from_numpy(bits.astype(bool))
+
+
+def mask_record(result: dict[str, Any], model) -> dict[str, Any]:
+    """A JSON-able record of a trained mask (packed bits), with its content id."""
+    lay: BlockLayout = result["layout"]
+    body = {"model": model.spec.id, "revision": model.revision, "task": result["task"], "params": result["params"],
+            "layout": lay.fingerprint(), "n_gates": lay.n_gates, "bits": pack_mask(result["mask"]),
+            "curves": result["curves"], "composition": composition(result["mask"], lay),
+            "density": density(result["mask"], lay)}
+    body["id"] = hashlib.sha256(repr(sorted((k, str(v)) for k, v in body.items())).encode()).hexdigest()[:20]
+    return body
