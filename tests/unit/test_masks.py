@@ -14,7 +14,7 @@ PAIRS = [(" France", " Paris"), (" Spain", " Madrid"), (" Italy", " Rome"), (" J
 
 def _offsets(lay: M.BlockLayout) -> dict[str, int]:
     out, at = {}, 0
-    for name, size in zip(lay.names, lay.sizes):
+    for name, size in zip(lay.names, lay.sizes, strict=False):
         out[M.short_name(name)] = at
         at += size
     return out
@@ -43,7 +43,7 @@ def planted_lookup(seed: int = 0) -> dict:
         head = params[next(n for n in params if "lm_head" in n)]
         emb.mul_(0.01)
         head.mul_(0.01)
-        for i, (s, a) in enumerate(zip(subj, ans)):
+        for i, (s, a) in enumerate(zip(subj, ans, strict=False)):
             emb[s] = 0.0
             emb[s, i] = 8.0
             head[a] = 0.0
@@ -56,7 +56,7 @@ def planted_lookup(seed: int = 0) -> dict:
     n_name = M.short_name(next(n for n in params if n.startswith("model.norm")))
     known = [off[e_name] + s for s in subj] + [off[h_name] + a for a in ans] + [off[n_name] + i for i in range(len(PAIRS))]
     irrelevant = []
-    for name, size in zip(lay.names, lay.sizes):
+    for name, size in zip(lay.names, lay.sizes, strict=False):
         if ".layers." in name:
             irrelevant += range(off[M.short_name(name)], off[M.short_name(name)] + size)
     prompts = [f"My favourite country is{s}" for s, _ in PAIRS]
@@ -120,7 +120,7 @@ def test_edit_changes_no_parameter_outside_the_mask(tiny_llama):
     assert res["nll_post"] < res["nll_pre"]
     changed = torch.zeros(lay.n_gates, dtype=torch.bool)
     parts = []
-    for name, shape, g in zip(lay.names, lay.shapes, lay.split(changed)):
+    for name, shape, _g in zip(lay.names, lay.shapes, lay.split(changed), strict=False):
         diff = (res["params"][name] - before[name]).abs()
         rows = diff.reshape(shape[0], -1).amax(1) > 0 if len(shape) >= 2 else diff > 0
         parts.append(rows)

@@ -102,11 +102,11 @@ class BlockLayout:
 
     @property
     def n_params(self) -> int:
-        return sum(s * p for s, p in zip(self.sizes, self.per_gate))
+        return sum(s * p for s, p in zip(self.sizes, self.per_gate, strict=False))
 
     def weights(self, device=None) -> torch.Tensor:
         """Parameters per gate [n_gates] (float)."""
-        return torch.cat([torch.full((s,), float(p), device=device) for s, p in zip(self.sizes, self.per_gate)])
+        return torch.cat([torch.full((s,), float(p), device=device) for s, p in zip(self.sizes, self.per_gate, strict=False)])
 
     def kinds(self) -> list[str]:
         return [module_kind(n) for n in self.names]
@@ -115,7 +115,7 @@ class BlockLayout:
         return list(torch.split(flat, self.sizes))
 
     def fingerprint(self) -> str:
-        text = ";".join(f"{n}:{s}" for n, s in zip(self.names, self.shapes))
+        text = ";".join(f"{n}:{s}" for n, s in zip(self.names, self.shapes, strict=False))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -150,7 +150,7 @@ def masked_params(model, lay: BlockLayout, gates: torch.Tensor) -> dict[str, tor
     """{name: param * gate} for a flat gate vector [n_gates] (0/1 or straight-through)."""
     params = dict(model.bridge.named_parameters())
     out = {}
-    for name, shape, g in zip(lay.names, lay.shapes, lay.split(gates)):
+    for name, shape, g in zip(lay.names, lay.shapes, lay.split(gates), strict=False):
         p = params[name]
         out[name] = p * _expand(g.to(p.dtype), shape)
     return out
@@ -198,7 +198,7 @@ def make_task(model, name: str, prompts: Sequence[str], targets: Sequence[str]) 
     if not prompts or len(prompts) != len(targets):
         raise BadRequest("a mask task needs at least one prompt and one target per prompt")
     groups: dict[int, list[tuple[torch.Tensor, int]]] = {}
-    for p, t in zip(prompts, targets):
+    for p, t in zip(prompts, targets, strict=False):
         ids = model.tokenize(p)[0]
         groups.setdefault(int(ids.shape[0]), []).append((ids, model.first_token_id(t)))
     batches = [(torch.stack([i for i, _ in g]), torch.tensor([t for _, t in g], device=model.device))
@@ -316,7 +316,7 @@ def train_mask(model, task: Task, params: MaskParams = MaskParams(), *, progress
             gates = straight_through(hard_concrete(log_alpha))
             mp = masked_params(model, lay, gates)
             faith = sum(faithfulness_loss(run_with(model, mp, ids)[:, -1], lp, params.loss) * ids.shape[0]
-                        for (ids, _), lp in zip(task.batches, full)) / len(task.prompts)
+                        for (ids, _), lp in zip(task.batches, full, strict=False)) / len(task.prompts)
             dens = expected_density(log_alpha, weights)
             loss = faith + params.lam * F.relu(dens - params.target)
             loss.backward()
@@ -351,7 +351,7 @@ def evaluate_mask(model, task: Task, mask: torch.Tensor, lay: BlockLayout | None
     full = full if full is not None else full_logprobs(model, task)
     mp = masked_params(model, lay, mask.to(model.device).float())
     kl = agree = acc = acc_full = 0.0
-    for (ids, tgt), lp in zip(task.batches, full):
+    for (ids, tgt), lp in zip(task.batches, full, strict=False):
         m = run_with(model, mp, ids)[:, -1].float().log_softmax(-1)
         kl += float(F.kl_div(m, lp, log_target=True, reduction="sum"))
         agree += float((m.argmax(-1) == lp.argmax(-1)).sum())
@@ -389,7 +389,7 @@ def composition(mask: torch.Tensor, lay: BlockLayout) -> dict[str, dict[str, flo
     """Per module kind: share of its parameters inside the mask and share of the mask it makes up."""
     inside: dict[str, float] = {k: 0.0 for k in MODULES}
     total: dict[str, float] = {k: 0.0 for k in MODULES}
-    for kind, g, size in zip(lay.kinds(), lay.split(mask.float().cpu()), zip(lay.sizes, lay.per_gate)):
+    for kind, g, size in zip(lay.kinds(), lay.split(mask.float().cpu()), zip(lay.sizes, lay.per_gate, strict=False), strict=False):
         inside[kind] += float(g.sum()) * size[1]
         total[kind] += size[0] * size[1]
     n_in = sum(inside.values())
@@ -406,7 +406,7 @@ def component_density(mask: torch.Tensor, lay: BlockLayout, model) -> dict[str, 
     arch = model.arch
     dh = arch.d_model // arch.n_heads
     out: dict[str, list[float]] = {}
-    for name, g in zip(lay.names, lay.split(mask.float().cpu())):
+    for name, g in zip(lay.names, lay.split(mask.float().cpu()), strict=False):
         m = re.search(r"layers\.(\d+)\.", name) or re.search(r"blocks\.(\d+)\.", name) or re.search(r"\.h\.(\d+)\.", name)
         if not m:
             continue
@@ -435,7 +435,7 @@ def edit_under_mask(model, prompt: str, target: str, mask: torch.Tensor | None, 
     lay = lay or layout(model.bridge)
     base = dict(model.bridge.named_parameters())
     gate = (mask if mask is not None else torch.ones(lay.n_gates, dtype=torch.bool)).to(model.device).float()
-    gates = {n: _expand(g, s) for n, s, g in zip(lay.names, lay.shapes, lay.split(gate))}
+    gates = {n: _expand(g, s) for n, s, g in zip(lay.names, lay.shapes, lay.split(gate), strict=False)}
     trainable = [n for n in lay.names if float(gates[n].sum()) > 0]
     deltas = {n: torch.zeros_like(base[n], requires_grad=True) for n in trainable}
     opt = torch.optim.Adam(list(deltas.values()), lr=lr)
@@ -464,7 +464,7 @@ def edit_under_mask(model, prompt: str, target: str, mask: torch.Tensor | None, 
     with torch.no_grad():
         nll = float(-run_with(model, ps, tokens)[0, -1].float().log_softmax(-1)[tid])
     after = top1s(ps)
-    locality = sum(a == b for a, b in zip(before, after)) / len(check) if check else None
+    locality = sum(a == b for a, b in zip(before, after, strict=False)) / len(check) if check else None
     return {"nll_pre": nll_pre, "nll_post": nll, "locality": locality, "losses": losses, "params": ps,
             "density": density(gate.bool().cpu(), lay)}
 
