@@ -67,7 +67,8 @@ class Fact:
 
 
 @lru_cache(maxsize=1)
-def _relation_files() -> dict[str, Path]:
+def relation_files() -> dict[str, Path]:
+    """Every LRE relation file by stem, category by category (factual first): the one reader of the LRE folder."""
     files = {}
     for category in CATEGORIES:
         for path in sorted((LRE_DIR / category).glob("*.json")):
@@ -77,13 +78,13 @@ def _relation_files() -> dict[str, Path]:
 
 def list_relations() -> list[dict[str, Any]]:
     """Every relation's summary: name, category, template, n_samples and its properties."""
-    return [load_relation(name).summary() for name in _relation_files()]
+    return [load_relation(name).summary() for name in relation_files()]
 
 
 @lru_cache(maxsize=64)
 def load_relation(name: str) -> Relation:
     """The relation called ``name`` (file stem or the ``name`` field); NotFound otherwise."""
-    files = _relation_files()
+    files = relation_files()
     path = files.get(name) or files.get(name.strip().replace(" ", "_"))
     if path is None:
         raise NotFound(f"unknown relation {name!r}; known: {', '.join(sorted(files))}")

@@ -12,15 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from kcircuits.circuits.relation import relation_files
 from kcircuits.editing.rome import pad_rows
 from kcircuits.lm.loader import LoadedModel
 
-LRE_DIR = Path(__file__).resolve().parent.parent / "data" / "lre"
 UNRELATED = [
     "The capital of France is",
     "The largest planet in the solar system is",
@@ -32,11 +31,9 @@ UNRELATED = [
 
 @lru_cache(maxsize=1)
 def lre_relations() -> tuple[dict, ...]:
-    """All LRE relation files (factual first)."""
-    order = {"factual": 0, "commonsense": 1, "linguistic": 2, "bias": 3}
-    files = sorted(LRE_DIR.glob("*/*.json"), key=lambda p: (order.get(p.parent.name, 9), p.name))
+    """All LRE relation files as raw JSON (factual first), each with its ``_file`` as category/stem."""
     out = []
-    for path in files:
+    for path in relation_files().values():
         data = json.loads(path.read_text())
         data["_file"] = f"{path.parent.name}/{path.stem}"
         out.append(data)
