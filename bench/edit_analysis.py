@@ -4,8 +4,8 @@ Fixed rule for the edits: facts of the bench split (bench/data/fidelity_facts.js
 over its relations in file order (each relation's first fact, then each one's second, ...), using only
 relations of the split with at least two different answers (free-form prompts, which name no subject, are
 skipped); the new target is the answer of the next
-fact of the same relation (cyclically) whose first token differs. Per edit
-(:func:`kcircuits.editing.analysis.analyse_edit`): the first block after which the new target's
+fact of the same relation (cyclically) whose first token differs. Per edit (the
+product's comparison, :class:`kcircuits.services.edit_comparison.EditComparison`, run inline): the first block after which the new target's
 logit-lens rank at the last token is <= 10, relative to the edited layer; whether a mover head (reads
 the subject, gains the new target in any spelling) appears; for other subjects of the relation and
 other facts about the subject, whether the answer changes and whether a mover carries the new
@@ -74,10 +74,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     from kcircuits.config import get_settings
-    from kcircuits.editing.analysis import analyse_edit
-    from kcircuits.editing.compare import edit_circuits
     from kcircuits.editing.session import EditRequest, edit_and_evaluate
     from kcircuits.lm.loader import load_model
+    from kcircuits.services.edit_comparison import EditComparison
 
     t_start = time.perf_counter()
     settings = get_settings()
@@ -93,18 +92,21 @@ def main() -> None:
             req = EditRequest(model=args.model, method=method, prompt=e["prompt"], subject=e["subject"],
                               target=e["new"], params=params.get(method, {}))
             edited, result = edit_and_evaluate(model, req, settings)
-            sides = [it for it in result["evaluation"]["locality"]["items"] if it.get("subject")]
-            an = analyse_edit(model, edited, e["prompt"], e["subject"], e["new"], result["old_target"], sides,
-                              result["layer"], method)
+            with_circuits = method == "rome" and i < args.circuits
+            comparison = EditComparison(
+                request=req, old_target=result["old_target"], layer=result["layer"], settings=settings,
+                side_items=result["evaluation"]["locality"]["items"],
+                with_circuits=with_circuits).run_inline(model, edited)
+            an = comparison["analysis"]
             row = {**e, "efficacy": result["evaluation"]["efficacy"]["success"], "layer": result["layer"],
                    "first_top_block": an["lens"]["first_top_block_post"], "offset": an["lens"]["offset"],
                    "mover_switch": an["mover"]["switched"], "movers": [m["node"] for m in an["mover"]["heads"]],
                    "side": an["side_effects"]["summary"]}
-            if method == "rome" and i < args.circuits:
-                c = edit_circuits(model, edited, e["prompt"], e["subject"], e["new"], result["old_target"])
-                cmpn = c["comparison"]
-                row["circuit"] = {"method": c["method"], "sides": cmpn["sides"], "comparable": cmpn["comparable"],
-                                  "reason": cmpn["reason"], "same_counterfactual": cmpn["same_counterfactual"],
+            if with_circuits:
+                cmpn = comparison["circuit"]
+                row["circuit"] = {"method": comparison["method"], "sides": cmpn["sides"],
+                                  "comparable": cmpn["comparable"], "reason": cmpn["reason"],
+                                  "same_counterfactual": cmpn["same_counterfactual"],
                                   "n_added": (cmpn["diff"] or {}).get("n_added"),
                                   "n_removed": (cmpn["diff"] or {}).get("n_removed"),
                                   "n_reweighted": (cmpn["diff"] or {}).get("n_reweighted")}

@@ -41,10 +41,10 @@ def test_ft_m_reaches_efficacy(smollm2):
 def test_rome_head_diff_leads_with_changed_heads_above_the_edit(smollm2):
     """Heads at or below the edited layer read nothing the edit changed (the MLP edit acts after them at
     its layer); above it, a head that reads the subject loses the old answer from its top tokens."""
-    from kcircuits.editing.compare import edit_head_diff
+    from tests.unit.edit_support import compare_inline
 
     edited, result = _edit(smollm2, "rome")
-    diff = edit_head_diff(smollm2, edited, PROMPT, "Eiffel Tower", " Rome", result["old_target"])
+    diff = compare_inline(smollm2, edited, PROMPT, "Eiffel Tower", " Rome", result["old_target"])["heads"]
     rows = diff["rows"]
     layer = result["layer"]
     assert all(not r["changed"] for r in rows if r["layer"] <= layer)

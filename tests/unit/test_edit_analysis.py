@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.unit.edit_support import compare_inline
 
 from kcircuits.circuits.testing import planted_copy_model
 from kcircuits.editing import analysis as ana
@@ -56,8 +57,8 @@ def test_a_planted_mover_edit_is_found(planted):
     _rewrite_head(edited, planted.layer, planted.head, NEW)
     side = [{"prompt": planted.prompt, "subject": planted.subject, "kind": "same_subject"},
             {"prompt": planted.prompt, "subject": planted.subject, "kind": "unrelated"}]  # skipped: not a side kind
-    out = ana.analyse_edit(base, edited, planted.prompt, planted.subject, NEW, planted.target, side,
-                           planted.layer, "rome")
+    out = compare_inline(base, edited, planted.prompt, planted.subject, NEW, planted.target, side_items=side,
+                         layer=planted.layer, edit_method="rome")["analysis"]
     lens = out["lens"]
     n = base.arch.n_layers
     assert lens["ranks_pre"][:planted.layer + 1] == lens["ranks_post"][:planted.layer + 1]  # below the edit: same
@@ -80,7 +81,7 @@ def test_a_planted_mover_edit_is_found(planted):
 def test_an_unchanged_model_shows_nothing(planted):
     base = planted.model
     same = copy_model(base, "noop")
-    out = ana.analyse_edit(base, same, planted.prompt, planted.subject, NEW, planted.target, [], None, "ft-m")
+    out = compare_inline(base, same, planted.prompt, planted.subject, NEW, planted.target, edit_method="ft-m")["analysis"]
     assert not out["mover"]["switched"] and out["lens"]["ranks_pre"] == out["lens"]["ranks_post"]
     assert out["lens"]["offset"] is None and out["lens"]["note"]  # undefined, with the reason
 

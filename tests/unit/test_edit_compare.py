@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.unit.edit_support import compare_inline
 
 from kcircuits.circuits import discover
 from kcircuits.circuits.counterfactual import Candidate, CounterfactualChoice
@@ -34,7 +35,7 @@ def test_one_changed_head_leads_and_the_rest_are_unchanged(planted):
     base = planted.model
     edited = copy_model(base, "one-head")
     _rewrite_head(edited, planted.layer, planted.head, NEW)  # the planted mover now writes " London"
-    diff = cmp.edit_head_diff(base, edited, planted.prompt, planted.subject, NEW, planted.target)
+    diff = compare_inline(base, edited, planted.prompt, planted.subject, NEW, planted.target)["heads"]
     rows = diff["rows"]
     assert len(rows) == base.arch.n_layers * base.arch.n_heads
     first = rows[0]
@@ -59,7 +60,7 @@ def test_a_head_that_does_not_read_the_subject_is_no_mover(planted):
     other = (planted.head + 1) % base.arch.n_heads
     edited = copy_model(base, "other-head")
     _rewrite_head(edited, planted.layer, other, NEW)
-    diff = cmp.edit_head_diff(base, edited, planted.prompt, planted.subject, NEW, planted.target)
+    diff = compare_inline(base, edited, planted.prompt, planted.subject, NEW, planted.target)["heads"]
     first = diff["rows"][0]
     assert first["node"] == f"a{planted.layer}.h{other}" and first["marks"]["new"] == "entered"
     assert first["subject_attention"]["post"] < cmp.CompareThresholds().subject_attention
@@ -110,7 +111,8 @@ def test_both_sides_use_the_counterfactual_picked_on_the_base(planted, monkeypat
     monkeypatch.setattr(discover, "find_counterfactuals", picker)
     edited = copy_model(base, "fair")
     _rewrite_head(edited, planted.layer, planted.head, NEW)
-    out = cmp.edit_circuits(base, edited, planted.prompt, planted.subject, NEW, planted.target, top_n=3)
+    out = compare_inline(base, edited, planted.prompt, planted.subject, NEW, planted.target, circuits=True,
+                         top_n=3)["circuit"]
     assert calls == [base.revision]  # picked once, on the base model
     pre, post = out["pre"], out["post"]
     assert out["counterfactual"]["corrupt_prompt"] == planted.corrupt_prompt
@@ -119,7 +121,7 @@ def test_both_sides_use_the_counterfactual_picked_on_the_base(planted, monkeypat
     assert pre["method"] == post["method"] == discover.DEFAULT_METHOD == "eap-ig-refine"
     assert pre["params"]["top_n"] == post["params"]["top_n"] == 3
     assert pre["target"] == planted.target and post["target"] == NEW
-    assert out["comparison"]["same_counterfactual"] is True
+    assert out["same_counterfactual"] is True
     # a foil equal to the new target is skipped: the picker's next candidate is used
     calls.clear()
     again = cmp.pick_counterfactual(base, planted.prompt, planted.target, planted.subject, avoid=[" Madrid"])
@@ -191,7 +193,7 @@ def test_a_target_counts_in_any_spelling(planted):
     assert base.first_token_id(bare) != base.first_token_id(NEW)
     edited = copy_model(base, "spelling")
     _rewrite_head(edited, planted.layer, planted.head, bare)
-    diff = cmp.edit_head_diff(base, edited, planted.prompt, planted.subject, NEW, planted.target)
+    diff = compare_inline(base, edited, planted.prompt, planted.subject, NEW, planted.target)["heads"]
     first = diff["rows"][0]
     assert first["top"]["post"][0]["token"] == bare and first["marks"]["new"] == "entered" and first["mover"]
     targets = cmp.edit_targets(base, NEW, planted.target)

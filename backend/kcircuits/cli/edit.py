@@ -28,9 +28,9 @@ def edit(
     output changed most (and, with --circuits, the fair pre/post circuit comparison)."""
     from kcircuits.config import get_settings
     from kcircuits.editing import METHODS
-    from kcircuits.editing.compare import edit_circuits, edit_head_diff
     from kcircuits.editing.session import EditRequest, edit_and_evaluate
     from kcircuits.errors import BadRequest
+    from kcircuits.services.edit_comparison import EditComparison
 
     settings = get_settings()
     with domain_errors():
@@ -43,15 +43,15 @@ def edit(
             raise BadRequest("--reweight-rel must lie in (0, 1] and --unchanged-rel be >= 0")
         thresholds = CompareThresholds(reweight_rel=reweight_rel, head_unchanged_rel=unchanged_rel)
         edited, result = edit_and_evaluate(base, req, settings)
-        result["heads"] = edit_head_diff(base, edited, prompt, subject, target, result["old_target"], thresholds)
-        result["heads"]["shown"] = heads
-        if circuits:
-            result["circuits"] = edit_circuits(base, edited, prompt, subject, target, result["old_target"],
-                                               circuit_method, top_n, thresholds)
-    emit(result, as_json, _print)
+        comparison = EditComparison(
+            request=req, old_target=result["old_target"], layer=result["layer"], settings=settings,
+            side_items=result["evaluation"]["locality"]["items"], method=circuit_method, top_n=top_n,
+            thresholds=thresholds, with_circuits=circuits).run_inline(base, edited)
+        result["comparison"] = comparison
+    emit(result, as_json, lambda r: _print(r, heads))
 
 
-def _print(result: dict) -> None:
+def _print(result: dict, n_heads: int) -> None:
     ev = result["evaluation"]
     eff, gen, loc, shift = ev["efficacy"], ev["generalisation"], ev["locality"], ev["prob_shift"]
     typer.echo(f"{result['method']} on {result['model']} layer {result['layer']}: "
@@ -72,15 +72,17 @@ def _print(result: dict) -> None:
     for item in loc["items"]:
         typer.echo(f"  {'ok ' if item['success'] else 'no '} {item['prompt']!r}: "
                    f"{item['pre']['token']!r} -> {item['post']['token']!r}")
-    _print_heads(result["heads"])
-    if result.get("circuits"):
-        _print_circuits(result["circuits"])
+    comparison = result["comparison"]
+    _print_heads(comparison["heads"], n_heads)
+    _print_analysis(comparison["analysis"])
+    if comparison["circuit"] is not None:
+        _print_circuits(comparison)
 
 
-def _print_heads(heads: dict) -> None:
+def _print_heads(heads: dict, shown: int) -> None:
     typer.echo(f"head outputs (last position): {heads['n_changed']} changed, {heads['n_unchanged']} unchanged "
                f"({heads['rule']['unchanged']})")
-    for row in [r for r in heads["rows"] if r["changed"]][:heads["shown"]]:
+    for row in [r for r in heads["rows"] if r["changed"]][:shown]:
         pre = ", ".join(repr(t["token"]) for t in row["top"]["pre"][:3])
         post = ", ".join(repr(t["token"]) for t in row["top"]["post"][:3])
         marks = row["marks"]
@@ -96,19 +98,52 @@ def _print_heads(heads: dict) -> None:
         typer.echo(f"mover pattern ({heads['rule']['mover']}): {', '.join(heads['movers'])}")
 
 
-def _print_circuits(out: dict) -> None:
-    cf, comparison = out["counterfactual"], out["comparison"]
-    typer.echo(f"circuits ({out['method']}, top_n {out['top_n'] or 'default'}); counterfactual picked on the base "
-               f"model: {cf['corrupt_prompt']!r} foil {cf['foil']!r} ({cf['ablation']}; {cf['note']})")
+def _print_analysis(analysis: dict) -> None:
+    """The "why" under the numbers: the lens layer of the new target, the mover switch, side effects."""
+    lens, mover = analysis["lens"], analysis["mover"]
+    block = lens["first_top_block_post"]
+    where = "never in the top" if block is None else f"after block {block}"
+    offset = "undefined" if lens["offset"] is None else f"{lens['offset']:+d}"
+    typer.echo(f"new target in the lens top-{lens['top_k']} at the last token: {where} "
+               f"(edited layer {analysis['edit_layer']}, offset {offset})"
+               + (f"; {lens['note']}" if lens["note"] else ""))
+    if lens["paper"]:
+        typer.echo(f"  paper: {lens['paper']}")
+    movers = ", ".join(h["node"] for h in mover["heads"]) or "none"
+    typer.echo(f"mover switch: {'yes' if mover['switched'] else 'no'} (movers carrying the new target: {movers})")
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.0%}"
+
+    for kind, label in (("neighbour", "other subjects, same relation"), ("same_subject", "same subject, other facts")):
+        s = analysis["side_effects"]["summary"].get(kind)
+        if s is None or not s["n"]:
+            typer.echo(f"side effects, {label}: no prompts")
+            continue
+        typer.echo(f"side effects, {label} ({s['n']} prompts): answer changed {pct(s['changed_rate'])}, "
+                   f"became the new target {pct(s['became_new_rate'])}, a mover carries the new target "
+                   f"{pct(s['mover_carries_new_rate'])}")
+    for item in analysis["side_effects"]["items"]:
+        if item["changed"] or item["mover_carries_new"]:
+            typer.echo(f"  {item['prompt']!r}: {item['answer_pre']!r} -> {item['answer_post']!r}"
+                       + (f" (movers {', '.join(item['movers'])})" if item["mover_carries_new"] else ""))
+
+
+def _print_circuits(comparison: dict) -> None:
+    circuit = comparison["circuit"]
+    cf = circuit["counterfactual"]
+    typer.echo(f"circuits ({comparison['method']}, top_n {comparison['top_n'] or 'default'}); counterfactual "
+               f"picked on the base model: {cf['corrupt_prompt']!r} foil {cf['foil']!r} ({cf['ablation']}; "
+               f"{cf['note']})")
     for name in ("pre", "post"):
-        side = comparison["sides"][name]
+        side = circuit["sides"][name]
         faith = "n/a" if side["faithfulness"] is None else f"{side['faithfulness']:.2f}"
         state = "ok" if side["usable"] else f"NOT USABLE: {side['reason']}"
         grow = f" (try --top-n {side['grow_top_n']})" if side["grow_top_n"] else ""
         typer.echo(f"  {name:>4}: {side['edges']} edges, faithfulness {faith}, {state}{grow}")
-    diff = comparison["diff"]
+    diff = circuit["diff"]
     if diff is None:
-        typer.echo(f"  no diff: {comparison['reason']}")
+        typer.echo(f"  no diff: {circuit['reason']}")
         return
     typer.echo(f"  diff: added {diff['n_added']}, removed {diff['n_removed']}, reweighted {diff['n_reweighted']}, "
                f"shared {diff['shared']} ({diff['rule']})")

@@ -166,19 +166,6 @@ def edit_analysis(model: LoadedModel, pre: AnalysisState, post: AnalysisState, t
                                   "changed = top-1 token differs after the edit"}}).model_dump()
 
 
-def analyse_edit(base: LoadedModel, edited: LoadedModel, prompt: str, subject: str, new_target: str,
-                 old_target: str | None, side_items: Sequence[Mapping[str, str]], edit_layer: int | None,
-                 edit_method: str, thresholds: CompareThresholds = CompareThresholds()) -> dict[str, Any]:
-    """:func:`edit_analysis` in one process (CLI, benchmarks)."""
-    from kcircuits.editing.compare import edit_targets, target_spellings
-
-    targets = edit_targets(base, new_target, old_target)
-    pre = analysis_state(base, prompt, subject, targets, side_items, thresholds.top_k)
-    post = analysis_state(edited, prompt, subject, targets, side_items, thresholds.top_k)
-    return edit_analysis(base, pre, post, targets, target_spellings(base, new_target, old_target), edit_layer,
-                         edit_method, thresholds)
-
-
 # wire model ----------------------------------------------------------------------------------
 class MoverHead(BaseModel):
     node: str

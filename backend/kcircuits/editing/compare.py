@@ -176,22 +176,6 @@ def circuit_side(model: LoadedModel, prompt: str, target: str, subject: str | No
     return circuit, None
 
 
-def edit_circuits(base: LoadedModel, edited: LoadedModel, prompt: str, subject: str | None, new_target: str,
-                  old_target: str, method: str | None = None, top_n: int | None = None,
-                  thresholds: CompareThresholds = CompareThresholds()) -> dict[str, Any]:
-    """The fair pre/post circuit comparison in one process (CLI, benchmarks):
-    {"counterfactual", "method", "top_n", "pre", "post", "comparison", "thresholds"}."""
-    from kcircuits.circuits.discover import DEFAULT_METHOD
-
-    method = method or DEFAULT_METHOD
-    cf = pick_counterfactual(base, prompt, old_target, subject, avoid=[new_target])
-    pre, pre_err = circuit_side(base, prompt, old_target, subject, cf, method, top_n)
-    post, post_err = circuit_side(edited, prompt, new_target, subject, cf, method, top_n)
-    return {"counterfactual": cf, "method": method, "top_n": top_n, "pre": pre, "post": post,
-            "comparison": compare_circuits(pre, post, thresholds, {"pre": pre_err, "post": post_err}),
-            "thresholds": thresholds.as_dict()}
-
-
 # head outputs --------------------------------------------------------------------------------
 @dataclass
 class HeadState:
@@ -300,20 +284,6 @@ def curves(lens_new: dict, lens_old: dict) -> dict[str, dict]:
     """{"new": {"rank", "prob"}, "old": {...}} from two lens results (target new / old)."""
     return {name: {"rank": res["target"]["rank"], "prob": res["target"]["prob"]}
             for name, res in (("new", lens_new), ("old", lens_old))}
-
-
-def edit_head_diff(base: LoadedModel, edited: LoadedModel, prompt: str, subject: str, new_target: str,
-                   old_target: str | None, thresholds: CompareThresholds = CompareThresholds()) -> dict[str, Any]:
-    """:func:`head_output_diff` of ``edited`` against ``base`` on ``prompt`` in one process (CLI,
-    benchmarks; the API runs :func:`head_state` on each model in the worker)."""
-    from kcircuits.circuits.subject import subject_positions
-
-    positions = subject_positions(base, prompt, subject)
-    targets = edit_targets(base, new_target, old_target)
-    pre = head_state(base, prompt, positions, targets, thresholds.top_k)
-    post = head_state(edited, prompt, positions, targets, thresholds.top_k)
-    return head_output_diff(base, pre, post, targets, subject_token_ids(base, prompt, positions), thresholds,
-                            target_spellings(base, new_target, old_target))
 
 
 def edit_targets(model: LoadedModel, new_target: str, old_target: str | None) -> dict[str, int]:

@@ -23,6 +23,7 @@ from kcircuits.errors import BadRequest
 from kcircuits.lm.registry import get_spec
 from kcircuits.lm.worker import INTERACTIVE
 from kcircuits.services.checks import check_prompt
+from kcircuits.services.edit_comparison import EditComparison
 from kcircuits.services.executor import stored_or_computed
 
 router = APIRouter(prefix="/api/edits", tags=["edits"])
@@ -115,31 +116,6 @@ def close_edit(session_id: str, request: Request) -> dict:
     return {"session_id": session_id, "closed": True}
 
 
-def _lens(model, session: EditSession, target: str, settings: Settings) -> dict:
-    from kcircuits.services.capabilities import compute_lens
-    from kcircuits.services.specs import LensSpec
-
-    req = session.request
-    body = LensSpec(prompt=req.prompt, target=target, subject=req.subject, top_k=5,
-                  session=session.session_id if model.revision.endswith(session.session_id) else None)
-    return compute_lens(model, body, settings)
-
-
-def _side(model, session: EditSession, circuit_target: str, counterfactual: dict, method: str, top_n: int | None,
-          settings: Settings) -> dict[str, Any]:
-    """Runs in the worker: lens for the new and old targets, and the circuit for ``circuit_target``
-    with the shared ``counterfactual`` (None with ``error`` when it cannot be computed)."""
-    from kcircuits.editing.compare import circuit_side
-    from kcircuits.services.capabilities import with_roles
-
-    req = session.request
-    lens_new = _lens(model, session, req.target, settings)
-    lens_old = _lens(model, session, session.old_target, settings)
-    circuit, error = circuit_side(model, req.prompt, circuit_target, req.subject, counterfactual, method, top_n)
-    return {"lens": lens_new, "lens_old": lens_old, "circuit": with_roles(model, circuit) if circuit else None,
-            "error": error}
-
-
 #: discovery methods a comparison may use (ACDC runs as a job, not here)
 COMPARE_METHODS = tuple(m for m in DISCOVERY_METHODS if m != "acdc")
 CompareMethod = Literal[COMPARE_METHODS]  # the schema lists them
@@ -185,48 +161,11 @@ def compare_edit(session_id: str, request: Request, settings: SettingsDep, worke
 
 def _compare(session: EditSession, edit_key: str, settings: Settings, worker: Any, method: str,
              top_n: int | None, thresholds: CompareThresholds) -> dict:
-    from kcircuits.circuits.subject import subject_positions
-    from kcircuits.editing import analysis as ana
-    from kcircuits.editing import compare as cmp
-
-    req = session.request
-    old = session.old_target
-    sides = ((session.evaluation or {}).get("locality") or {}).get("items", [])
-
-    def base_step(model) -> dict[str, Any]:  # the shared counterfactual, then the pre side
-        cf = cmp.pick_counterfactual(model, req.prompt, old, req.subject, avoid=[req.target])
-        side = _side(model, session, old, cf, method, top_n, settings)
-        positions = subject_positions(model, req.prompt, req.subject)
-        targets = cmp.edit_targets(model, req.target, old)
-        state = cmp.head_state(model, req.prompt, positions, targets, thresholds.top_k)
-        return {**side, "counterfactual": cf, "positions": positions, "targets": targets, "heads": state,
-                "subject_ids": cmp.subject_token_ids(model, req.prompt, positions),
-                "spellings": cmp.target_spellings(model, req.target, old),
-                "analysis": ana.analysis_state(model, req.prompt, req.subject, targets, sides, thresholds.top_k)}
-
-    pre = worker.run(req.model, base_step, priority=INTERACTIVE)
-    cf, targets = pre["counterfactual"], pre["targets"]
-
-    def edited_step(model) -> dict[str, Any]:
-        side = _side(model, session, req.target, cf, method, top_n, settings)
-        state = cmp.head_state(model, req.prompt, pre["positions"], targets, thresholds.top_k)
-        after = ana.analysis_state(model, req.prompt, req.subject, targets, sides, thresholds.top_k)
-        return {**side, "heads": cmp.head_output_diff(model, pre["heads"], state, targets, pre["subject_ids"],
-                                                      thresholds, pre["spellings"]),
-                "analysis": ana.edit_analysis(model, pre["analysis"], after, targets, pre["spellings"],
-                                              session.layer, req.method, thresholds)}
-
-    post = worker.run(edit_key, edited_step, priority=INTERACTIVE)
-    pre_curves, post_curves = cmp.curves(pre["lens"], pre["lens_old"]), cmp.curves(post["lens"], post["lens_old"])
-    comparison = cmp.compare_circuits(pre["circuit"], post["circuit"], thresholds,
-                                      {"pre": pre["error"], "post": post["error"]})
-    return {
-        "kind": "edit_comparison", "session_id": session.session_id, "method": method, "top_n": top_n,
-        "edit_method": req.method, "thresholds": thresholds.as_dict(),
-        "lens": {"pre": pre["lens"], "post": post["lens"],
-                 "curves": {name: {"pre": pre_curves[name], "post": post_curves[name]} for name in ("new", "old")}},
-        "circuit": {"pre": pre["circuit"], "post": post["circuit"], "targets": {"pre": old, "post": req.target},
-                    "counterfactual": cf, **comparison},
-        "heads": post["heads"],
-        "analysis": post["analysis"],
-    }
+    """The comparison's two steps, each in the worker that owns its model."""
+    comparison = EditComparison(
+        request=session.request, old_target=session.old_target, layer=session.layer, settings=settings,
+        side_items=((session.evaluation or {}).get("locality") or {}).get("items", []), method=method,
+        top_n=top_n, thresholds=thresholds, session_id=session.session_id)
+    pre = worker.run(session.request.model, comparison.base_step, priority=INTERACTIVE)
+    post = worker.run(edit_key, lambda model: comparison.edited_step(model, pre), priority=INTERACTIVE)
+    return comparison.assemble(pre, post)
