@@ -85,7 +85,7 @@ def _check_fair_circuits(data: dict, info: dict) -> None:
     assert pre["ablation"] == post["ablation"] == circ["counterfactual"]["ablation"]
     assert pre["corrupt_prompt"] == post["corrupt_prompt"] == circ["counterfactual"]["corrupt_prompt"]
     assert pre["params"]["foil"] == post["params"]["foil"] and circ["same_counterfactual"] is True
-    assert data["thresholds"]["reweight_rel"] == 0.1 and data["thresholds"]["min_faithfulness"] == 0.5
+    assert data["thresholds"]["reweight_rel"] == 0.1 and data["thresholds"]["min_faithfulness"] == 0.8
     for name in ("pre", "post"):
         side = circ["sides"][name]
         assert side["faithfulness"] == circ[name]["metrics"]["faithfulness"]

@@ -174,9 +174,11 @@ def test_edge_diff_on_scores_with_stated_thresholds():
 
 def test_unfaithful_or_undefined_sides_say_so_and_offer_a_size():
     ok = _circuit({"a->b": (1.0, True)})
-    weak = _circuit({"a->b": (1.0, True)}, faith=0.3, curve=[(1, 0.3), (5, 0.4), (20, 0.7)])
-    status = cmp.side_status(weak)
-    assert not status["usable"] and "0.30 is below 0.5" in status["reason"] and status["grow_top_n"] == 20
+    weak = _circuit({"a->b": (1.0, True)}, faith=0.3, curve=[(1, 0.3), (5, 0.6), (20, 0.85)])
+    status = cmp.side_status(weak)  # the default bar is 0.8
+    assert not status["usable"] and "0.30 is below 0.8" in status["reason"] and status["grow_top_n"] == 20
+    lax = cmp.side_status(weak, cmp.CompareThresholds(min_faithfulness=0.5))
+    assert "0.30 is below 0.5" in lax["reason"] and lax["grow_top_n"] == 5
     undefined = cmp.side_status(_circuit({"a->b": (1.0, True)}, faith=None, undefined="no signal"))
     assert not undefined["usable"] and "undefined: no signal" in undefined["reason"]
     assert cmp.compare_circuits(ok, weak)["diff"] is None
@@ -202,3 +204,42 @@ def test_a_target_counts_in_any_spelling(planted):
     post = cmp.head_state(edited, planted.prompt, positions, targets)
     exact = cmp.head_output_diff(base, pre, post, targets, [])  # without spellings: the exact token only
     assert next(r for r in exact["rows"] if r["node"] == planted.head_id)["marks"]["new"] == "absent"
+
+
+def _sized(faith: float, curve: dict[int, float], top_n: int) -> dict:
+    c = _circuit({"a->b": (1.0, True)}, faith=faith)
+    c["params"]["top_n"] = top_n
+    c["curve"] = {"points": [{"size": n, "edges": n, "faithfulness": f} for n, f in curve.items()]}
+    return c
+
+
+def test_an_unfaithful_side_moves_both_sides_to_the_first_size_where_both_hold(planted, monkeypatch):
+    """Pre is unfaithful at the default size (10 here); the curves say both sides hold at 40 (not at
+    20, where only post does): both circuits are recomputed at 40 with the one counterfactual."""
+    from tests.unit.edit_support import compare_inline
+
+    from kcircuits.services.edit_comparison import EditComparison
+
+    curves = {"pre": {10: 0.3, 20: 0.6, 40: 0.9, 80: 1.0}, "post": {10: 0.95, 20: 0.9, 40: 0.85, 80: 1.0}}
+    calls = []
+
+    def fake_circuit(self, model, target, counterfactual, top_n):
+        side = "post" if target == NEW else "pre"
+        calls.append((side, top_n, counterfactual["corrupt_prompt"]))
+        n = top_n or 10
+        return {"circuit": {**_sized(curves[side][n], curves[side], n), "target": target}, "error": None}
+
+    monkeypatch.setattr(EditComparison, "_circuit", fake_circuit)
+    out = compare_inline(planted.model, copy_model(planted.model, "grow"), planted.prompt, planted.subject, NEW,
+                         planted.target, circuits=True)["circuit"]
+    cf = calls[0][2]
+    assert calls == [("pre", None, cf), ("post", None, cf), ("pre", 40, cf), ("post", 40, cf)]
+    assert out["comparable"] and out["sides"]["pre"]["faithfulness"] == 0.9 and out["diff"] is not None
+    rule = out["size_rule"]
+    assert rule["used"] == 40 and rule["grown_from"]["pre"]["faithfulness"] == 0.3 and "0.8" in rule["rule"]
+    # a size the user gave is kept (the side offers a size instead), and faithful sides are not moved
+    calls.clear()
+    given = compare_inline(planted.model, copy_model(planted.model, "given"), planted.prompt, planted.subject, NEW,
+                           planted.target, circuits=True, top_n=10)["circuit"]
+    assert [c[1] for c in calls] == [10, 10] and not given["comparable"] and given["size_rule"]["used"] is None
+    assert given["sides"]["pre"]["grow_top_n"] == 40

@@ -32,7 +32,7 @@ class CompareThresholds:
     """Every threshold of a comparison (recorded in its result)."""
 
     #: a side is diffed only when its circuit's faithfulness is at least this
-    min_faithfulness: float = 0.5
+    min_faithfulness: float = 0.8
     #: a shared edge is reweighted when |score_post - score_pre| > this * max |score| (both sides)
     reweight_rel: float = 0.1
     #: a head is unchanged when |out_post - out_pre| < this * |out_pre| (last position)

@@ -10,7 +10,8 @@ one result (kind ``edit_comparison``) from the two.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,20 +52,24 @@ class EditComparison:
                         session=self.session_id if own else None)
         return compute_lens(model, spec, self.settings)
 
-    def _side(self, model: LoadedModel, circuit_target: str | None, counterfactual: Mapping[str, Any] | None
-              ) -> dict[str, Any]:
-        """Lens for the new and old targets and, with circuits, the circuit for ``circuit_target``
-        with the shared counterfactual (None with ``error`` when it cannot be computed)."""
+    def _circuit(self, model: LoadedModel, target: str | None, counterfactual: Mapping[str, Any] | None,
+                 top_n: int | None) -> dict[str, Any]:
+        """The circuit for ``target`` with the shared counterfactual: {"circuit", "error"} (None with
+        the reason when it cannot be computed or is not asked for)."""
         from kcircuits.editing.compare import circuit_side
         from kcircuits.services.capabilities import with_roles
 
-        req = self.request
-        circuit, error = None, None
-        if counterfactual is not None:
-            circuit, error = circuit_side(model, req.prompt, circuit_target, req.subject, counterfactual,
-                                          self.method, self.top_n)
-        return {"lens": self._lens(model, req.target), "lens_old": self._lens(model, self.old_target),
-                "circuit": with_roles(model, circuit) if circuit else None, "error": error}
+        if counterfactual is None:
+            return {"circuit": None, "error": None}
+        circuit, error = circuit_side(model, self.request.prompt, target, self.request.subject, counterfactual,
+                                      self.method, top_n)
+        return {"circuit": with_roles(model, circuit) if circuit else None, "error": error}
+
+    def _side(self, model: LoadedModel, circuit_target: str | None, counterfactual: Mapping[str, Any] | None
+              ) -> dict[str, Any]:
+        """Lens for the new and old targets and, with circuits, the circuit for ``circuit_target``."""
+        return {"lens": self._lens(model, self.request.target), "lens_old": self._lens(model, self.old_target),
+                **self._circuit(model, circuit_target, counterfactual, self.top_n)}
 
     def base_step(self, model: LoadedModel) -> dict[str, Any]:
         """On the base model: the counterfactual (picked here, used by both sides), the pre side, the
@@ -100,6 +105,51 @@ class EditComparison:
                 "analysis": ana.edit_analysis(model, pre["analysis"], after, targets, pre["spellings"],
                                               self.layer, req.method, self.thresholds)}
 
+    def fair_size(self, pre: Mapping[str, Any], post: Mapping[str, Any]) -> int | None:
+        """The size both sides move to when one is unfaithful at the default size: the smallest size of
+        the faithfulness curves (each circuit's, computed once), above the default, at which both
+        reach ``min_faithfulness``. None when no move is needed or possible, or the size was given."""
+        from kcircuits.editing.compare import side_status
+
+        a, b = pre["circuit"], post["circuit"]
+        if self.top_n is not None or a is None or b is None:
+            return None
+        if all(side_status(c, self.thresholds)["usable"] for c in (a, b)):
+            return None
+
+        def faithful(circuit: Mapping[str, Any]) -> dict[int, bool]:
+            return {int(p["size"]): p["faithfulness"] is not None and math.isfinite(p["faithfulness"])
+                    and p["faithfulness"] >= self.thresholds.min_faithfulness for p in circuit["curve"]["points"]}
+
+        start = max(int(a["params"]["top_n"] or 0), int(b["params"]["top_n"] or 0))
+        fa, fb = faithful(a), faithful(b)
+        return next((n for n in sorted(set(fa) & set(fb)) if n > start and fa[n] and fb[n]), None)
+
+    def run(self, on_base: Callable[[Callable[[LoadedModel], Any]], Any],
+            on_edited: Callable[[Callable[[LoadedModel], Any]], Any]) -> dict[str, Any]:
+        """The whole comparison; ``on_base(step)`` / ``on_edited(step)`` run ``step(model)`` with the
+        base / edited model (in its worker, or inline). When a side is unfaithful at the default size,
+        both circuits are recomputed at :meth:`fair_size` (the same size on both sides)."""
+        pre = on_base(self.base_step)
+        post = on_edited(lambda model: self.edited_step(model, pre))
+        from kcircuits.circuits.discover import DEFAULT_EDGE_FRACTION
+
+        size = self.fair_size(pre, post) if self.with_circuits else None
+        grown_from = None
+        if size is not None:
+            grown_from = {name: side_status_summary(side["circuit"]) for name, side in (("pre", pre), ("post", post))}
+            cf = pre["counterfactual"]
+            pre = {**pre, **on_base(lambda model: self._circuit(model, self.old_target, cf, size))}
+            post = {**post, **on_edited(lambda model: self._circuit(model, self.request.target, cf, size))}
+        result = self.assemble(pre, post)
+        if result["circuit"] is not None:
+            result["circuit"]["size_rule"] = {
+                "rule": (f"the requested size, or by default {DEFAULT_EDGE_FRACTION:.0%} of the graph's edges; when a side is below "
+                         f"{self.thresholds.min_faithfulness:g} faithfulness there, both sides move to the "
+                         "smallest size of their faithfulness curves at which both reach it"),
+                "requested": self.top_n, "used": size, "grown_from": grown_from}
+        return result
+
     def assemble(self, pre: Mapping[str, Any], post: Mapping[str, Any]) -> dict[str, Any]:
         """The comparison result: lens curves, the fair circuit comparison, the head diff, the analysis."""
         from kcircuits.editing import compare as cmp
@@ -120,6 +170,12 @@ class EditComparison:
                 "circuit": circuit, "heads": post["heads"], "analysis": post["analysis"]}
 
     def run_inline(self, base: LoadedModel, edited: LoadedModel) -> dict[str, Any]:
-        """Both steps in this process (CLI, benchmarks, tests)."""
-        pre = self.base_step(base)
-        return self.assemble(pre, self.edited_step(edited, pre))
+        """:meth:`run` with both models in this process (CLI, benchmarks, tests)."""
+        return self.run(lambda step: step(base), lambda step: step(edited))
+
+
+def side_status_summary(circuit: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """{"edges", "faithfulness"} of a circuit before it was regrown."""
+    if circuit is None:
+        return None
+    return {"edges": int(circuit["metrics"]["edges"]), "faithfulness": circuit["metrics"].get("faithfulness")}

@@ -490,6 +490,9 @@ export interface EditCompare {
     comparable?: boolean;
     reason?: string | null;
     diff: EditEdgeDiff | null;
+    /** how both sides' size was chosen; ``used`` is set when an unfaithful side moved both sides */
+    size_rule?: { rule: string; requested: number | null; used: number | null;
+      grown_from: Record<"pre" | "post", { edges: number; faithfulness: number | null } | null> | null };
   };
   heads: HeadDiff;
   analysis?: EditAnalysis;

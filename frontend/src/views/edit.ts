@@ -201,6 +201,15 @@ export class EditView {
       text: `${cmp.method ?? "?"} on both sides, size ${cmp.top_n ?? "default"}; ` + (cf
         ? (cf.corrupt_prompt ? `counterfactual ${JSON.stringify(cf.corrupt_prompt)}, foil ${JSON.stringify(cf.foil)} (picked once on the unedited model: ${cf.note ?? ""})`
           : `${cf.ablation} ablation on both sides (${cf.note ?? "no counterfactual"})`) : "") }));
+    const rule = c.size_rule;
+    if (rule?.used != null && rule.grown_from) {
+      const was = (["pre", "post"] as const).map((n) => {
+        const g = rule.grown_from?.[n];
+        return `${n} ${g ? `${g.edges} edges, faithfulness ${g.faithfulness == null ? "undefined" : g.faithfulness.toFixed(2)}` : "none"}`;
+      }).join("; ");
+      el.append(h("p", { class: "muted", "data-testid": "edit-size-rule",
+        text: `Both sides grown to ${rule.used} edges (at the default size: ${was}). Rule: ${rule.rule}.` }));
+    }
     for (const name of ["pre", "post"] as const) {
       const side = c.sides?.[name];
       const row = h("div", { class: `edit-side${side && !side.usable ? " error" : ""}`, "data-testid": `edit-side-${name}`,

@@ -161,11 +161,10 @@ def compare_edit(session_id: str, request: Request, settings: SettingsDep, worke
 
 def _compare(session: EditSession, edit_key: str, settings: Settings, worker: Any, method: str,
              top_n: int | None, thresholds: CompareThresholds) -> dict:
-    """The comparison's two steps, each in the worker that owns its model."""
+    """The comparison, each step in the worker that owns its model."""
     comparison = EditComparison(
         request=session.request, old_target=session.old_target, layer=session.layer, settings=settings,
         side_items=((session.evaluation or {}).get("locality") or {}).get("items", []), method=method,
         top_n=top_n, thresholds=thresholds, session_id=session.session_id)
-    pre = worker.run(session.request.model, comparison.base_step, priority=INTERACTIVE)
-    post = worker.run(edit_key, lambda model: comparison.edited_step(model, pre), priority=INTERACTIVE)
-    return comparison.assemble(pre, post)
+    return comparison.run(lambda step: worker.run(session.request.model, step, priority=INTERACTIVE),
+                          lambda step: worker.run(edit_key, step, priority=INTERACTIVE))
