@@ -18,6 +18,8 @@ from kcircuits.services.specs import (
     NeuronEditSpec,
     NeuronsCompareSpec,
     NeuronsSpec,
+    NodeDetailSpec,
+    ProjectSpec,
     RelationSpec,
     SweepSpec,
 )
@@ -218,6 +220,98 @@ def neuron_edit(spec: NeuronEditSpec, executor: Executor, store: Any) -> dict:
                 "subject": spec.subject, "session": spec.session, **result}
 
     return executor.stored(store, "neuron_edit", spec.request(settings), lambda: executor.run(compute))
+
+
+def project(spec: ProjectSpec, executor: Executor) -> dict:
+    """Top tokens one head's or MLP's output promotes and suppresses at a position."""
+    from kcircuits.circuits.lens import project_node
+
+    settings = executor.settings
+    spec.check(settings)
+
+    def compute(model: Any, _: Steps) -> dict:
+        tokens = model.tokenize(spec.prompt)
+        check_tokens(tokens.shape[1], settings)
+        return project_node(model, tokens, spec.node, spec.position, spec.k)
+
+    return executor.run(compute)
+
+
+def compute_node_detail(model: Any, spec: NodeDetailSpec, settings: Any, population: list[str] | None = None,
+                        attribution: dict[str, float] | None = None, thresholds: Any = None) -> dict:
+    """Runs with the model. Head: pattern [q][k], promoted/suppressed tokens, role scores (its
+    significance judged among ``population``, default every head, with ``attribution``). MLP:
+    promoted/suppressed tokens at the last position. input/logits: just the kind."""
+    from kcircuits.circuits.heads import HeadRoleThresholds, head_detail, relation_positions
+    from kcircuits.circuits.lens import parse_node, project_node
+    from kcircuits.circuits.subject import resolve_subject
+
+    if spec.node in {"input", "logits"}:
+        return {"node": spec.node, "kind": spec.node}
+    kind, layer, head = parse_node(model, spec.node)
+    tokens = model.tokenize(spec.prompt)
+    check_tokens(tokens.shape[1], settings)
+    if kind == "mlp":
+        return project_node(model, tokens, spec.node, -1, spec.k)
+    _, subject_pos, _ = resolve_subject(model, spec.prompt, spec.subject)
+    target_id = model.first_token_id(spec.target) if spec.target else None
+    detail = head_detail(model, tokens, spec.node, subject_positions=subject_pos if target_id is not None else None,
+                         target_id=target_id, k=spec.k, population=population, attribution=attribution,
+                         thresholds=thresholds or HeadRoleThresholds())
+    scores = detail.get("role_scores") or {}
+    return {
+        "node": spec.node, "kind": "head", "layer": layer, "head": head, "tokens": detail["tokens"],
+        "pattern": detail["pattern"], "subject_positions": subject_pos,
+        "relation_positions": relation_positions(model, tokens, subject_pos),
+        "promoted": detail["promoted"], "suppressed": detail["suppressed"],
+        "dla_by_source": detail.get("dla_by_source"), "role": scores.get("role"),
+        "scores": {key: scores.get(key) for key in ("subject_attention", "relation_attention",
+                                                    "subject_dla_share", "relation_dla_share", "dla",
+                                                    "attribution", "target_rank", "subject_rank")},
+        "significant": scores.get("significant"), "significance": scores.get("significance"),
+    }
+
+
+def node_detail(spec: NodeDetailSpec, executor: Executor) -> dict:
+    """The node panel's content for a node of the circuit of ``spec.prompt``."""
+    settings = executor.settings
+    spec.check(settings)
+    return executor.run(lambda model, _: compute_node_detail(model, spec, settings))
+
+
+def stored_circuit(store: Any, circuit_id: str) -> dict:
+    """The stored circuit ``circuit_id``; NotFound for a malformed, unknown or non-circuit id."""
+    from kcircuits.errors import NotFound
+    from kcircuits.store.ids import is_valid_id
+
+    if not is_valid_id(circuit_id):
+        raise NotFound(f"no circuit with id {circuit_id[:80]!r}")
+    circuit = store.get(circuit_id) if store is not None else None
+    if circuit is None:
+        raise NotFound(f"no circuit with id {circuit_id!r}")
+    return circuit
+
+
+def stored_node_detail(circuit: dict, node: str, executor: Executor) -> dict:
+    """Node detail for a node of a stored circuit (its prompt, target and subject; head roles judged
+    among the circuit's heads with their attribution, under the circuit's role thresholds)."""
+    from kcircuits.circuits.heads import HeadRoleThresholds
+    from kcircuits.errors import BadRequest
+
+    if len(node) > 50:
+        raise BadRequest("node id too long")
+    heads = [n for n in circuit.get("nodes") or [] if n.get("kind") == "head"]
+    population = [n["id"] for n in heads if n.get("in_circuit")] or None
+    attribution = {n["id"]: float(n.get("score") or 0.0) for n in heads}
+    stored = (circuit.get("roles") or {}).get("thresholds")
+    known = HeadRoleThresholds.__dataclass_fields__
+    thresholds = HeadRoleThresholds(**{k: v for k, v in stored.items() if k in known}) if stored else None
+    spec = NodeDetailSpec(prompt=circuit["prompt"], node=node, model=circuit["model"], target=circuit.get("target"),
+                          subject=(circuit.get("subject") or {}).get("text"),
+                          session=(circuit.get("params") or {}).get("session"))
+    settings = executor.settings
+    return executor.run(lambda model, _: compute_node_detail(model, spec, settings, population, attribution,
+                                                             thresholds))
 
 
 def to_spec(cls: type, data: Any) -> Any:

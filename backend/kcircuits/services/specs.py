@@ -87,6 +87,39 @@ class LensSpec:
         return _request(self, settings, exclude=("save",), method="logit_lens")
 
 
+@dataclass(frozen=True)
+class ProjectSpec:
+    """What one head's or MLP's output promotes and suppresses at ``position``."""
+
+    prompt: str
+    node: str
+    model: str | None = None
+    position: int = -1
+    k: int = 10
+    session: str | None = None
+
+    def check(self, settings: Settings) -> None:
+        check_prompt(self.prompt, settings)
+        check_top_k(self.k, settings)
+
+
+@dataclass(frozen=True)
+class NodeDetailSpec:
+    """The node panel of ``node`` ("a<l>.h<h>", "m<l>", "input" or "logits") on ``prompt``."""
+
+    prompt: str
+    node: str
+    model: str | None = None
+    target: str | None = None
+    subject: str | None = None
+    k: int = 10
+    session: str | None = None
+
+    def check(self, settings: Settings) -> None:
+        check_prompt(self.prompt, settings)
+        check_top_k(self.k, settings)
+
+
 def _default_roles() -> dict[str, float]:
     from kcircuits.circuits.heads import HeadRoleThresholds
 
