@@ -13,6 +13,7 @@ from kcircuits.api.routes.jobs import AcdcParams, RelationParams, SweepParams
 from kcircuits.api.routes.lens import LensIn
 from kcircuits.api.routes.neurons import NeuronsIn
 from kcircuits.cli import app
+from kcircuits.errors import BadRequest
 from kcircuits.services import specs
 
 
@@ -85,6 +86,15 @@ def test_acdc_ablation_default_agrees(monkeypatch):
     assert isinstance(seen["spec"], specs.AcdcSpec)
     assert seen["spec"].ablation == AcdcParams.model_fields["ablation"].default == specs.AcdcSpec.ablation
     assert seen["spec"].metric == AcdcParams.model_fields["metric"].default
+    # the batch options reach the ACDC spec, with the job's defaults and limits
+    for name in ("counterfactuals", "random_seeds"):
+        assert getattr(seen["spec"], name) == AcdcParams.model_fields[name].default == getattr(specs.AcdcSpec, name)
+        assert _api_bound(AcdcParams, name, "le") == _cli_param(["circuit"], name).max
+    CliRunner().invoke(app, ["circuit", "The capital of France is", "-t", " Paris", "--method", "acdc",
+                             "--counterfactuals", "3", "--random-seeds", "5"])
+    assert (seen["spec"].counterfactuals, seen["spec"].random_seeds) == (3, 5)
+    with pytest.raises(BadRequest, match="counterfactuals must be between 1 and 8"):
+        specs.check_batch_sizes(specs.AcdcSpec(prompt="p", target=" t", counterfactuals=9))
     # every other method keeps the circuit default
     CliRunner().invoke(app, ["circuit", "The capital of France is", "-t", " Paris", "--method", "eap"])
     assert seen["spec"].ablation == CircuitIn.model_fields["ablation"].default == specs.CircuitSpec.ablation

@@ -90,7 +90,8 @@ def circuit(
         if method == "acdc":
             spec = AcdcSpec(prompt=prompt, target=target, model=model, subject=subject, tau=tau,
                             ablation=ablation or AcdcSpec.ablation, metric=metric or AcdcSpec.metric,
-                            corrupt_prompt=corrupt, max_edges=MAX_ACDC_EDGES)
+                            corrupt_prompt=corrupt, max_edges=MAX_ACDC_EDGES, counterfactuals=counterfactuals,
+                            random_seeds=random_seeds)
             result = run_service(capabilities.acdc, spec, "acdc", load)
         else:
             if (error := selection_error(top_n, threshold, method)) is not None:

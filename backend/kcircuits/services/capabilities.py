@@ -111,6 +111,7 @@ def acdc(spec: AcdcSpec, executor: Executor, store: Any) -> dict:
         return with_roles(model, acdc_circuit(
             model, spec.prompt, spec.target, tau=spec.tau, ablation=spec.ablation, metric=spec.metric,
             corrupt_prompt=spec.corrupt_prompt, subject=spec.subject, kv_mode=spec.kv_mode,
+            counterfactuals=spec.counterfactuals, random_seeds=spec.random_seeds,
             progress=steps.progress, cancel=steps.cancel))
 
     return executor.stored(store, "circuit", spec.request(settings), lambda: executor.run(compute))

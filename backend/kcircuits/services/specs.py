@@ -67,6 +67,14 @@ def check_relation_name(relation: str | None, field: str = "relation", subject: 
         raise BadRequest(f"{field} needs a subject (its templates are filled with it)")
 
 
+def check_batch_sizes(spec: Any) -> None:
+    """A circuit request's random baseline circuits and automatic counterfactuals, within their limits."""
+    if not 0 <= spec.random_seeds <= RANDOM_SEEDS_MAX:
+        raise BadRequest(f"random_seeds must be between 0 and {RANDOM_SEEDS_MAX}")
+    if not 1 <= spec.counterfactuals <= COUNTERFACTUALS_MAX:
+        raise BadRequest(f"counterfactuals must be between 1 and {COUNTERFACTUALS_MAX}")
+
+
 @dataclass(frozen=True)
 class LensSpec:
     prompt: str
@@ -158,8 +166,7 @@ class CircuitSpec:
             raise BadRequest(f"unknown method {self.method!r}; choose one of {list(CIRCUIT_METHODS)} (acdc: a job)")
         if not 1 <= self.ig_steps <= IG_STEPS_MAX:
             raise BadRequest(f"ig_steps must be between 1 and {IG_STEPS_MAX}")
-        if not 0 <= self.random_seeds <= RANDOM_SEEDS_MAX:
-            raise BadRequest(f"random_seeds must be between 0 and {RANDOM_SEEDS_MAX}")
+        check_batch_sizes(self)
         check_prompts(self, settings)
         edges = n_edges(_model(self, settings), settings, self.kv_mode)
         if self.top_n is not None and self.top_n > edges:
@@ -190,9 +197,12 @@ class AcdcSpec:
     kv_mode: str = "grouped"
     session: str | None = None
     max_edges: int = 20_000
+    counterfactuals: int = 1
+    random_seeds: int = 3
 
     def check(self, settings: Settings) -> None:
         """ACDC costs one forward per evaluated edge: refuse graphs above ``max_edges`` up front."""
+        check_batch_sizes(self)
         check_prompts(self, settings)
         edges = n_edges(_model(self, settings), settings, self.kv_mode)
         if edges > self.max_edges:

@@ -29,8 +29,10 @@ from kcircuits.services import capabilities
 from kcircuits.services.checks import check_prompts
 from kcircuits.services.executor import WorkerExecutor
 from kcircuits.services.specs import (
+    COUNTERFACTUALS_MAX,
     IG_STEPS_MAX,
     MAX_ACDC_EDGES,
+    RANDOM_SEEDS_MAX,
     RELATION_METHODS,
     RELATION_N_MAX,
     RELATION_N_MIN,
@@ -60,6 +62,10 @@ class AcdcParams(BaseModel):
     session: str | None = Field(None, max_length=100)
     max_edges: Int = Field(AcdcSpec.max_edges, ge=1, le=MAX_ACDC_EDGES,
                            description="refuse graphs larger than this (one forward per edge)")
+    counterfactuals: Int = Field(AcdcSpec.counterfactuals, ge=1, le=COUNTERFACTUALS_MAX,
+                                 description="automatic counterfactuals averaged (patching without corrupt_prompt)")
+    random_seeds: Int = Field(AcdcSpec.random_seeds, ge=0, le=RANDOM_SEEDS_MAX,
+                              description="random circuits of the same size (the random baseline)")
 
 
 class RelationParams(BaseModel):
