@@ -1,13 +1,28 @@
 """Domain errors (no HTTP status: kcircuits.api.errors maps each kind to one); ``kind`` names the
-envelope's error type. Programming errors in the science raise ValueError / TypeError instead."""
+envelope's error type. Programming errors in the science raise ValueError / TypeError instead.
+
+Cancellation has one mechanism: long science takes a ``cancel`` callback (:data:`CancelFn`) and calls
+it between steps; it returns nothing, or raises :class:`Cancelled`, which propagates to the job
+runner (the job ends ``cancelled``, with no partial result).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 
 def shown(value: object, limit: int = 64) -> str:
     """``repr(value)`` for an error message, cut to ``limit`` characters (hostile ids are long)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+class Cancelled(Exception):  # noqa: N818 - a stop, not an error: jobs end "cancelled", not "failed"
+    """Raised by a :data:`CancelFn` once its job's cancel flag is set."""
+
+
+#: ``cancel()``: returns None to go on, raises :class:`Cancelled` to stop.
+CancelFn = Callable[[], None]
 
 
 class KCircuitsError(Exception):

@@ -17,9 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcircuits.errors import KCircuitsError, NotFound, TooMany, shown
+from kcircuits.errors import Cancelled, KCircuitsError, NotFound, TooMany, shown
 from kcircuits.lm.worker import unbounded_waits
-from kcircuits.services.executor import Cancelled
 from kcircuits.store.ids import TERMINAL_JOB_STATES
 
 log = logging.getLogger(__name__)
@@ -69,6 +68,7 @@ class JobContext:
         return self.job.cancel_flag.is_set()
 
     def check_cancel(self) -> None:
+        """The job's :data:`~kcircuits.errors.CancelFn`: raises Cancelled once the flag is set."""
         if self.job.cancel_flag.is_set():
             raise Cancelled()
 

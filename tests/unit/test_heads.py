@@ -277,7 +277,7 @@ def test_node_top_tokens_of_planted_head_and_mlp():
     name = f"blocks.{planted.layer}.attn.hook_result"
     _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in (name, "ln_final.hook_scale"))
     out, scale = cache[name][0, -1, planted.head], cache["ln_final.hook_scale"][0, -1]
-    direct = (apply_cached_final_norm(model, out, scale) - apply_cached_final_norm(model, 0 * out, scale)) @ model.bridge.W_U
+    direct = (apply_cached_final_norm(model, out, scale) - apply_cached_final_norm(model, 0 * out, scale)) @ model.W_U
     assert top["logit"] == pytest.approx(float(direct.max()), rel=1e-4, abs=1e-5)
     assert int(direct.argmax()) == top["id"]
     # an MLP node: the planted neuron's layer writes the answer

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kcircuits.circuits import masks as M
-from kcircuits.errors import BadRequest
+from kcircuits.errors import BadRequest, Cancelled
 
 PAIRS = [(" France", " Paris"), (" Spain", " Madrid"), (" Italy", " Rome"), (" Japan", " Tokyo")]
 
@@ -161,8 +161,9 @@ def test_checkpoint_resume_matches_uninterrupted(tiny_llama, tmp_path):
 
     def cancel():
         calls["n"] += 1
-        return calls["n"] > 3
-    with pytest.raises(M.Cancelled):
+        if calls["n"] > 3:
+            raise Cancelled()
+    with pytest.raises(Cancelled):
         M.train_mask(tiny_llama, task, params, checkpoint=ck, cancel=cancel, eval_every=3)
     resumed = M.train_mask(tiny_llama, task, params, checkpoint=ck, eval_every=3)
     assert resumed["steps_run"] == 3

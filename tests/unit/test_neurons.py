@@ -18,7 +18,6 @@ from kcircuits.circuits.neurons import (
     kn_candidates,
     parse_neuron,
 )
-from kcircuits.circuits.patching import run_hooked
 from kcircuits.circuits.testing import planted_neuron_model
 from kcircuits.errors import BadRequest
 
@@ -37,7 +36,7 @@ def _zeroed_prob(model, tokens, target_id, layers):
         x[:, -1] = 0.0
         return x
     with torch.no_grad():
-        logits = run_hooked(model, tokens, [(hidden_hook(layer), zero) for layer in layers], last_only=True)
+        logits = model.run_with_hooks(tokens, [(hidden_hook(layer), zero) for layer in layers], last_only=True)
     return float(logits[0, -1].float().softmax(-1)[target_id])
 
 
@@ -128,7 +127,7 @@ def test_edits_leave_the_model_bit_identical(tiny_llama):
     tokens = tiny_llama.tokenize(PROMPT)
     with torch.no_grad():
         clean = tiny_llama.bridge(tokens)
-        edited = run_hooked(tiny_llama, tokens, edit_hooks([(0, 3), (1, 7)], "suppress", "all"))
+        edited = tiny_llama.run_with_hooks(tokens, edit_hooks([(0, 3), (1, 7)], "suppress", "all"))
     assert not torch.equal(clean, edited)
     edit_neurons(tiny_llama, [(0, 3), (1, 7)], "enhance", PROMPT, " Paris", unrelated=["Water is made of"])
     after = tiny_llama.bridge.state_dict()

@@ -30,9 +30,8 @@ Metric: ``match_nll`` (default; per answer token, not divided by the prompt leng
 from the reference code correspond to about tau * (S - 1) here), or any name of
 :mod:`kcircuits.circuits.metrics` oriented as a loss (higher-is-better metrics are negated so that
 "effect < tau" always means "removing the edge costs less than tau").
-Cancellation: ``cancel()`` is called between batches (fast) or edges (plain); it may raise
-(e.g. ``JobContext.check_cancel`` raising :class:`kcircuits.services.executor.Cancelled`, which propagates), or
-return True, in which case the partial result is returned with ``complete=False``.
+Cancellation: ``cancel()`` (:data:`kcircuits.errors.CancelFn`) is called between batches (fast) or
+edges (plain); the :class:`~kcircuits.errors.Cancelled` it raises propagates.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -56,12 +55,14 @@ from kcircuits.circuits.patching import (
     run_with_edge_ablation,
     sender_hooks,
 )
-from kcircuits.errors import BadRequest
+from kcircuits.errors import BadRequest, CancelFn
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
-CancelFn = Callable[[], Any]
 
 
 @dataclass
@@ -86,7 +87,6 @@ class AcdcResult:
     metric_trace: list[float] = field(default_factory=list)
     forwards: int = 0
     tie_checks: int = 0
-    complete: bool = True
     fast: bool = True
     elapsed_s: float = 0.0
 
@@ -100,7 +100,7 @@ class AcdcResult:
                 "evaluated": self.evaluated, "skipped": self.skipped, "removed": self.removed,
                 "total_edges": self.graph.n_edges, "metric_full": self.metric_full,
                 "metric_final": self.metric_final, "forwards": self.forwards, "tie_checks": self.tie_checks,
-                "complete": self.complete, "fast": self.fast, "elapsed_s": self.elapsed_s}
+                "fast": self.fast, "elapsed_s": self.elapsed_s}
 
 
 # the sequential walk ------------------------------------------------------------------------
@@ -139,7 +139,7 @@ class _Evaluator:
     """Computes the oriented metric of edge masks: reference (one full forward per mask) or fast
     (batched, started at the first layer with an ablated receiver, last position only)."""
 
-    def __init__(self, model, tokens: torch.Tensor, graph: Graph, metric, sign: float, ablated: torch.Tensor):
+    def __init__(self, model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, sign: float, ablated: torch.Tensor):
         self.model, self.tokens, self.graph, self.metric, self.sign = model, tokens, graph, metric, sign
         self.ablated = ablated  # [b', pos', n_s, d]
         self.forwards = 0
@@ -156,10 +156,9 @@ class _Evaluator:
     # fast
     def _clean_cache(self) -> dict[str, Any]:
         if self._clean is None:
-            bridge, L = self.model.bridge, self.graph.n_layers
+            L = self.graph.n_layers
             wanted = {f"blocks.{i}.hook_resid_pre" for i in range(L)} | {f"blocks.{L - 1}.hook_resid_post"}
-            if self.model.arch.family == "llama":
-                wanted |= {"rotary_emb.hook_cos", "rotary_emb.hook_sin"}
+            wanted |= set(self.model.block_input_names)
             store: dict[str, torch.Tensor] = {}
 
             def keeper(name):
@@ -173,7 +172,7 @@ class _Evaluator:
                                  self.model.dtype, grad=False)
             hooks = sender_hooks(self.graph, rec.store) + [(name, keeper(name)) for name in sorted(wanted)]
             with torch.no_grad():
-                bridge.run_with_hooks(self.tokens, fwd_hooks=hooks)
+                self.model.run_with_hooks(self.tokens, hooks)
             self._clean = {"senders": rec.all().clone(), **store}  # senders [n_s, b, pos, d]
         return self._clean
 
@@ -190,12 +189,6 @@ class _Evaluator:
         rec.buf, rec.filled = buf, n0
         self._buffers[M] = (buf, n0)  # senders from n0 on are overwritten by this run
         return rec
-
-    def _block_kwargs(self, clean: dict[str, Any], batch: int) -> dict[str, Any]:
-        if self.model.arch.family != "llama":
-            return {}
-        cos, sin = clean["rotary_emb.hook_cos"], clean["rotary_emb.hook_sin"]
-        return {"position_embeddings": (cos.expand(batch, *cos.shape[1:]), sin.expand(batch, *sin.shape[1:]))}
 
     def finals(self, masks: torch.Tensor) -> torch.Tensor:
         """Input of the final norm at the last position for each mask in ``masks`` [M, n_s, n_r]
@@ -220,11 +213,8 @@ class _Evaluator:
                 hooks = [h for h in sender_hooks(graph, rec.store) if not h[0].startswith("blocks.0.hook_resid_pre")]
                 hooks += receiver_hooks(graph, w, ablated, rec, M, active)
                 x = clean[f"blocks.{start}.hook_resid_pre"].repeat(M, 1, 1)
-                kwargs = self._block_kwargs(clean, M * b)
-                with model.bridge.hooks(fwd_hooks=hooks):
-                    for layer in range(start, L):
-                        out = model.bridge.blocks[layer](x, **kwargs)
-                        x = out[0] if isinstance(out, tuple) else out
+                with model.hooks(hooks):
+                    x = model.run_blocks(x, start, clean)
                 final = x[:, -1]  # [M*b, d]
             else:
                 final = clean[f"blocks.{L - 1}.hook_resid_post"][:, -1].repeat(M, 1)
@@ -242,7 +232,7 @@ class _Evaluator:
         unembedding of the last position only)."""
         N, b, _ = finals.shape
         with torch.no_grad():
-            logits = self.model.bridge.unembed(self.model.bridge.ln_final(finals.reshape(N * b, 1, -1)))
+            logits = self.model.unembed_final(finals.reshape(N * b, 1, -1))
             per = self.metric.per_example(logits).reshape(N, b).mean(1)
         return (self.sign * per).tolist()
 
@@ -251,9 +241,9 @@ class _Evaluator:
         return self.metric_of(self.finals(masks))
 
 
-def _oriented_metric(model, tokens: torch.Tensor, target_ids: torch.Tensor, name: str, foil_ids=None):
+def _oriented_metric(model: LoadedModel, tokens: torch.Tensor, target_ids: torch.Tensor, name: str, foil_ids=None):
     with torch.no_grad():
-        clean_logits = model.bridge(tokens)
+        clean_logits = model.logits(tokens)
     metric = make_metric(name, target_ids, foil_ids=foil_ids, clean_logits=clean_logits)
     return metric, (-1.0 if metric.higher_is_better else 1.0)
 
@@ -263,7 +253,7 @@ def _targets(target_ids, b: int, device) -> torch.Tensor:
     if t.numel() == 1 and b > 1:
         t = t.repeat(b)
     if t.numel() != b:
-        raise BadRequest(f"{t.numel()} targets for {b} prompts")
+        raise ValueError(f"{t.numel()} targets for {b} prompts")
     return t.to(device)
 
 
@@ -278,7 +268,7 @@ class _Throttle:
             self.progress(done, self.total, message)
 
 
-def acdc(model, tokens: torch.Tensor, target_ids, tau: float, *, ablation: str = "zero",
+def acdc(model: LoadedModel, tokens: torch.Tensor, target_ids, tau: float, *, ablation: str = "zero",
          metric: str = "match_nll", corrupt_tokens: torch.Tensor | None = None, foil_ids=None,
          kv_mode: str = "grouped", progress: ProgressFn | None = None, cancel: CancelFn | None = None,
          fast: bool = True, batch_size: int = 16, tie_eps: float | None = None,
@@ -291,7 +281,7 @@ def acdc(model, tokens: torch.Tensor, target_ids, tau: float, *, ablation: str =
     ``predictor`` (fast only; affects speed, never the result): how speculation guesses each
     decision: "eap" (removed iff the EAP estimate of the effect is < tau; one forward+backward)
     or "remove" (always removed).
-    Returns an :class:`AcdcResult` (see the module docstring for cancellation).
+    Returns an :class:`AcdcResult`; ``cancel()`` is called between steps (module docstring).
     """
     if tokens.dim() != 2:
         raise ValueError("tokens must be [batch, pos]")
@@ -323,7 +313,7 @@ def acdc(model, tokens: torch.Tensor, target_ids, tau: float, *, ablation: str =
     result.edge_mask = mask.cpu()
     result.forwards = ev.forwards
     result.elapsed_s = time.perf_counter() - t0
-    throttle(result.evaluated + result.skipped, "done" if result.complete else "cancelled", force=True)
+    throttle(result.evaluated + result.skipped, "done", force=True)
     return result
 
 
@@ -340,16 +330,11 @@ def _predict_removed(ev: _Evaluator, tau: float, predictor: str) -> torch.Tensor
     return (ev.sign * scores.float() < tau).cpu()
 
 
-def _cancelled(cancel: CancelFn | None) -> bool:
-    return bool(cancel()) if cancel is not None else False
-
-
 def _run_plain(ev: _Evaluator, walk: _Walk, mask, metric_now, result: AcdcResult, throttle, cancel) -> None:
     cur = walk.start()
     while True:
-        if _cancelled(cancel):
-            result.complete = False
-            break
+        if cancel is not None:
+            cancel()
         event, cur = walk.next(mask, cur)
         if event is None:
             break
@@ -447,9 +432,8 @@ def _run_fast(ev: _Evaluator, walk: _Walk, mask, metric_now, result: AcdcResult,
     cur = walk.start()
     hits, seen = 3.0, 4.0
     while True:
-        if _cancelled(cancel):
-            result.complete = False
-            break
+        if cancel is not None:
+            cancel()
         root = _plan(walk, mask, cur, max(1, batch_size), predict_removed, hits / seen)
         if root is None:
             for r in _drain(walk, mask, cur):
@@ -504,7 +488,7 @@ def mask_with(mask: torch.Tensor, s: int, r: int, value: bool) -> torch.Tensor:
     return out
 
 
-def acdc_circuit(model, prompt: str, target: str, tau: float = 0.01, *, ablation: str = "zero",
+def acdc_circuit(model: LoadedModel, prompt: str, target: str, tau: float = 0.01, *, ablation: str = "zero",
                  metric: str | None = None, corrupt_prompt: str | None = None, subject: str | None = None,
                  kv_mode: str = "grouped", progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                  fast: bool = True, batch_size: int = 16, max_edges_returned: int = 3000, random_seeds: int = 3,
@@ -513,7 +497,6 @@ def acdc_circuit(model, prompt: str, target: str, tau: float = 0.01, *, ablation
 
     Edge ``score``: the metric change measured when the edge was tried (in the metric's own
     orientation; 0 for edges dropped without evaluation). ``params.acdc`` holds the run's counts.
-    A cancel that returns True gives the partial circuit with ``params.acdc.complete`` False.
     """
     from kcircuits.circuits.discover import build_result, prepare
 

@@ -26,7 +26,7 @@ registers a tensor hook whose one einsum scores every upstream edge of that rece
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -35,12 +35,14 @@ from kcircuits.circuits.patching import (
     Hook,
     check_supported,
     mask_batch_size,
-    run_hooked,
     run_with_edge_ablation,
     sender_hooks,
     sender_outputs,
 )
 from kcircuits.errors import BadRequest
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 METHODS = ("eap", "eap-ig", "eap-ig-mask", "clean-corrupted", "exact")
 ABLATIONS = ("patch", "zero", "mean")
@@ -71,7 +73,7 @@ def _flat_grad(g: torch.Tensor) -> torch.Tensor:
     return g.permute(0, 1, 3, 2).reshape(-1, g.shape[2])
 
 
-def gradient_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
+def gradient_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
                     ablated_outputs: torch.Tensor, alphas: list[float], *,
                     clean_outputs: torch.Tensor | None = None,
                     extra_hooks: list[Hook] | None = None) -> torch.Tensor:
@@ -119,13 +121,13 @@ def gradient_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Call
     hooks = [("blocks.0.hook_resid_pre", input_hook)]
     hooks += [(g.hook, make_receiver(g)) for g in graph.receiver_groups]
     with torch.enable_grad():
-        logits = run_hooked(model, tokens.repeat(A, 1), hooks + list(extra_hooks or []), _last_only(metric))
+        logits = model.run_with_hooks(tokens.repeat(A, 1), hooks + list(extra_hooks or []), _last_only(metric))
         value = metric(logits)
         value.backward()
     return scores
 
 
-def mask_ig_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
+def mask_ig_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
                    ablated_outputs: torch.Tensor, ig_steps: int = 5, *, base: torch.Tensor | None = None,
                    alphas: Sequence[float] | None = None, extra_hooks: list[Hook] | None = None) -> torch.Tensor:
     """``eap-ig-mask`` scores [n_senders, n_receivers] (float32; 0 off the allowed edges).
@@ -212,12 +214,12 @@ def mask_ig_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Calla
     hooks = [("blocks.0.hook_resid_pre", input_leaf)] + sender_hooks(graph, store)
     hooks += [(g.hook, make_receiver(g)) for g in graph.receiver_groups]
     with torch.enable_grad():
-        logits = run_hooked(model, tokens.repeat(A, 1), hooks + list(extra_hooks or []), _last_only(metric))
+        logits = model.run_with_hooks(tokens.repeat(A, 1), hooks + list(extra_hooks or []), _last_only(metric))
         metric(logits).backward()
     return scores
 
 
-def exact_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
+def exact_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
                  ablated_outputs: torch.Tensor, *, batch_size: int | None = None, max_edges: int = EXACT_MAX_EDGES,
                  per_example: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  extra_hooks: list[Hook] | None = None) -> torch.Tensor:
@@ -252,7 +254,7 @@ def exact_scores(model: Any, tokens: torch.Tensor, graph: Graph, metric: Callabl
     return scores
 
 
-def attribute(model: Any, tokens: torch.Tensor, graph: Graph, metric, ablated_outputs: torch.Tensor, method: str,
+def attribute(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated_outputs: torch.Tensor, method: str,
               *, ig_steps: int = 5, clean_outputs: torch.Tensor | None = None,
               extra_hooks: list[Hook] | None = None, max_exact_edges: int = EXACT_MAX_EDGES) -> torch.Tensor:
     """Scores [n_s, n_r] by ``method`` (eap | eap-ig | clean-corrupted | exact)."""
@@ -267,7 +269,7 @@ def attribute(model: Any, tokens: torch.Tensor, graph: Graph, metric, ablated_ou
                            clean_outputs=clean_outputs, extra_hooks=extra_hooks)
 
 
-def ablated_outputs_for(model: Any, tokens: torch.Tensor, graph: Graph, ablation: str,
+def ablated_outputs_for(model: LoadedModel, tokens: torch.Tensor, graph: Graph, ablation: str,
                         corrupt_tokens: torch.Tensor | None = None,
                         clean_outputs: torch.Tensor | None = None) -> torch.Tensor:
     """Sender values z' for an ablation: ``patch`` (outputs on ``corrupt_tokens``), ``zero``, or

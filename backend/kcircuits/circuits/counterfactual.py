@@ -36,11 +36,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 
 from kcircuits.circuits.relation import list_relations, load_relation
 from kcircuits.circuits.subject import subject_positions
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 __all__ = ["Candidate", "CounterfactualChoice", "find_counterfactuals", "match_template", "relations_of"]
 
@@ -156,19 +160,19 @@ def _object_tokens(tokenizer) -> dict[str, dict[int, str]]:
     return out
 
 
-def answer_relations(model, target_id: int) -> tuple[str, ...]:
+def answer_relations(model: LoadedModel, target_id: int) -> tuple[str, ...]:
     """LRE relations with an object whose first token is ``target_id``."""
     return tuple(name for name, tokens in _object_tokens(model.tokenizer).items() if target_id in tokens)
 
 
-def _class_tokens(model, names: Sequence[str]) -> set[int]:
+def _class_tokens(model: LoadedModel, names: Sequence[str]) -> set[int]:
     """First tokens of every object of the named relations."""
     index = _object_tokens(model.tokenizer)
     return {t for name in names for t in index[name]}
 
 
 # scoring ------------------------------------------------------------------------------------
-def _aligned_prompts(model, prompt: str, subject: str, pool: list[tuple[str, str, str]], target_id: int,
+def _aligned_prompts(model: LoadedModel, prompt: str, subject: str, pool: list[tuple[str, str, str]], target_id: int,
                      limit: int) -> list[tuple[str, str, str, str]]:
     """(prompt, subject, object, relation) for pool subjects that keep the token shape (token count
     and the subject's token positions), at most ``limit``, in pool order. One batched tokenisation."""
@@ -206,15 +210,15 @@ def _word_like(text: str) -> bool:
     return text.startswith(" ") and len(text.strip()) >= 3 and text.strip().isalpha()
 
 
-def _last_logits(model, tokens: torch.Tensor) -> torch.Tensor:
+def _last_logits(model: LoadedModel, tokens: torch.Tensor) -> torch.Tensor:
     """Logits at the last position only [n, V] (the unembedding of other positions is skipped)."""
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name == "ln_final.hook_in")
+        _, cache = model.run_with_cache(tokens, ["ln_final.hook_in"])
         final = cache["ln_final.hook_in"][:, -1:]
-        return model.bridge.unembed(model.bridge.ln_final(final))[:, 0].float()
+        return model.unembed_final(final)[:, 0].float()
 
 
-def _score(model, target_id: int, aligned: list[tuple[str, str, str, str]], class_ids: set[int],
+def _score(model: LoadedModel, target_id: int, aligned: list[tuple[str, str, str, str]], class_ids: set[int],
            allow_other: bool = False, enough: int = 1, batch: int = 4) -> list[Candidate]:
     """Valid candidates (kinds ``known``, ``same kind``, and ``other`` when allowed), best first.
 
@@ -247,7 +251,7 @@ def _score(model, target_id: int, aligned: list[tuple[str, str, str, str]], clas
     return out
 
 
-def find_counterfactuals(model, prompt: str, subject: str, target_id: int, *, k: int = 1,
+def find_counterfactuals(model: LoadedModel, prompt: str, subject: str, target_id: int, *, k: int = 1,
                          max_candidates: int = MAX_CANDIDATES) -> CounterfactualChoice | None:
     """Counterfactuals for ``prompt`` -> ``target_id`` with ``subject`` swapped (see module doc).
 
@@ -285,10 +289,10 @@ def find_counterfactuals(model, prompt: str, subject: str, target_id: int, *, k:
     return None
 
 
-def candidate_for_prompt(model, prompt: str, corrupt_prompt: str, target_id: int) -> tuple[int, float]:
+def candidate_for_prompt(model: LoadedModel, prompt: str, corrupt_prompt: str, target_id: int) -> tuple[int, float]:
     """(top-1 token id, its probability) of a user-given counterfactual prompt (the foil it implies)."""
     with torch.no_grad():
-        logits = model.bridge(model.tokenize(corrupt_prompt))[0, -1].float()
+        logits = model.logits(model.tokenize(corrupt_prompt))[0, -1].float()
     probs = logits.softmax(-1)
     row = logits.clone()
     row[target_id] = float("-inf")

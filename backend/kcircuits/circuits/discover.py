@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,8 +35,11 @@ from kcircuits.circuits.metrics import METRICS, Metric, make_metric
 from kcircuits.circuits.patching import check_supported, sender_outputs
 from kcircuits.circuits.refine import calibrated_masks, refine_ranking
 from kcircuits.circuits.select import circuit_nodes, select
-from kcircuits.errors import BadRequest
+from kcircuits.errors import BadRequest, CancelFn
 from kcircuits.store.ids import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ def _top_other(logits: torch.Tensor, target_id: int) -> int:
     return int(row.argmax())
 
 
-def _counterfactual_record(model, choice: CounterfactualChoice, limit: int = 8) -> dict[str, Any]:
+def _counterfactual_record(model: LoadedModel, choice: CounterfactualChoice, limit: int = 8) -> dict[str, Any]:
     def one(c) -> dict[str, Any]:
         return {"prompt": c.prompt, "subject": c.subject, "relation": c.relation, "foil": c.foil, "foil_id": c.foil_id,
                 "foil_prob": c.foil_prob, "target_prob": c.target_prob, "margin": c.margin, "kind": c.kind,
@@ -122,7 +125,7 @@ def _counterfactual_record(model, choice: CounterfactualChoice, limit: int = 8) 
             "chosen": [one(c) for c in choice.chosen], "candidates": [one(c) for c in choice.candidates[:limit]]}
 
 
-def prepare(model: Any, prompt: str, target: str, *, ablation: str = "patch", metric: str | None = None,
+def prepare(model: LoadedModel, prompt: str, target: str, *, ablation: str = "patch", metric: str | None = None,
             corrupt_prompt: str | None = None, subject: str | None = None, kv_mode: str = "grouped",
             foil: str | None = None, counterfactuals: int = 1) -> CircuitSetup:
     """Validate the request and compute clean/ablated sender outputs and the metric.
@@ -252,7 +255,7 @@ class CurvePoint:
 class _Runner:
     """Batched circuit runs for one setup, counting the masks it ran."""
 
-    def __init__(self, model: Any, setup: CircuitSetup):
+    def __init__(self, model: LoadedModel, setup: CircuitSetup):
         self.model, self.setup, self.masks_run = model, setup, 0
 
     def __call__(self, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,7 +281,7 @@ def _reference(run: _Runner, setup: CircuitSetup) -> Reference:
     return Reference(Normaliser.of(setup.metric, float(values[0]), float(values[1])), ranks)
 
 
-def _curve(model: Any, setup: CircuitSetup, run: _Runner, normaliser: Normaliser, sizes: list[int],
+def _curve(model: LoadedModel, setup: CircuitSetup, run: _Runner, normaliser: Normaliser, sizes: list[int],
            masks: list[torch.Tensor], shares: Sequence[float | None], values: Sequence[float] | None,
            random_seeds: dict[int, int], seed0: int = 0) -> list[CurvePoint]:
     """Curve points for circuits ``masks`` (one per size); runs the circuits whose metric is not yet
@@ -315,7 +318,7 @@ def _point_record(graph: Graph, normaliser: Normaliser, p: CurvePoint, requested
                                      if p.random_ranks else None)}}
 
 
-def build_result(model: Any, setup: CircuitSetup, scores: torch.Tensor, mask: torch.Tensor, method: str,
+def build_result(model: LoadedModel, setup: CircuitSetup, scores: torch.Tensor, mask: torch.Tensor, method: str,
                  params: dict[str, Any], *, timings: dict[str, float] | None = None, max_edges_returned: int = 3000,
                  random_seeds: int = 3, with_heads: bool = True, points: list[CurvePoint] | None = None,
                  reference: Reference | None = None, run: _Runner | None = None) -> dict:
@@ -407,16 +410,23 @@ def _check_request(method: str, ig_steps: int, random_seeds: int, max_edges_retu
         raise BadRequest("max_edges_returned must be >= 0")
 
 
-def compute_circuit(model: Any, prompt: str, target: str, method: str = DEFAULT_METHOD, ablation: str = "patch",
+def compute_circuit(model: LoadedModel, prompt: str, target: str, method: str = DEFAULT_METHOD, ablation: str = "patch",
                     metric: str | None = None, corrupt_prompt: str | None = None, subject: str | None = None,
                     top_n: int | None = None, threshold: float | None = None, ig_steps: int = 5,
                     kv_mode: str = "grouped", max_edges_returned: int = 3000, random_seeds: int = 3,
                     with_heads: bool = True, greedy: bool = False, foil: str | None = None,
                     counterfactuals: int = 1, curve_fractions: Sequence[float] = CURVE_FRACTIONS,
-                    progress: ProgressFn | None = None, cancel: Callable[[], object] | None = None) -> dict:
-    """Discover, select and evaluate the circuit of ``prompt`` -> ``target`` (see the module doc)."""
+                    progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict:
+    """Discover, select and evaluate the circuit of ``prompt`` -> ``target`` (see the module doc);
+    ``cancel()`` is called between the steps."""
     _check_request(method, ig_steps, random_seeds, max_edges_returned)
-    report = progress or (lambda done, total, message="": None)
+
+    def report(done: int, total: int, message: str) -> None:
+        if cancel is not None:
+            cancel()
+        if progress is not None:
+            progress(done, total, message)
+
     start = time.perf_counter()
     report(0, 4, "preparing the inputs")
     setup = prepare(model, prompt, target, ablation=ablation, metric=metric, corrupt_prompt=corrupt_prompt,
@@ -480,10 +490,10 @@ def compute_circuit(model: Any, prompt: str, target: str, method: str = DEFAULT_
                         points=points, reference=ref, run=run)
 
 
-def sweep_circuit(model: Any, prompt: str, target: str, method: str = DEFAULT_METHOD, ablation: str = "patch",
+def sweep_circuit(model: LoadedModel, prompt: str, target: str, method: str = DEFAULT_METHOD, ablation: str = "patch",
                   metric: str | None = None, corrupt_prompt: str | None = None, subject: str | None = None,
                   sizes: list[int] | None = None, ig_steps: int = 5, kv_mode: str = "grouped",
-                  progress: Any = None) -> dict:
+                  progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict:
     """Circuit size vs faithfulness and Hit@10 for the given sizes (edge counts): the circuit
     result's curve at those sizes, as rows ``{top_n, edges, edge_fraction, faithfulness,
     hit_at_10, target_rank, random_faithfulness, random_hit_at_10}``."""
@@ -497,7 +507,7 @@ def sweep_circuit(model: Any, prompt: str, target: str, method: str = DEFAULT_ME
     result = compute_circuit(model, prompt, target, method=method, ablation=ablation, metric=metric,
                              corrupt_prompt=corrupt_prompt, subject=subject, ig_steps=ig_steps, kv_mode=kv_mode,
                              top_n=max(max(clipped), 1), with_heads=False, random_seeds=1, max_edges_returned=0,
-                             curve_fractions=fractions, progress=progress)
+                             curve_fractions=fractions, progress=progress, cancel=cancel)
     rows = []
     m = result["metrics"]
     for n in clipped:

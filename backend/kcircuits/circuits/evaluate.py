@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from kcircuits.circuits.graph import Graph
 from kcircuits.circuits.patching import mask_batch_size, run_with_edge_ablation
 from kcircuits.circuits.select import circuit_nodes, prune_dangling, select_top_n
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 HIT_K = 10
 
@@ -44,7 +47,7 @@ def vocab_ranks(logits: torch.Tensor, target_ids) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_masks(model: Any, tokens: torch.Tensor, graph: Graph, masks: torch.Tensor, ablated: torch.Tensor,
+def evaluate_masks(model: LoadedModel, tokens: torch.Tensor, graph: Graph, masks: torch.Tensor, ablated: torch.Tensor,
                    metric, target_ids: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run each mask [M, n_s, n_r]: (metric per mask [M], target ranks [M, b])."""
     values, ranks = [], []
@@ -154,7 +157,7 @@ def area_summaries(edge_counts: list[int], faith: list[float | None]) -> dict[st
     return {"cpr": cpr, "cmd": cmd, "cpr_normalised": cpr / span, "cmd_normalised": cmd / span}
 
 
-def evaluate_circuit(model: Any, tokens: torch.Tensor, graph: Graph, mask: torch.Tensor, ablated: torch.Tensor,
+def evaluate_circuit(model: LoadedModel, tokens: torch.Tensor, graph: Graph, mask: torch.Tensor, ablated: torch.Tensor,
                      metric, target_ids: torch.Tensor, *, random_seeds: int = 3, seed0: int = 0) -> dict:
     """Metrics of one circuit: sizes, faithfulness, metric values, Hit@10 and ranks (full, circuit,
     random circuits of the same edge count)."""
@@ -183,7 +186,7 @@ def evaluate_circuit(model: Any, tokens: torch.Tensor, graph: Graph, mask: torch
     }
 
 
-def sweep(model: Any, tokens: torch.Tensor, graph: Graph, scores: torch.Tensor, ablated: torch.Tensor, metric,
+def sweep(model: LoadedModel, tokens: torch.Tensor, graph: Graph, scores: torch.Tensor, ablated: torch.Tensor, metric,
           target_ids: torch.Tensor, sizes: list[int]) -> list[dict]:
     """Circuit size (top-n then pruned) vs faithfulness and Hit@10: one row per size."""
     dev = model.device

@@ -40,12 +40,15 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kcircuits.circuits.graph import HEAD_ID, MLP_ID
 from kcircuits.errors import BadRequest
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 ROLES = ("mover", "relation", "mixture")
 
@@ -114,38 +117,29 @@ def head_id(layer: int, head: int) -> str:
     return f"a{layer}.h{head}"
 
 
-def _is_layernorm(model) -> bool:
-    norm = getattr(model.bridge.cfg, "normalization_type", None)
-    if norm is not None:
-        return str(norm).upper().startswith("LN")
-    return model.arch.family == "gpt2"
+def _final_norm_weight(model: LoadedModel) -> torch.Tensor | None:
+    """The final norm's gain [d_model] (None when it is all ones)."""
+    weight = getattr(model.final_norm, "weight", None)
+    return None if weight is None or bool((weight == 1).all()) else weight.detach()
 
 
-def _final_norm_weight(model) -> torch.Tensor | None:
-    """The final norm's gain if it is not folded into W_U (compat mode folds it: then all ones)."""
-    for name, param in model.bridge.ln_final.named_parameters():
-        if name.endswith("weight"):
-            return None if bool((param == 1).all()) else param.detach()
-    return None
-
-
-def readout_matrix(model, token_ids: torch.Tensor | None = None, centre_vocab: bool = False) -> torch.Tensor:
+def readout_matrix(model: LoadedModel, token_ids: torch.Tensor | None = None, centre_vocab: bool = False) -> torch.Tensor:
     """Linear readout from a residual-stream vector (already divided by the final-norm scale) to
     logits: [d_model, n] for ``token_ids`` (all vocab when None). Includes the final norm's gain
     and, for LayerNorm, the centring over d_model; ``centre_vocab`` subtracts mean_v W_U."""
-    W_U = model.bridge.W_U
+    W_U = model.W_U
     cols = W_U if token_ids is None else W_U[:, token_ids]
     if centre_vocab:
         cols = cols - W_U.mean(1, keepdim=True)
     gain = _final_norm_weight(model)
     if gain is not None:
         cols = cols * gain[:, None]
-    if _is_layernorm(model):
+    if model.norm_kind == "layernorm":
         cols = cols - cols.mean(0, keepdim=True)
     return cols.float()
 
 
-def project_to_vocab(model, vec: torch.Tensor, scale: torch.Tensor | float, k: int = 10) -> dict[str, list[dict]]:
+def project_to_vocab(model: LoadedModel, vec: torch.Tensor, scale: torch.Tensor | float, k: int = 10) -> dict[str, list[dict]]:
     """Top-``k`` promoted and suppressed tokens of a residual contribution ``vec`` [d_model]
     read through the final norm with a cached ``scale`` and W_U (no unembedding bias)."""
     logits = (vec.float() / scale) @ readout_matrix(model)
@@ -159,7 +153,7 @@ def project_to_vocab(model, vec: torch.Tensor, scale: torch.Tensor | float, k: i
     return {"promoted": rows(top.indices, top.values), "suppressed": rows(bottom.indices, -bottom.values)}
 
 
-def _layer_cache(model, tokens: torch.Tensor, layers: Sequence[int],
+def _layer_cache(model: LoadedModel, tokens: torch.Tensor, layers: Sequence[int],
                  mlp_layers: Sequence[int] = ()) -> dict[str, torch.Tensor]:
     """One forward of ``tokens`` [1, pos] caching the final-norm scale, the attention pattern, v and
     per-head outputs of ``layers`` and the MLP outputs of ``mlp_layers``."""
@@ -168,17 +162,17 @@ def _layer_cache(model, tokens: torch.Tensor, layers: Sequence[int],
         wanted |= {f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_result"}
     wanted |= {f"blocks.{layer}.hook_mlp_out" for layer in mlp_layers}
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+        _, cache = model.run_with_cache(tokens, wanted)
     return {name: cache[name] for name in wanted}
 
 
-def per_source_outputs(model, cache: dict[str, torch.Tensor], layer: int, position: int) -> torch.Tensor:
+def per_source_outputs(model: LoadedModel, cache: dict[str, torch.Tensor], layer: int, position: int) -> torch.Tensor:
     """Per-head, per-source output vectors at query ``position``: [H, k, d_model], where entry
     (h, s) = attn_h[position, s] * v_s W_O[h] (GQA heads use their kv group's v). Sums over s to
     hook_result[position, h]."""
     pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0, :, position]  # [H, k]
     v = cache[f"blocks.{layer}.attn.hook_v"][0]  # [k, G, d_head]
-    W_O = model.bridge.blocks[layer].attn.W_O  # [H, d_head, d_model]
+    W_O = model.attn_W_O(layer)  # [H, d_head, d_model]
     n_heads, n_groups = W_O.shape[0], v.shape[1]
     v = v.repeat_interleave(n_heads // n_groups, dim=1)  # [k, H, d_head]
     return torch.einsum("hk,khe,hed->hkd", pattern.float(), v.float(), W_O.float())
@@ -189,7 +183,7 @@ def _is_function_word(token: str) -> bool:
     return not any(c.isalnum() for c in word) or word in FUNCTION_WORDS
 
 
-def relation_positions(model, tokens: torch.Tensor, subject_positions: Sequence[int], position: int = -1) -> list[int]:
+def relation_positions(model: LoadedModel, tokens: torch.Tensor, subject_positions: Sequence[int], position: int = -1) -> list[int]:
     """The relation's content positions of ``tokens`` [1, pos] or [pos] for the attending
     ``position`` (see the module doc for the rule)."""
     ids = tokens.reshape(-1).tolist()
@@ -230,7 +224,7 @@ def _ranks(lens: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
     return (lens[:, None, :] >= picked[:, :, None]).sum(-1)
 
 
-def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int], target_id: int,
+def classify_heads(model: LoadedModel, tokens: torch.Tensor, subject_positions: Sequence[int], target_id: int,
                    head_ids: Sequence[str] | None = None, thresholds: HeadRoleThresholds = HeadRoleThresholds(),
                    position: int = -1, attribution: Mapping[str, float] | None = None,
                    cache: Mapping[str, torch.Tensor] | None = None) -> dict[str, dict[str, Any]]:
@@ -297,30 +291,30 @@ def classify_heads(model, tokens: torch.Tensor, subject_positions: Sequence[int]
     return {head_id(layer, h): out[head_id(layer, h)] for layer, h in requested}
 
 
-def _population(model, head_ids: Sequence[str] | None,
+def _population(model: LoadedModel, head_ids: Sequence[str] | None,
                 thresholds: HeadRoleThresholds) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(requested, judged-among) heads as (layer, head): ``head_ids`` (default every head), judged
     among every head when fewer than ``min_population``."""
-    n_layers, n_heads = model.bridge.cfg.n_layers, model.bridge.cfg.n_heads
+    n_layers, n_heads = model.arch.n_layers, model.arch.n_heads
     every = [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
     requested = every if head_ids is None else list(dict.fromkeys(parse_head_id(hid, n_layers, n_heads)
                                                                   for hid in head_ids))
     return requested, every if len(requested) < thresholds.min_population else requested
 
 
-def _population_layers(model, head_ids: Sequence[str] | None, thresholds: HeadRoleThresholds) -> list[int]:
+def _population_layers(model: LoadedModel, head_ids: Sequence[str] | None, thresholds: HeadRoleThresholds) -> list[int]:
     """Layers whose attention :func:`classify_heads` reads for ``head_ids``."""
     return sorted({layer for layer, _ in _population(model, head_ids, thresholds)[1]})
 
 
-def node_top_tokens(model, cache: Mapping[str, torch.Tensor], node_ids: Sequence[str],
+def node_top_tokens(model: LoadedModel, cache: Mapping[str, torch.Tensor], node_ids: Sequence[str],
                     position: int = -1) -> dict[str, dict[str, Any]]:
     """Top lens token of each head (``a{l}.h{h}``) or MLP (``m{l}``) node at ``position``: the node's
     output there [d_model] divided by the cached final-norm scale and read through the final norm's
     gain and W_U (:func:`readout_matrix`, no unembedding bias), one matmul [n, d_model] @ [d_model, V].
     ``cache`` holds ``ln_final.hook_scale`` and the nodes' ``attn.hook_result`` / ``hook_mlp_out``.
     Returns {node_id: {token, id, logit}}; ``logit`` is the token's direct logit from that output."""
-    n_layers, n_heads = model.bridge.cfg.n_layers, model.bridge.cfg.n_heads
+    n_layers, n_heads = model.arch.n_layers, model.arch.n_heads
     vecs, ids = [], []
     for nid in node_ids:
         mlp = MLP_ID.match(nid)
@@ -368,7 +362,7 @@ def role_counts(heads: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
     return {**counts, "total": len(heads)}
 
 
-def annotate_circuit_roles(model, result: dict[str, Any],
+def annotate_circuit_roles(model: LoadedModel, result: dict[str, Any],
                            thresholds: HeadRoleThresholds = HeadRoleThresholds()) -> dict[str, Any]:
     """Recompute a circuit result's head roles with significance among its circuit heads (their
     node scores as attribution), in place: ``heads`` (every score), the nodes' ``role`` and a
@@ -400,7 +394,7 @@ def annotate_circuit_roles(model, result: dict[str, Any],
     return result
 
 
-def head_detail(model, tokens: torch.Tensor, head: str, subject_positions: Sequence[int] | None = None,
+def head_detail(model: LoadedModel, tokens: torch.Tensor, head: str, subject_positions: Sequence[int] | None = None,
                 target_id: int | None = None, k: int = 10,
                 thresholds: HeadRoleThresholds = HeadRoleThresholds(),
                 population: Sequence[str] | None = None,
@@ -410,7 +404,7 @@ def head_detail(model, tokens: torch.Tensor, head: str, subject_positions: Seque
     per-source DLA at the last position (when ``target_id`` is given) and the role scores
     (when ``subject_positions`` and ``target_id`` are given), its significance judged among
     ``population`` (default: every head of the model; e.g. a circuit's heads) with ``attribution``."""
-    layer, h = parse_head_id(head, model.bridge.cfg.n_layers, model.bridge.cfg.n_heads)
+    layer, h = parse_head_id(head, model.arch.n_layers, model.arch.n_heads)
     cache = _layer_cache(model, tokens, [layer])
     pos = int(tokens.shape[1]) - 1
     scale = cache["ln_final.hook_scale"][0, pos].float()

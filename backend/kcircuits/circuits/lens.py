@@ -27,23 +27,10 @@ from kcircuits.lm.loader import LoadedModel
 LN_MODES = ("recompute", "cached")
 
 
-def final_norm_module(model: LoadedModel) -> torch.nn.Module:
-    """The HF final norm (LayerNorm or RMSNorm), called directly so no hooks fire."""
-    return model.bridge.ln_final.original_component
-
-
-def unembed(model: LoadedModel, normed: torch.Tensor) -> torch.Tensor:
-    """[..., d_model] normalised residual -> [..., d_vocab] logits (W_U, b_U)."""
-    bridge = model.bridge
-    logits = normed @ bridge.W_U
-    bias = getattr(bridge, "b_U", None)
-    return logits + bias if bias is not None else logits
-
-
 def apply_cached_final_norm(model: LoadedModel, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Final norm with a given scale: x [..., d], scale [..., 1] (from ln_final.hook_scale)."""
-    norm = final_norm_module(model)
-    if isinstance(norm, torch.nn.LayerNorm):
+    norm = model.final_norm
+    if model.norm_kind == "layernorm":
         x = x - x.mean(-1, keepdim=True)
         out = x / scale * norm.weight
         return out + norm.bias if norm.bias is not None else out
@@ -56,7 +43,7 @@ def residual_rows(model: LoadedModel, tokens: torch.Tensor) -> tuple[torch.Tenso
     names = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
     names += [f"blocks.{n_layers - 1}.hook_resid_post", "ln_final.hook_scale"]
     with torch.inference_mode():
-        logits, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in names)
+        logits, cache = model.run_with_cache(tokens, names)
     rows = torch.stack([cache[name][0] for name in names[:-1]])
     return rows, cache["ln_final.hook_scale"][0], logits[0]
 
@@ -65,10 +52,10 @@ def _row_logits(model: LoadedModel, rows: torch.Tensor, scale: torch.Tensor, ln_
     """[R, pos, d] residuals -> [R, pos, V] logits in fp32."""
     with torch.inference_mode():
         if ln_mode == "recompute":
-            normed = final_norm_module(model)(rows)
+            normed = model.final_norm(rows)
         else:
             normed = apply_cached_final_norm(model, rows, scale.unsqueeze(0))
-        return unembed(model, normed).float()
+        return model.unembed(normed).float()
 
 
 @dataclass(frozen=True)
@@ -139,7 +126,7 @@ def logit_lens(model: LoadedModel, tokens: torch.Tensor, request: LensRequest, c
     rows, scale, final_logits = residual_rows(model, tokens)  # [R, pos, d], [pos, 1], [pos, V]
     n_rows, n_pos = rows.shape[0], rows.shape[1]
     ids = tokens[0].tolist()
-    base = (id(model.bridge), model.revision, request.ln_mode)
+    base = (id(model), model.revision, request.ln_mode)
     lens_keys = [(*base, "top", request.top_k, request.kl, tuple(ids[: s + 1])) for s in range(n_pos)]
     known = [cache.get(key) for key in lens_keys]
     wanted = {s for s in range(n_pos) if known[s] is None}
@@ -243,7 +230,7 @@ def project_node(model: LoadedModel, tokens: torch.Tensor, node: str, position: 
         raise BadRequest(f"position {position} out of range for {n_pos} tokens")
     hook = f"blocks.{layer}.attn.hook_result" if kind == "head" else f"blocks.{layer}.hook_mlp_out"
     with torch.inference_mode():
-        _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in {hook, "ln_final.hook_scale"})
+        _, cache = model.run_with_cache(tokens, [hook, "ln_final.hook_scale"])
     from kcircuits.circuits.heads import project_to_vocab
 
     out = cache[hook][0, position]

@@ -35,17 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kcircuits.errors import BadRequest
+from kcircuits.errors import BadRequest, CancelFn, Cancelled  # noqa: F401 - Cancelled: what cancel raises
 
 GAMMA, ZETA, BETA = -0.1, 1.1, 2.0 / 3.0
 DENSITIES = (0.05, 0.15, 0.25, 0.35, 0.5)
 MODULES = ("embedding", "attention", "mlp", "layernorm", "other")
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
-CancelFn = Callable[[], bool]
-
-
-class Cancelled(Exception):
-    """Raised when the cancel callback says stop; the checkpoint (if any) is up to date."""
 
 
 # -- hard concrete --------------------------------------------------------------------------------
@@ -148,7 +143,7 @@ def _expand(gate: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 def masked_params(model, lay: BlockLayout, gates: torch.Tensor) -> dict[str, torch.Tensor]:
     """{name: param * gate} for a flat gate vector [n_gates] (0/1 or straight-through)."""
-    params = dict(model.bridge.named_parameters())
+    params = dict(model.named_parameters())
     out = {}
     for name, shape, g in zip(lay.names, lay.shapes, lay.split(gates), strict=False):
         p = params[name]
@@ -159,9 +154,9 @@ def masked_params(model, lay: BlockLayout, gates: torch.Tensor) -> dict[str, tor
 def _slots(model) -> dict[str, tuple[torch.nn.Module, str]]:
     """{parameter name: (owning module, attribute)} of the bridge's parameters."""
     out = {}
-    for name, _ in model.bridge.named_parameters():
+    for name, _ in model.named_parameters():
         path, attr = name.rsplit(".", 1)
-        out[name] = (model.bridge.get_submodule(path), attr)
+        out[name] = (model.submodule(path), attr)
     return out
 
 
@@ -176,7 +171,7 @@ def run_with(model, params: dict[str, torch.Tensor], tokens: torch.Tensor) -> to
             module, attr = slots[name]
             saved[name] = module._parameters[attr]
             module._parameters[attr] = value
-        return model.bridge(tokens)
+        return model.logits(tokens)
     finally:
         for name, value in saved.items():
             module, attr = slots[name]
@@ -231,7 +226,7 @@ def syntax_task(model, phenomenon: str = "det_noun", n: int = 16) -> Task:
 @torch.no_grad()
 def full_logprobs(model, task: Task) -> list[torch.Tensor]:
     """The full model's last-position log-probs per batch [b, V] (fp32)."""
-    return [model.bridge(ids)[:, -1].float().log_softmax(-1) for ids, _ in task.batches]
+    return [model.logits(ids)[:, -1].float().log_softmax(-1) for ids, _ in task.batches]
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -287,7 +282,7 @@ def train_mask(model, task: Task, params: MaskParams = MaskParams(), *, progress
     params.check()
     check_family(model)
     torch.manual_seed(params.seed)
-    lay = layout(model.bridge)
+    lay = layout(model)
     weights = lay.weights(model.device)
     log_alpha = torch.full((lay.n_gates,), params.init, device=model.device, requires_grad=True)
     opt = torch.optim.Adam([log_alpha], lr=params.lr)
@@ -309,8 +304,8 @@ def train_mask(model, task: Task, params: MaskParams = MaskParams(), *, progress
     full = full_logprobs(model, task)
     t0 = time.perf_counter()
     for step in range(start, params.steps):
-        if cancel and cancel():
-            raise Cancelled(f"mask training cancelled at step {step}")
+        if cancel:
+            cancel()  # its Cancelled propagates; the checkpoint (if any) is up to date
         opt.zero_grad()
         with torch.enable_grad():
             gates = straight_through(hard_concrete(log_alpha))
@@ -347,7 +342,7 @@ def evaluate_mask(model, task: Task, mask: torch.Tensor, lay: BlockLayout | None
                   full: list[torch.Tensor] | None = None) -> dict[str, float]:
     """Faithfulness of a hard mask: mean KL(full || masked), top-1 agreement with the full model,
     and accuracy on the task targets (full and masked)."""
-    lay = lay or layout(model.bridge)
+    lay = lay or layout(model)
     full = full if full is not None else full_logprobs(model, task)
     mp = masked_params(model, lay, mask.to(model.device).float())
     kl = agree = acc = acc_full = 0.0
@@ -432,8 +427,8 @@ def edit_under_mask(model, prompt: str, target: str, mask: torch.Tensor | None, 
     ``mask`` (None: the whole model). The model's weights are not written: the edited parameters
     are ``p + delta * mask``. Returns post-edit NLL of the target, locality (share of ``check``
     (prompt, target) pairs whose top-1 is unchanged) and the edited parameter dict (key ``params``)."""
-    lay = lay or layout(model.bridge)
-    base = dict(model.bridge.named_parameters())
+    lay = lay or layout(model)
+    base = dict(model.named_parameters())
     gate = (mask if mask is not None else torch.ones(lay.n_gates, dtype=torch.bool)).to(model.device).float()
     gates = {n: _expand(g, s) for n, s, g in zip(lay.names, lay.shapes, lay.split(gate), strict=False)}
     trainable = [n for n in lay.names if float(gates[n].sum()) > 0]

@@ -44,7 +44,7 @@ class Metric:
         if self.name == "logit_diff" and self.foil_ids is None:
             raise BadRequest("logit_diff needs a foil token")
         if self.name in ("match_nll", "kl") and self.clean_logprobs is None:
-            raise BadRequest(f"{self.name} needs the clean run's log-probabilities")
+            raise ValueError(f"{self.name} needs the clean run's log-probabilities")
 
     @property
     def higher_is_better(self) -> bool:

@@ -34,8 +34,7 @@ from typing import Any
 
 import torch
 
-from kcircuits.circuits.patching import run_hooked
-from kcircuits.errors import BadRequest
+from kcircuits.errors import BadRequest, CancelFn
 from kcircuits.lm.loader import LoadedModel
 
 PATHS = ("joint", "layer")
@@ -103,7 +102,7 @@ def last_hidden(model: LoadedModel, tokens: torch.Tensor) -> tuple[torch.Tensor,
     """Clean hidden units at the last position [L, d_mlp] and last-position logits [V] (fp32)."""
     names = {hidden_hook(layer) for layer in range(model.arch.n_layers)}
     with torch.no_grad():
-        logits, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+        logits, cache = model.run_with_cache(tokens, names)
     acts = torch.stack([cache[hidden_hook(layer)][0, -1] for layer in range(model.arch.n_layers)])
     return acts, logits[0, -1].float()
 
@@ -163,7 +162,7 @@ def integrated_gradients(model: LoadedModel, tokens: torch.Tensor, target_id: in
             leaves[layer] = (members, leaf)
             hooks.append((hidden_hook(layer), _setter(leaf, None if members.numel() == n else members)))
         with torch.enable_grad():
-            p = _target_prob(run_hooked(model, tokens.expand(n, -1), hooks, last_only=True), target_id)
+            p = _target_prob(model.run_with_hooks(tokens.expand(n, -1), hooks, last_only=True), target_id)
             p.sum().backward()
         for layer, (members, leaf) in leaves.items():
             for j, row in enumerate(members.tolist()):
@@ -222,8 +221,8 @@ def _top_neurons(attr: torch.Tensor, k: int) -> list[dict[str, Any]]:
 
 def promoted_tokens(model: LoadedModel, layer: int, index: int, k: int = 5) -> list[str]:
     """Tokens the neuron's output weight row promotes most (direct path: W_out row @ W_U)."""
-    w_out = model.bridge.blocks[layer].mlp.W_out[index].float()  # [d_model]
-    logits = w_out @ model.bridge.W_U.float()
+    w_out = model.mlp_W_out(layer)[index].float()  # [d_model]
+    logits = w_out @ model.W_U.float()
     return model.token_strings(logits.topk(k).indices.tolist())
 
 
@@ -240,8 +239,9 @@ def _check_prompts(model: LoadedModel, prompts: Sequence[tuple[str, str]]) -> li
 
 def find_neurons(model: LoadedModel, prompts: Sequence[tuple[str, str]], *, ig: IGParams = IGParams(),
                  kn: KNParams = KNParams(), top_k: int = 20, with_tokens: bool = True, chart_per_layer: int = 32,
-                 progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Attribution on each (prompt, target) - paraphrases of one fact - and the KN filters.
+                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict[str, Any]:
+    """Attribution on each (prompt, target) - paraphrases of one fact - and the KN filters
+    (``cancel()`` between prompts).
 
     Returns per-prompt summaries, the KNs (with their share of prompts and mean attribution),
     the layer histogram of KNs, per-layer attribution sums [n_prompts][L], concentration, and
@@ -253,6 +253,8 @@ def find_neurons(model: LoadedModel, prompts: Sequence[tuple[str, str]], *, ig: 
     L = model.arch.n_layers
     per_prompt, counts, total = [], {}, None
     for i, (prompt, target, tokens, target_id) in enumerate(checked):
+        if cancel:
+            cancel()
         if progress:
             progress(i, len(checked), f"attributing prompt {i + 1}/{len(checked)}")
         res = integrated_gradients(model, tokens, target_id, ig)
@@ -349,7 +351,7 @@ def edit_hooks(neurons: Sequence[tuple[int, int]], mode: str, positions: str = "
 
 def _last_logits(model: LoadedModel, prompt: str, hooks: list) -> torch.Tensor:
     with torch.no_grad():
-        return run_hooked(model, model.tokenize(prompt), hooks, last_only=True)[0, -1].float()
+        return model.run_with_hooks(model.tokenize(prompt), hooks, last_only=True)[0, -1].float()
 
 
 def _measure(model: LoadedModel, prompt: str, target_id: int | None, hooks: list) -> dict[str, Any]:
@@ -563,7 +565,7 @@ def summarise(rows: Sequence[dict[str, Any]], n_layers: int) -> dict[str, Any]:
 def compare_localisation(model: LoadedModel, n_facts: int = 20, n_syntax: int = 20, *, ig: IGParams = IGParams(),
                          kn: KNParams = KNParams(), max_prompts: int = 3, relations: Sequence[str] = DEFAULT_RELATIONS,
                          phenomena: Sequence[str] = ("det_noun", "subj_verb"), progress: ProgressFn | None = None,
-                         cancel: Callable[[], None] | None = None) -> dict[str, Any]:
+                         cancel: CancelFn | None = None) -> dict[str, Any]:
     """Niu et al.'s comparison: the same attribution, filters and edits on facts and on syntax pairs.
     Returns per-group rows and one summary row per set (facts, syntax, and each phenomenon)."""
     ig.check()
@@ -633,14 +635,14 @@ def beside_circuit(circuit: dict[str, Any], neurons: dict[str, Any]) -> dict[str
 def neurons_with_circuit(model: LoadedModel, prompt: str, target: str, *, paraphrases: Sequence[str] = (),
                          ig: IGParams = IGParams(), kn: KNParams = KNParams(), top_k: int = 20,
                          circuit_method: str = "eap-ig", circuit_top_n: int | None = None,
-                         progress: ProgressFn | None = None) -> dict[str, Any]:
+                         progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict[str, Any]:
     """KNs of ``prompt`` (with its paraphrases) and, beside them, the prompt's circuit."""
     from kcircuits.circuits.discover import compute_circuit
 
     found = find_neurons(model, [(prompt, target), *((p, target) for p in paraphrases)], ig=ig, kn=kn,
-                         top_k=top_k, progress=progress)
+                         top_k=top_k, progress=progress, cancel=cancel)
     circuit = compute_circuit(model, prompt, target, method=circuit_method, top_n=circuit_top_n,
-                              max_edges_returned=500, random_seeds=0, with_heads=False)
+                              max_edges_returned=500, random_seeds=0, with_heads=False, cancel=cancel)
     found["circuit"] = {"method": circuit["method"], "metrics": {k: circuit["metrics"].get(k) for k in
                                                                   ("edges", "nodes", "faithfulness")},
                         **beside_circuit(circuit, found)}

@@ -15,12 +15,15 @@ receiver's upstream senders (a prefix) are one contiguous slice.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from kcircuits.circuits.graph import Graph
 from kcircuits.errors import BadRequest
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 Hook = tuple[str, Callable]
 
@@ -108,21 +111,13 @@ class SenderRecorder:
         return self._total
 
 
-def run_hooked(model: Any, tokens: torch.Tensor, hooks: list[Hook], last_only: bool = False) -> torch.Tensor:
-    """Logits [b, pos, V] of a hooked forward, or [b, 1, V] for the last position only (the
-    unembedding of the other positions is skipped)."""
-    if last_only:
-        return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, logits_to_keep=1)
-    return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
-
-
-def sender_outputs(model: Any, tokens: torch.Tensor, graph: Graph, *, return_logits: bool = False,
+def sender_outputs(model: LoadedModel, tokens: torch.Tensor, graph: Graph, *, return_logits: bool = False,
                    extra_hooks: list[Hook] | None = None):
     """Every sender's output on ``tokens``: [b, pos, n_senders, d] (and logits [b, pos, V] if asked)."""
     b, pos = tokens.shape
     with torch.no_grad():
         rec = SenderRecorder(graph, b, pos, model.arch.d_model, model.device, model.dtype, grad=False)
-        logits = run_hooked(model, tokens, sender_hooks(graph, rec.store) + list(extra_hooks or []))
+        logits = model.run_with_hooks(tokens, sender_hooks(graph, rec.store) + list(extra_hooks or []))
     out = rec.all().permute(1, 2, 0, 3)
     return (out, logits) if return_logits else out
 
@@ -133,7 +128,7 @@ def mean_ablation(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.mean(dim=(0, 1), keepdim=True)
 
 
-def mask_batch_size(model: Any, tokens: torch.Tensor, budget_elements: int = 2**26, cap: int = 256,
+def mask_batch_size(model: LoadedModel, tokens: torch.Tensor, budget_elements: int = 2**26, cap: int = 256,
                     graph: Graph | None = None, logit_positions: int | None = None) -> int:
     """How many masks to run per forward so the logits (``logit_positions`` per prompt, default all)
     and, given ``graph``, the recorded sender outputs [n_s, M*b, pos, d] stay under ``budget_elements``
@@ -149,7 +144,7 @@ def mask_batch_size(model: Any, tokens: torch.Tensor, budget_elements: int = 2**
 def _as_weights(keep_mask: torch.Tensor, graph: Graph, device, dtype) -> torch.Tensor:
     """keep mask [.., n_s, n_r] (bool or float in [0, 1]) -> ablation weights w = 1 - keep, [M, n_s, n_r]."""
     if keep_mask.shape[-2:] != (graph.n_senders, graph.n_receivers):
-        raise BadRequest(f"mask must end in shape ({graph.n_senders}, {graph.n_receivers}), got {tuple(keep_mask.shape)}")
+        raise ValueError(f"mask must end in shape ({graph.n_senders}, {graph.n_receivers}), got {tuple(keep_mask.shape)}")
     mask = keep_mask if keep_mask.dim() == 3 else keep_mask.unsqueeze(0)
     mask = mask.to(device)
     if mask.dtype == torch.bool:
@@ -243,7 +238,7 @@ def receiver_hooks(graph: Graph, w: torch.Tensor, ablated: torch.Tensor, rec: Se
     return hooks
 
 
-def run_with_edge_ablation(model: Any, tokens: torch.Tensor, graph: Graph, keep_mask: torch.Tensor,
+def run_with_edge_ablation(model: LoadedModel, tokens: torch.Tensor, graph: Graph, keep_mask: torch.Tensor,
                            ablated_outputs: torch.Tensor, *, extra_hooks: list[Hook] | None = None,
                            last_only: bool = False) -> torch.Tensor:
     """Logits of the run where only kept edges carry their actual value (METHODS §3).
@@ -269,7 +264,7 @@ def run_with_edge_ablation(model: Any, tokens: torch.Tensor, graph: Graph, keep_
     rec = SenderRecorder(graph, M * b, pos, model.arch.d_model, model.device, dtype, grad=grad)
     hooks = sender_hooks(graph, rec.store) + receiver_hooks(graph, w, ablated, rec, M) + list(extra_hooks or [])
     run_tokens = tokens.repeat(M, 1) if M > 1 else tokens
-    logits = run_hooked(model, run_tokens, hooks, last_only)
+    logits = model.run_with_hooks(run_tokens, hooks, last_only)
     if batched:
         return logits.reshape(M, b, logits.shape[1], -1)
     return logits

@@ -30,12 +30,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from kcircuits.circuits.attribution import mask_ig_scores
 from kcircuits.circuits.graph import Graph
 from kcircuits.circuits.select import prune_dangling
+from kcircuits.errors import CancelFn
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 #: Circuit sizes (fractions of the graph's edges) at which edges are re-attributed, largest first.
 REFINE_FRACTIONS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002)
@@ -45,7 +50,6 @@ REFINE_IG_STEPS = 2
 #: Where faithfulness crosses 1 between two shares, these fractions of the gap are tried too.
 REFINE_STEPS_BETWEEN = (0.25, 0.5, 0.75)
 
-CancelFn = Callable[[], object]
 
 
 def helpfulness(scores: torch.Tensor, higher_is_better: bool) -> torch.Tensor:
@@ -85,7 +89,7 @@ class Ranking:
         return best
 
 
-def refine_ranking(model, tokens: torch.Tensor, graph: Graph, metric, ablated: torch.Tensor, scores: torch.Tensor,
+def refine_ranking(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated: torch.Tensor, scores: torch.Tensor,
                    *, higher_is_better: bool, fractions: Sequence[float] = REFINE_FRACTIONS,
                    ig_steps: int = REFINE_IG_STEPS, cancel: CancelFn | None = None) -> Ranking:
     """Re-attribute inside shrinking circuits (module doc, step 1). tokens [b, pos]; ablated
@@ -100,8 +104,8 @@ def refine_ranking(model, tokens: torch.Tensor, graph: Graph, metric, ablated: t
     level[circuit] = 1
     levels, contexts = [], [base]
     for depth, n in enumerate(sizes[1:], start=2):
-        if cancel is not None and cancel():
-            break
+        if cancel is not None:
+            cancel()
         ctx = helpfulness(mask_ig_scores(model, tokens, graph, metric, ablated, ig_steps, base=circuit),
                           higher_is_better).to(scores.device)
         levels.append(int(circuit.sum()))

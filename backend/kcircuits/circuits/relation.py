@@ -17,12 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kcircuits.circuits.evaluate import vocab_ranks as target_ranks  # [n, V], [n] -> [n] 1-based ranks
-from kcircuits.errors import BadRequest, NotFound
+from kcircuits.errors import BadRequest, CancelFn, NotFound
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,6 @@ LRE_DIR = Path(__file__).resolve().parent.parent / "data" / "lre"
 CATEGORIES = ("factual", "commonsense", "linguistic", "bias")
 
 ProgressFn = Callable[[int, int, str], None]
-CancelFn = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,13 @@ def load_relation(name: str) -> Relation:
                     samples=samples, zs_templates=tuple(data.get("prompt_templates_zs") or ()))
 
 
-def make_fact(model, relation: Relation, subject: str, obj: str) -> Fact:
+def make_fact(model: LoadedModel, relation: Relation, subject: str, obj: str) -> Fact:
     """Prompt and answer token of one sample for ``model``'s tokenizer."""
     target = " " + obj
     return Fact(subject, obj, relation.template.format(subject), target, model.first_token_id(target))
 
 
-def relation_facts(model, relation: Relation) -> list[Fact]:
+def relation_facts(model: LoadedModel, relation: Relation) -> list[Fact]:
     """All samples of ``relation`` as facts (duplicate subjects kept once, first object wins)."""
     seen: set[str] = set()
     facts = []
@@ -130,7 +132,7 @@ def split_facts(facts: Sequence[Fact], validation_fraction: float = 0.5) -> tupl
     return ordered[:cut], ordered[cut:]
 
 
-def _length_groups(model, prompts: Sequence[str]) -> dict[int, list[tuple[int, torch.Tensor]]]:
+def _length_groups(model: LoadedModel, prompts: Sequence[str]) -> dict[int, list[tuple[int, torch.Tensor]]]:
     """Prompts grouped by token length: {length: [(index, ids [pos])]} (exact batching, no padding)."""
     groups: dict[int, list[tuple[int, torch.Tensor]]] = {}
     for i, prompt in enumerate(prompts):
@@ -140,7 +142,7 @@ def _length_groups(model, prompts: Sequence[str]) -> dict[int, list[tuple[int, t
 
 
 @torch.no_grad()
-def last_logits(model, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+def last_logits(model: LoadedModel, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
     """Logits at the last position of each prompt [n, d_vocab] (float32, on the model's device).
 
     Prompts of equal token length are batched together, so no padding or masking is involved.
@@ -149,7 +151,7 @@ def last_logits(model, prompts: Sequence[str], batch_size: int = 32) -> torch.Te
     for _, members in sorted(_length_groups(model, prompts).items()):
         for start in range(0, len(members), batch_size):
             chunk = members[start:start + batch_size]
-            logits = model.bridge(torch.stack([ids for _, ids in chunk]))[:, -1].float()
+            logits = model.logits(torch.stack([ids for _, ids in chunk]))[:, -1].float()
             if out is None:
                 out = torch.empty(len(prompts), logits.shape[-1], device=logits.device)
             out[[i for i, _ in chunk]] = logits
@@ -158,7 +160,7 @@ def last_logits(model, prompts: Sequence[str], batch_size: int = 32) -> torch.Te
     return out
 
 
-def known_facts(model, relation: Relation | str, k: int = 10, facts: Sequence[Fact] | None = None,
+def known_facts(model: LoadedModel, relation: Relation | str, k: int = 10, facts: Sequence[Fact] | None = None,
                 batch_size: int = 32) -> list[Fact]:
     """The facts whose answer token ranks within the model's top-``k`` at the last position."""
     relation = load_relation(relation) if isinstance(relation, str) else relation
@@ -169,7 +171,7 @@ def known_facts(model, relation: Relation | str, k: int = 10, facts: Sequence[Fa
     return [f for f, r in zip(facts, ranks.tolist(), strict=True) if r <= k]
 
 
-def same_length_subjects(model, relation: Relation | str, subject: str, *, differ_in_object: bool = True) -> list[str]:
+def same_length_subjects(model: LoadedModel, relation: Relation | str, subject: str, *, differ_in_object: bool = True) -> list[str]:
     """Other subjects of ``relation`` whose prompt has the same token length as ``subject``'s.
 
     Used to build corrupted inputs by subject swap (token positions stay aligned). With
@@ -196,7 +198,7 @@ def same_length_subjects(model, relation: Relation | str, subject: str, *, diffe
 # the relation experiment (Table 1 of the Knowledge Circuits paper) ----------------------------
 RELATION_METHODS = ("eap-ig-refine", "eap-ig", "eap")
 
-def _length_index(model, relation: Relation) -> dict[int, list[tuple[str, int]]]:
+def _length_index(model: LoadedModel, relation: Relation) -> dict[int, list[tuple[str, int]]]:
     """{prompt token length: [(subject, answer id)]} over all samples (for subject swaps)."""
     index: dict[int, list[tuple[str, int]]] = {}
     seen: set[str] = set()
@@ -209,7 +211,7 @@ def _length_index(model, relation: Relation) -> dict[int, list[tuple[str, int]]]
     return index
 
 
-def _swap_partner(model, relation: Relation, fact: Fact, index: dict[int, list[tuple[str, int]]]) -> str | None:
+def _swap_partner(model: LoadedModel, relation: Relation, fact: Fact, index: dict[int, list[tuple[str, int]]]) -> str | None:
     """Another subject with the same prompt length and a different answer token: the next one
     after the fact's own subject in a stable hash order (so facts do not all share one partner)."""
     n = int(model.tokenize(fact.prompt).shape[1])
@@ -225,13 +227,6 @@ def _swap_partner(model, relation: Relation, fact: Fact, index: dict[int, list[t
     return None
 
 
-def _check(cancel: CancelFn | None) -> None:
-    if cancel is not None and cancel():
-        from kcircuits.services.executor import Cancelled
-
-        raise Cancelled()
-
-
 @dataclass
 class _Batch:
     """Facts of one prompt length, ready for attribution / evaluation."""
@@ -242,7 +237,7 @@ class _Batch:
     corrupt: torch.Tensor | None = None  # [b, pos] (patch ablation)
 
 
-def _batches(model, relation: Relation, facts: Sequence[Fact], ablation: str, batch_size: int,
+def _batches(model: LoadedModel, relation: Relation, facts: Sequence[Fact], ablation: str, batch_size: int,
              index: dict[int, list[tuple[str, int]]] | None) -> tuple[list[_Batch], int]:
     """Equal-length batches; with patch ablation facts without a swap partner are dropped (count)."""
     dropped = 0
@@ -267,12 +262,12 @@ def _batches(model, relation: Relation, facts: Sequence[Fact], ablation: str, ba
     return out, dropped
 
 
-def _batch_setup(model, graph, batch: _Batch, ablation: str, metric: str):
+def _batch_setup(model: LoadedModel, graph, batch: _Batch, ablation: str, metric: str):
     from kcircuits.circuits.attribution import ablated_outputs_for
     from kcircuits.circuits.metrics import make_metric
 
     with torch.no_grad():
-        clean_logits = model.bridge(batch.tokens)
+        clean_logits = model.logits(batch.tokens)
     ablated = ablated_outputs_for(model, batch.tokens, graph, ablation, batch.corrupt)
     foil = None
     if metric == "logit_diff":  # foil: the best other token of the clean run
@@ -282,7 +277,7 @@ def _batch_setup(model, graph, batch: _Batch, ablation: str, metric: str):
     return ablated, make_metric(metric, batch.target_ids, foil_ids=foil, clean_logits=clean_logits)
 
 
-def _evaluate_split(model, graph, batches: list[_Batch], mask: torch.Tensor, randoms: list[torch.Tensor],
+def _evaluate_split(model: LoadedModel, graph, batches: list[_Batch], mask: torch.Tensor, randoms: list[torch.Tensor],
                     ablation: str, metric: str, k: int, tick) -> dict[str, Any]:
     """Hit@k of the full model, the circuit and the random circuits over ``batches``."""
     from kcircuits.circuits.evaluate import evaluate_masks
@@ -301,7 +296,7 @@ def _evaluate_split(model, graph, batches: list[_Batch], mask: torch.Tensor, ran
             "random": float(hits[2:].mean()) if randoms else None}
 
 
-def _refined_relation_circuit(model, graph, batches: list[_Batch], scores: torch.Tensor, top_n: int, ablation: str,
+def _refined_relation_circuit(model: LoadedModel, graph, batches: list[_Batch], scores: torch.Tensor, top_n: int, ablation: str,
                               metric: str, cancel: CancelFn | None) -> tuple[torch.Tensor, dict[str, Any]]:
     """eap-ig-refine for a relation: re-attribution inside shrinking circuits and the calibration of
     the ``top_n`` circuit, both on the largest equal-length validation batch (its mean metric).
@@ -318,7 +313,8 @@ def _refined_relation_circuit(model, graph, batches: list[_Batch], scores: torch
 
     ranking = refine_ranking(model, batch.tokens, graph, metric_obj, ablated, scores,
                              higher_is_better=metric_obj.higher_is_better, cancel=cancel)
-    _check(cancel)
+    if cancel is not None:
+        cancel()
     ref, _ = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
     normaliser = Normaliser.of(metric_obj, float(ref[0]), float(ref[1]))
     cal = calibrated_masks(graph, ranking, [top_n], run, normaliser.m_full, normaliser.m_empty,
@@ -328,7 +324,7 @@ def _refined_relation_circuit(model, graph, batches: list[_Batch], scores: torch
                           "faithfulness_undefined": normaliser.undefined_reason}
 
 
-def run_relation(model, name: str, n: int | None = 20, method: str = "eap-ig-refine", *, top_n: int | None = None,
+def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str = "eap-ig-refine", *, top_n: int | None = None,
                  k: int = 10, ablation: str = "patch", metric: str = "match_nll", ig_steps: int = 5,
                  random_seeds: int = 3, validation_fraction: float = 0.5, filter_test: bool = False,
                  greedy: bool = False, kv_mode: str = "grouped", batch_size: int = 8, known_k: int | None = None,
@@ -347,8 +343,8 @@ def run_relation(model, name: str, n: int | None = 20, method: str = "eap-ig-ref
     whose answer differs; facts without one are dropped and counted), zero (the paper's ACDC
     setting; first-order EAP scores under zero ablation pick poor circuits: on SmolLM2 a 1% circuit
     keeps Hit@10 0.0 where patching gives 0.9-1.0), or mean.
-    ``progress(done, total, message)``; ``cancel()`` may raise or return True (then
-    :class:`kcircuits.services.executor.Cancelled` is raised: a partial row means nothing).
+    ``progress(done, total, message)``; ``cancel()`` (:data:`kcircuits.errors.CancelFn`) is called
+    between steps (a partial row means nothing: its Cancelled propagates).
     """
     from kcircuits.circuits.attribution import attribute
     from kcircuits.circuits.discover import default_top_n
@@ -389,9 +385,11 @@ def run_relation(model, name: str, n: int | None = 20, method: str = "eap-ig-ref
         done += count
         if progress is not None:
             progress(done, total, message)
-        _check(cancel)
+        if cancel is not None:
+            cancel()
 
-    _check(cancel)
+    if cancel is not None:
+        cancel()
     scores = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
     t_attr = time.perf_counter()
     base_method = "eap-ig" if method == "eap-ig-refine" else method

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from kcircuits.errors import BadRequest
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 __all__ = ["guess_subject", "resolve_subject", "subject_positions"]
 
@@ -52,7 +56,7 @@ def _word_bounded(text: str, start: int, length: int) -> bool:
     return not before.isalnum() and not after.isalnum()
 
 
-def resolve_subject(model, prompt: str, subject: str | None) -> tuple[str | None, list[int], bool]:
+def resolve_subject(model: LoadedModel, prompt: str, subject: str | None) -> tuple[str | None, list[int], bool]:
     """(subject text, token positions, auto-detected?) — a given subject must occur in the prompt."""
     auto = subject is None
     text = guess_subject(prompt) if auto else subject
@@ -61,7 +65,7 @@ def resolve_subject(model, prompt: str, subject: str | None) -> tuple[str | None
     return text, subject_positions(model, prompt, text), auto
 
 
-def subject_positions(model, text: str, subject: str, start: int = 0) -> list[int]:
+def subject_positions(model: LoadedModel, text: str, subject: str, start: int = 0) -> list[int]:
     """Token positions in ``model.tokenize(text)`` (BOS counted when the model prepends one) whose
     characters overlap the first occurrence of ``subject`` at or after character ``start``."""
     if not subject.strip():

@@ -14,9 +14,12 @@ and swapping the subject for a token without the planted component removes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 SUBJ_DIM = 0
 ANS_DIM = 1
@@ -26,7 +29,7 @@ ANS_DIM = 1
 class PlantedCircuit:
     """A planted model with its prompt pair and the edges that carry the answer."""
 
-    model: Any  # LoadedModel
+    model: LoadedModel
     prompt: str
     corrupt_prompt: str
     target: str
@@ -105,7 +108,7 @@ class PlantedRoles:
     """A model with planted heads of known role on :data:`ROLES_PROMPT` (see
     :func:`planted_roles_model`); ``decoys`` are planted heads that must stay unlabelled."""
 
-    model: Any  # LoadedModel
+    model: LoadedModel
     prompt: str
     subject: str
     target: str
@@ -195,7 +198,7 @@ def planted_roles_model(n_heads: int = 8, d_model: int = 64, key_gain: float = 8
 class PlantedNeuron:
     """A planted model whose fact is carried by one MLP unit (``layer``, ``index``) at the last position."""
 
-    model: Any  # LoadedModel
+    model: LoadedModel
     prompts: list[str]  # paraphrases that mention the subject
     corrupt_prompt: str
     target: str
@@ -251,7 +254,7 @@ class PlantedRelation:
     """A planted model that knows ``known`` (subject, object) facts of one LRE relation through a
     single head (``layer``, ``head``): the truth for a relation run."""
 
-    model: Any  # LoadedModel
+    model: LoadedModel
     relation: str
     known: list[tuple[str, str]]
     layer: int

@@ -199,7 +199,7 @@ def head_state(model: LoadedModel, prompt: str, subject_positions: Sequence[int]
         names |= {f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.attn.hook_pattern"}
     tokens = model.tokenize(prompt)
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+        _, cache = model.run_with_cache(tokens, names)
         out = torch.stack([cache[f"blocks.{layer}.attn.hook_result"][0, -1] for layer in range(n_layers)]).float()
         scale = cache["ln_final.hook_scale"][0, -1].float()
         normed = out / scale  # [L, H, d]

@@ -68,7 +68,7 @@ def generate_ids(model: LoadedModel, n: int, length: int, seed: int = 0, top_k: 
     starts = _start_ids(model)
     rows = [starts[i % len(starts)] for i in range(n)]
     ids = torch.tensor(rows, dtype=torch.long, device=model.device)
-    hf = model.bridge.original_model
+    hf = model.hf_model
     eos = model.tokenizer.eos_token_id
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
@@ -115,7 +115,7 @@ def _accumulate(model: LoadedModel, layer: int, ids: torch.Tensor, mask: torch.T
     total = None
     with torch.no_grad():
         for start in range(0, ids.shape[0], batch):
-            _, cache = model.bridge.run_with_cache(ids[start:start + batch], names_filter=lambda n: n == name)
+            _, cache = model.run_with_cache(ids[start:start + batch], [name])
             keys = cache[name][mask[start:start + batch]].to(torch.float64)  # [tokens, d_mlp]
             part = keys.T @ keys
             total = part if total is None else total + part

@@ -76,7 +76,7 @@ class EvalPlan:
 
 def top1(model: LoadedModel, prompt: str) -> int:
     with torch.no_grad():
-        return int(model.bridge(model.tokenize(prompt))[0, -1].argmax())
+        return int(model.logits(model.tokenize(prompt))[0, -1].argmax())
 
 
 def plan_evaluation(model: LoadedModel, prompt: str, subject: str, target: str, *,
@@ -123,7 +123,7 @@ def measure(model: LoadedModel, plan: EvalPlan) -> list[dict[str, Any]]:
     rows = [model.tokenize(p)[0].tolist() for p in plan.prompts()]
     batch = pad_rows(model, rows, [len(r) - 1 for r in rows])
     with torch.no_grad():
-        logits = model.bridge(batch.tokens)
+        logits = model.logits(batch.tokens)
     last = logits[torch.arange(len(rows)), torch.tensor(batch.lookup)].float()  # [n, vocab]
     probs = last.softmax(-1)
     out = []

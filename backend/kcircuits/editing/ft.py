@@ -56,7 +56,7 @@ def apply_ft(model: LoadedModel, prompt: str, target: str, params: FtParams, mod
         with torch.enable_grad():
             for _ in range(params.steps):
                 opt.zero_grad()
-                logits = model.bridge(tokens)[0, positions].float()
+                logits = model.logits(tokens)[0, positions].float()
                 loss = F.cross_entropy(logits, labels)
                 losses.append(round(float(loss.detach()), 5))
                 loss.backward()

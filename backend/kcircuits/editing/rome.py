@@ -48,17 +48,10 @@ class MlpOut:
 
 
 def mlp_out(model: LoadedModel, layer: int) -> MlpOut:
-    """Locate layer ``layer``'s MLP output weight inside the bridge's original HF module."""
+    """Layer ``layer``'s MLP output weight, in the HF module's own layout (written in place)."""
     check_layer(model, layer)
-    component = model.bridge.blocks[layer].mlp.out
-    module = getattr(component, "_original_component", component)
-    weight, bias = module.weight, getattr(module, "bias", None)
-    d_mlp, d_model = model.arch.d_mlp, model.arch.d_model
-    if type(module).__name__ == "Conv1D" or (tuple(weight.shape) == (d_mlp, d_model) and d_mlp != d_model):
-        layout = "in_out"
-    else:
-        layout = "out_in"
-    return MlpOut(weight, bias, layout)
+    module = model.mlp_out_component(layer)
+    return MlpOut(module.weight, getattr(module, "bias", None), model.mlp_out_layout(layer))
 
 
 def check_layer(model: LoadedModel, layer: int) -> None:
@@ -147,7 +140,7 @@ def compute_key(model: LoadedModel, layer: int, prompt: str, subject: str, prefi
     batch = pad_rows(model, rows, lookup)
     name = f"blocks.{layer}.mlp.hook_post"
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(batch.tokens, names_filter=lambda n: n == name)
+        _, cache = model.run_with_cache(batch.tokens, [name])
     acts = cache[name][torch.arange(len(rows)), torch.tensor(lookup)]  # [B, d_mlp]
     return acts.mean(0)
 
@@ -183,7 +176,7 @@ def compute_value(model: LoadedModel, layer: int, prompt: str, subject: str, tar
         return x
 
     with torch.no_grad():
-        base_logits = model.bridge(batch.tokens)
+        base_logits = model.logits(batch.tokens)
     kl_pos = len(kl_ids) - 1
     init_kl = F.log_softmax(base_logits[n_rw, kl_pos].float(), dim=-1)
     opt = torch.optim.Adam([delta], lr=params.v_lr)
@@ -192,7 +185,7 @@ def compute_value(model: LoadedModel, layer: int, prompt: str, subject: str, tar
     with torch.enable_grad():
         for _ in range(params.v_steps):
             opt.zero_grad()
-            logits = model.bridge.run_with_hooks(batch.tokens, fwd_hooks=[(hook_name, add_delta)])
+            logits = model.run_with_hooks(batch.tokens, [(hook_name, add_delta)])
             logp = F.log_softmax(logits.float(), dim=-1)
             nll = -logp[torch.arange(n_rw, device=model.device)[:, None], tpos, tid].mean()
             kl = params.kl_factor * F.kl_div(init_kl, logp[n_rw, kl_pos], log_target=True, reduction="sum")

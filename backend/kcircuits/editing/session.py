@@ -1,7 +1,7 @@
 """Edit sessions: each holds an edited COPY of a model, registered in the worker as ``edit:{id}``.
 
-The base model is never modified: the copy is a ``copy.deepcopy`` of the bridge (its HF module
-included) made inside a worker task, and every edit step runs on the copy. Requests name a session
+The base model is never modified: the copy is a deep copy of the model (its HF weights
+included, :meth:`LoadedModel.copy`) made inside a worker task, and every edit step runs on the copy. Requests name a session
 (``"session": id``) to run on the copy; :func:`resolve_model_key` maps (model, session) to the
 worker key. Sessions expire after ``settings.edit_session_ttl_s``; at most
 ``settings.max_edit_sessions`` hold a copy at once; closing or expiry unregisters the copy.
@@ -9,7 +9,6 @@ worker key. Sessions expire after ``settings.edit_session_ttl_s``; at most
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 from kcircuits.config import Settings
 from kcircuits.editing import METHODS
-from kcircuits.errors import BadRequest, KCircuitsError, NotFound, NotReady, TooMany, shown
+from kcircuits.errors import BadRequest, CancelFn, KCircuitsError, NotFound, NotReady, TooMany, shown
 from kcircuits.lm.loader import LoadedModel
 from kcircuits.lm.worker import BACKGROUND, ModelWorker
 
@@ -72,28 +71,9 @@ class EditSession:
         }
 
 
-def _unwire_capture_hooks(bridge: Any) -> None:
-    """Remove the blocks' capture hooks (TransformerBridge wires them again on the next forward).
-
-    Those hooks are closures over ``weakref.proxy`` of their own block's modules; a deep copy
-    shares the closures, so a copy's hooks would write into the ORIGINAL model's modules and
-    raise ReferenceError once the original is evicted and collected.
-    """
-    for module in bridge.modules():
-        teardown = getattr(module, "_teardown_capture_hooks", None)
-        if callable(teardown):
-            teardown()
-
-
 def copy_model(model: LoadedModel, session_id: str) -> LoadedModel:
-    """An independent deep copy of ``model`` (bridge and HF weights); tokenizer and spec shared.
-    The copy refers to nothing in ``model``: it outlives the original's eviction."""
-    _unwire_capture_hooks(model.bridge)  # re-wired lazily, on each model's own modules
-    bridge = copy.deepcopy(model.bridge)
-    for param in bridge.parameters():
-        param.requires_grad_(False)
-    return LoadedModel(model.spec, bridge, model.tokenizer, model.device, model.dtype,
-                       f"{model.revision}+edit:{session_id}", dict(model.extras))
+    """An independent deep copy of ``model`` (:meth:`LoadedModel.copy`) for edit session ``session_id``."""
+    return model.copy(f"{model.revision}+edit:{session_id}")
 
 
 def edit_model(model: LoadedModel, req: EditRequest, settings: Settings | None = None) -> dict[str, Any]:
@@ -209,16 +189,16 @@ class SessionManager:
 
     # the edit ------------------------------------------------------------------------------
     def run_edit(self, session: EditSession, progress: Callable[[float, str], None] | None = None,
-                 check_cancel: Callable[[], None] | None = None) -> dict[str, Any]:
+                 cancel: CancelFn | None = None) -> dict[str, Any]:
         """Copy the base model, evaluate, edit the copy, evaluate again (worker steps, background)."""
         from kcircuits.editing.evaluate import evaluation, measure, plan_evaluation
 
         req = session.request
         progress = progress or (lambda frac, msg: None)
-        check_cancel = check_cancel or (lambda: None)
+        cancel = cancel or (lambda: None)
 
         def step(key: str, fn: Callable[[LoadedModel], Any]) -> Any:
-            check_cancel()
+            cancel()
             if session.status == "closed":
                 raise NotFound(f"edit session {session.session_id!r} was closed")
             return self.worker.run(key, fn, priority=BACKGROUND, timeout=STEP_TIMEOUT_S)

@@ -20,6 +20,7 @@ import torch
 
 from kcircuits.config import Settings, get_settings
 from kcircuits.errors import BadRequest, ModelUnavailable
+from kcircuits.lm.interface import LMInterface
 from kcircuits.lm.registry import ArchFacts, ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,12 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(LMInterface):
     """A booted model with its tokenizer. Use it only from the model worker's thread.
 
-    ``bridge``: TransformerBridge in compatibility mode with attn-result, split-qkv-input and
-    mlp-in hooks enabled. ``revision``: a content hash of the weights' source.
+    The science calls the :class:`~kcircuits.lm.interface.LMInterface` methods, never ``bridge``
+    (TransformerBridge in compatibility mode with attn-result, split-qkv-input and mlp-in hooks
+    enabled). ``revision``: a content hash of the weights' source.
     """
 
     spec: ModelSpec

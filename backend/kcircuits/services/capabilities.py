@@ -82,7 +82,8 @@ def run_circuit(model: Any, spec: CircuitSpec, settings: Any, steps: Steps | Non
     args = {k: getattr(spec, k) for k in ("prompt", "target", "method", "ablation", "metric", "corrupt_prompt",
                                           "counterfactuals", "subject", "foil", "top_n", "threshold", "greedy",
                                           "ig_steps", "kv_mode", "max_edges_returned", "random_seeds", "with_heads")}
-    result = compute_circuit(model, **args, progress=steps.progress if steps is not None else None)
+    result = compute_circuit(model, **args, progress=steps.progress if steps is not None else None,
+                             cancel=steps.cancel if steps is not None else None)
     if spec.with_heads:
         with_roles(model, result, spec.thresholds())
     result["session"] = spec.session
@@ -137,7 +138,8 @@ def sweep(spec: SweepSpec, executor: Executor, store: Any) -> dict:
         return sweep_circuit(model, spec.prompt, spec.target, method=spec.method, ablation=spec.ablation,
                              metric=spec.metric, corrupt_prompt=spec.corrupt_prompt, subject=spec.subject,
                              sizes=spec.sizes or default_sweep_sizes(model.arch, spec.kv_mode),
-                             ig_steps=spec.ig_steps, kv_mode=spec.kv_mode, progress=steps.progress)
+                             ig_steps=spec.ig_steps, kv_mode=spec.kv_mode, progress=steps.progress,
+                             cancel=steps.cancel)
 
     return executor.stored(store, "sweep", spec.request(settings), lambda: executor.run(compute))
 
@@ -178,9 +180,10 @@ def neurons(spec: NeuronsSpec, executor: Executor, store: Any) -> dict:
         if spec.with_circuit:
             result = neurons_with_circuit(model, prompts[0][0], spec.target, paraphrases=[p for p, _ in prompts[1:]],
                                           ig=ig, kn=kn, top_k=spec.top_k, circuit_top_n=spec.circuit_top_n,
-                                          progress=steps.progress)
+                                          progress=steps.progress, cancel=steps.cancel)
         else:
-            result = find_neurons(model, prompts, ig=ig, kn=kn, top_k=spec.top_k, progress=steps.progress)
+            result = find_neurons(model, prompts, ig=ig, kn=kn, top_k=spec.top_k, progress=steps.progress,
+                                  cancel=steps.cancel)
         return {"kind": "neurons", "prompt": spec.prompt, "target": spec.target, "relation": spec.relation,
                 "subject": spec.subject, "session": spec.session, **result}
 

@@ -4,8 +4,9 @@ the CLI's runs inline on a model it loaded, with a progress bar. Both expose the
 ``run(fn)`` calls ``fn(model, steps)``, ``stored(store, kind, request, compute)`` reads or fills
 the content-addressed store.
 
-Cancellation has one mechanism: ``steps.cancel()`` raises :class:`Cancelled` once the job's cancel
-flag is set; science code calls it (as its ``cancel`` callback, and inside ``progress``) between steps.
+Cancellation (:mod:`kcircuits.errors`): ``steps.cancel()`` raises :class:`~kcircuits.errors.Cancelled`
+once the job's cancel flag is set; the science calls it, as its ``cancel`` callback, between steps.
+``steps.progress`` only reports.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 ProgressFn = Callable[[int, int, str], None]
-
-
-class Cancelled(Exception):
-    """Raised inside a job body when its cancel flag is set."""
 
 
 class Steps(Protocol):
@@ -90,7 +87,7 @@ class JobSteps:
         self.ctx.check_cancel()
 
     def progress(self, done: int, total: int, message: str = "") -> None:
-        self.cancel()
+        self.worker.yield_to_interactive()
         self.ctx.progress(done / total if total else 0.0, message, done=done, total=total)
 
 

@@ -86,7 +86,7 @@ def create_edit(body: EditIn, request: Request, settings: SettingsDep, jobs: Job
     session = manager.create(req)
 
     def job_body(ctx) -> dict:
-        return manager.run_edit(session, progress=ctx.progress, check_cancel=ctx.check_cancel)
+        return manager.run_edit(session, progress=ctx.progress, cancel=ctx.check_cancel)
 
     try:
         job = jobs.create("edit", job_body, params={**body.model_dump(), "session_id": session.session_id})
