@@ -39,7 +39,7 @@ def bench_model(name: str, model) -> None:
 
     def forward():
         with torch.inference_mode():
-            model.bridge(tokens)
+            model.logits(tokens)
 
     t_fwd = median_time(forward)
     t_eap = median_time(lambda: attribute(model, tokens, graph, metric, ablated, "eap", clean_outputs=clean))

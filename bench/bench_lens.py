@@ -35,7 +35,7 @@ def main() -> None:
 
     def forward():
         with torch.inference_mode():
-            model.bridge(tokens)
+            model.logits(tokens)
 
     def engine_cold():
         logit_lens(model, tokens, LensRequest(top_k=5, target_id=paris, subject_positions=(1, 2, 3)), cache=None)

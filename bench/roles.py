@@ -47,7 +47,7 @@ def target_logit(model, tokens: torch.Tensor, target_id: int, heads: list[str]) 
 
     by_layer: dict[int, list[int]] = defaultdict(list)
     for hid in heads:
-        layer, h = parse_head_id(hid, model.bridge.cfg.n_layers, model.bridge.cfg.n_heads)
+        layer, h = parse_head_id(hid, model.arch.n_layers, model.arch.n_heads)
         by_layer[layer].append(h)
 
     def make(hs: list[int]):
@@ -59,7 +59,7 @@ def target_logit(model, tokens: torch.Tensor, target_id: int, heads: list[str]) 
 
     hooks = [(f"blocks.{layer}.attn.hook_z", make(hs)) for layer, hs in by_layer.items()]
     with torch.inference_mode():
-        logits = model.bridge.run_with_hooks(tokens, fwd_hooks=hooks) if hooks else model.bridge(tokens)
+        logits = model.run_with_hooks(tokens, hooks) if hooks else model.logits(tokens)
     return float(logits[0, -1, target_id])
 
 

@@ -7,7 +7,7 @@ work runs (the ModelWorker, or inline), the store (or None) makes results conten
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kcircuits.services.checks import check_tokens
 from kcircuits.services.executor import Executor, Steps
@@ -25,8 +25,11 @@ from kcircuits.services.specs import (
 )
 from kcircuits.services.wire import HeadRoleOut, RolesOut, TopTokenOut
 
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
-def compute_lens(model: Any, spec: LensSpec, settings: Any) -> dict:
+
+def compute_lens(model: LoadedModel, spec: LensSpec, settings: Any) -> dict:
     """Runs with the model: tokenise, resolve subject/target, one lens pass."""
     from kcircuits.circuits.lens import LensRequest, logit_lens
     from kcircuits.circuits.subject import resolve_subject
@@ -60,7 +63,7 @@ def lens(spec: LensSpec, executor: Executor, store: Any) -> dict:
     return executor.stored(store, "lens", spec.request(settings), lambda: {"kind": "lens", **compute()})
 
 
-def with_roles(model: Any, result: dict, thresholds: Any = None) -> dict:
+def with_roles(model: LoadedModel, result: dict, thresholds: Any = None) -> dict:
     """Runs with the model: the circuit result's head roles with significance and the nodes' top
     lens tokens (in place), checked against the wire models."""
     from kcircuits.circuits.heads import HeadRoleThresholds, annotate_circuit_roles
@@ -74,7 +77,7 @@ def with_roles(model: Any, result: dict, thresholds: Any = None) -> dict:
     return result
 
 
-def run_circuit(model: Any, spec: CircuitSpec, settings: Any, steps: Steps | None = None) -> dict:
+def run_circuit(model: LoadedModel, spec: CircuitSpec, settings: Any, steps: Steps | None = None) -> dict:
     """Runs with the model: token limits, the circuit, its head roles."""
     from kcircuits.circuits.discover import compute_circuit
 
@@ -107,7 +110,7 @@ def acdc(spec: AcdcSpec, executor: Executor, store: Any) -> dict:
     settings = executor.settings
     spec.check(settings)
 
-    def compute(model: Any, steps: Steps) -> dict:
+    def compute(model: LoadedModel, steps: Steps) -> dict:
         check_tokens(model.tokenize(spec.prompt).shape[1], settings)
         return with_roles(model, acdc_circuit(
             model, spec.prompt, spec.target, tau=spec.tau, ablation=spec.ablation, metric=spec.metric,
@@ -134,7 +137,7 @@ def sweep(spec: SweepSpec, executor: Executor, store: Any) -> dict:
     settings = executor.settings
     spec.check(settings)
 
-    def compute(model: Any, steps: Steps) -> dict:
+    def compute(model: LoadedModel, steps: Steps) -> dict:
         return sweep_circuit(model, spec.prompt, spec.target, method=spec.method, ablation=spec.ablation,
                              metric=spec.metric, corrupt_prompt=spec.corrupt_prompt, subject=spec.subject,
                              sizes=spec.sizes or default_sweep_sizes(model.arch, spec.kv_mode),
@@ -151,7 +154,7 @@ def relation(spec: RelationSpec, executor: Executor, store: Any) -> dict:
     settings = executor.settings
     spec.check(settings)
 
-    def compute(model: Any, steps: Steps) -> dict:
+    def compute(model: LoadedModel, steps: Steps) -> dict:
         return run_relation(model, spec.relation, n=spec.n, method=spec.method, top_n=spec.top_n,
                             ablation=spec.ablation, k=spec.k, known_k=spec.known_k, filter_test=spec.filter_test,
                             progress=steps.progress, cancel=steps.cancel)
@@ -172,7 +175,7 @@ def neurons(spec: NeuronsSpec, executor: Executor, store: Any) -> dict:
     settings = executor.settings
     spec.check(settings)
 
-    def compute(model: Any, steps: Steps) -> dict:
+    def compute(model: LoadedModel, steps: Steps) -> dict:
         prompts = request_prompts(model, spec.prompt, spec.target, spec.paraphrases, spec.relation, spec.subject)
         for text, _ in prompts:
             check_tokens(model.tokenize(text).shape[1], settings)
@@ -197,7 +200,7 @@ def neurons_compare(spec: NeuronsCompareSpec, executor: Executor, store: Any) ->
     settings = executor.settings
     spec.check(settings)
 
-    def compute(model: Any, steps: Steps) -> dict:
+    def compute(model: LoadedModel, steps: Steps) -> dict:
         result = compare_localisation(model, spec.n_facts, spec.n_syntax,
                                       ig=IGParams(steps=spec.steps, path=spec.path),
                                       kn=KNParams(spec.threshold, spec.share), max_prompts=spec.max_prompts,
@@ -215,7 +218,7 @@ def neuron_edit(spec: NeuronEditSpec, executor: Executor, store: Any) -> dict:
     settings = executor.settings
     spec.check(settings)
 
-    def compute(model: Any, _: Steps) -> dict:
+    def compute(model: LoadedModel, _: Steps) -> dict:
         check_tokens(model.tokenize(spec.prompt).shape[1], settings)
         result = edit_request(model, spec.neurons, spec.mode, spec.prompt, spec.target, positions=spec.positions,
                               relation=spec.relation, subject=spec.subject, paraphrases=spec.paraphrases,

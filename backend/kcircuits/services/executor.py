@@ -14,7 +14,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from kcircuits.lm.loader import LoadedModel
 
 T = TypeVar("T")
 ProgressFn = Callable[[int, int, str], None]
@@ -32,7 +35,7 @@ class Executor(Protocol):
 
     settings: Any
 
-    def run(self, fn: Callable[[Any, Steps], T]) -> T: ...
+    def run(self, fn: Callable[[LoadedModel, Steps], T]) -> T: ...
     def stored(self, store: Any, kind: str, request: dict[str, Any],
                compute: Callable[[], dict[str, Any]]) -> dict[str, Any]: ...
 
@@ -62,10 +65,10 @@ class InlineSteps:
 class InlineExecutor:
     """The CLI's executor: ``model`` loaded in this process, run in this thread."""
 
-    def __init__(self, model: Any, settings: Any, report: ProgressFn | None = None):
+    def __init__(self, model: LoadedModel, settings: Any, report: ProgressFn | None = None):
         self.model, self.settings, self.steps = model, settings, InlineSteps(report)
 
-    def run(self, fn: Callable[[Any, Steps], T]) -> T:
+    def run(self, fn: Callable[[LoadedModel, Steps], T]) -> T:
         return fn(self.model, self.steps)
 
     def stored(self, store: Any, kind: str, request: dict[str, Any],
@@ -104,7 +107,7 @@ class WorkerExecutor:
 
         return INTERACTIVE if self.ctx is None else BACKGROUND
 
-    def run(self, fn: Callable[[Any, Steps], T]) -> T:
+    def run(self, fn: Callable[[LoadedModel, Steps], T]) -> T:
         if self.ctx is None:
             return self.worker.run(self.key, lambda model: fn(model, _NoSteps()))
         steps = JobSteps(self.ctx, self.worker)
