@@ -236,7 +236,7 @@ def project(spec: ProjectSpec, executor: Executor) -> dict:
     settings = executor.settings
     spec.check(settings)
 
-    def compute(model: Any, _: Steps) -> dict:
+    def compute(model: LoadedModel, _: Steps) -> dict:
         tokens = model.tokenize(spec.prompt)
         check_tokens(tokens.shape[1], settings)
         return project_node(model, tokens, spec.node, spec.position, spec.k)
@@ -244,7 +244,7 @@ def project(spec: ProjectSpec, executor: Executor) -> dict:
     return executor.run(compute)
 
 
-def compute_node_detail(model: Any, spec: NodeDetailSpec, settings: Any, population: list[str] | None = None,
+def compute_node_detail(model: LoadedModel, spec: NodeDetailSpec, settings: Any, population: list[str] | None = None,
                         attribution: dict[str, float] | None = None, thresholds: Any = None) -> dict:
     """Runs with the model. Head: pattern [q][k], promoted/suppressed tokens, role scores (its
     significance judged among ``population``, default every head, with ``attribution``). MLP:
