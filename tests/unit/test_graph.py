@@ -81,3 +81,19 @@ def test_cached_and_validated():
         get_graph(_arch(2, 4), kv_mode="sideways")
     g = get_graph(_arch(2, 4))
     assert g.stats()["total_edges"] == 110 and g.stats()["input_convention"] == "embed"
+
+
+def test_node_grammar_round_trips_every_node_and_refuses_the_rest():
+    from kcircuits.circuits.graph import NodeRef, parse_node_id
+
+    graph = get_graph(_arch(3, 4), "ungrouped")
+    for node in graph.nodes:
+        ref = parse_node_id(node["id"], 3, 4, ends=True)
+        assert ref == NodeRef(node["kind"], node["layer"], node["head"])
+    for bad in ("a0.h00", "a01.h1", "m", "a1h2", "input", "x3"):
+        with pytest.raises(BadRequest, match="not a head"):
+            parse_node_id(bad)
+    with pytest.raises(BadRequest, match="outside the model"):
+        parse_node_id("a3.h0", 3, 4)
+    with pytest.raises(BadRequest, match="outside the model"):
+        parse_node_id("m7", 3, 4)

@@ -25,11 +25,55 @@ from kcircuits.errors import BadRequest
 from kcircuits.lm.registry import ArchFacts
 
 KV_MODES = ("grouped", "ungrouped")
-#: The node-id grammar (this module writes the ids): a head "a<layer>.h<head>", an MLP "m<layer>".
-HEAD_ID = re.compile(r"^a(\d+)\.h(\d+)$")
-MLP_ID = re.compile(r"^m(\d+)$")
+#: The node-id grammar, owned here (this module writes the ids): a head "a<layer>.h<head>", an MLP
+#: "m<layer>", and the graph's ends "input" and "logits"; numbers without leading zeros.
+NUMBER = r"(0|[1-9][0-9]{0,5})"
+HEAD_PATTERN = rf"a{NUMBER}\.h{NUMBER}"
+MLP_PATTERN = rf"m{NUMBER}"
+NODE_PATTERN = rf"^({HEAD_PATTERN}|{MLP_PATTERN})$"
+ANY_NODE_PATTERN = rf"^({HEAD_PATTERN}|{MLP_PATTERN}|input|logits)$"
+HEAD_ID = re.compile(rf"^{HEAD_PATTERN}$")
+MLP_ID = re.compile(rf"^{MLP_PATTERN}$")
 #: "embed": the input node's output is the token + position embedding, i.e. blocks.0.hook_resid_pre.
 INPUT_CONVENTIONS = ("embed",)
+
+
+def head_id(layer: int, head: int) -> str:
+    return f"a{layer}.h{head}"
+
+
+def mlp_id(layer: int) -> str:
+    return f"m{layer}"
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A parsed node id: kind "head" | "mlp" | "input" | "logits" with its layer and head."""
+
+    kind: str
+    layer: int | None = None
+    head: int | None = None
+
+
+def parse_node_id(node: str, n_layers: int | None = None, n_heads: int | None = None, *,
+                  ends: bool = False) -> NodeRef:
+    """'a3.h7' -> NodeRef('head', 3, 7); 'm5' -> NodeRef('mlp', 5); with ``ends`` also 'input' and
+    'logits'. BadRequest when malformed or outside a model of ``n_layers`` x ``n_heads``."""
+    if ends and node in ("input", "logits"):
+        return NodeRef(node)
+    shape = f" ({n_layers} layers, {n_heads} heads)" if n_layers is not None else ""
+    if (m := HEAD_ID.match(node)) is not None:
+        layer, head = int(m.group(1)), int(m.group(2))
+        if (n_layers is None or layer < n_layers) and (n_heads is None or head < n_heads):
+            return NodeRef("head", layer, head)
+        raise BadRequest(f"head {node!r} is outside the model{shape}")
+    if (m := MLP_ID.match(node)) is not None:
+        layer = int(m.group(1))
+        if n_layers is None or layer < n_layers:
+            return NodeRef("mlp", layer)
+        raise BadRequest(f"MLP {node!r} is outside the model{shape}")
+    raise BadRequest(f"node {node!r} is not a head (a<layer>.h<head>) or an MLP (m<layer>)"
+                     + (" or input/logits" if ends else ""))
 
 
 @dataclass(frozen=True)
@@ -133,8 +177,8 @@ class Graph:
         """Node records in node-index order: {"id", "kind", "layer", "head"}."""
         out = [{"id": "input", "kind": "input", "layer": None, "head": None}]
         for layer in range(self.n_layers):
-            out += [{"id": f"a{layer}.h{h}", "kind": "head", "layer": layer, "head": h} for h in range(self.n_heads)]
-            out.append({"id": f"m{layer}", "kind": "mlp", "layer": layer, "head": None})
+            out += [{"id": head_id(layer, h), "kind": "head", "layer": layer, "head": h} for h in range(self.n_heads)]
+            out.append({"id": mlp_id(layer), "kind": "mlp", "layer": layer, "head": None})
         out.append({"id": "logits", "kind": "logits", "layer": None, "head": None})
         return out
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kcircuits.circuits.graph import HEAD_ID, MLP_ID
+from kcircuits.circuits.graph import head_id, parse_node_id
 from kcircuits.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -102,19 +102,12 @@ def role_rules(thresholds: HeadRoleThresholds) -> dict[str, Any]:
     }
 
 
-def parse_head_id(head_id: str, n_layers: int | None = None, n_heads: int | None = None) -> tuple[int, int]:
-    """``"a3.h7"`` -> (3, 7); BadRequest for malformed or out-of-range ids."""
-    match = HEAD_ID.match(head_id)
-    if not match:
-        raise BadRequest(f"invalid head id {head_id!r} (expected a{{layer}}.h{{head}})")
-    layer, head = int(match.group(1)), int(match.group(2))
-    if (n_layers is not None and layer >= n_layers) or (n_heads is not None and head >= n_heads):
-        raise BadRequest(f"head id {head_id!r} is outside the model ({n_layers} layers, {n_heads} heads)")
-    return layer, head
-
-
-def head_id(layer: int, head: int) -> str:
-    return f"a{layer}.h{head}"
+def parse_head_id(node: str, n_layers: int | None = None, n_heads: int | None = None) -> tuple[int, int]:
+    """``"a3.h7"`` -> (3, 7); BadRequest for malformed, non-head or out-of-range ids."""
+    ref = parse_node_id(node, n_layers, n_heads)
+    if ref.kind != "head":
+        raise BadRequest(f"invalid head id {node!r} (expected a{{layer}}.h{{head}})")
+    return ref.layer, ref.head
 
 
 def _final_norm_weight(model: LoadedModel) -> torch.Tensor | None:
@@ -317,15 +310,11 @@ def node_top_tokens(model: LoadedModel, cache: Mapping[str, torch.Tensor], node_
     n_layers, n_heads = model.arch.n_layers, model.arch.n_heads
     vecs, ids = [], []
     for nid in node_ids:
-        mlp = MLP_ID.match(nid)
-        if mlp:
-            layer = int(mlp.group(1))
-            if layer >= n_layers:
-                raise BadRequest(f"MLP id {nid!r} is outside the model ({n_layers} layers)")
-            vecs.append(cache[f"blocks.{layer}.hook_mlp_out"][0, position])
+        ref = parse_node_id(nid, n_layers, n_heads)
+        if ref.kind == "mlp":
+            vecs.append(cache[f"blocks.{ref.layer}.hook_mlp_out"][0, position])
         else:
-            layer, h = parse_head_id(nid, n_layers, n_heads)
-            vecs.append(cache[f"blocks.{layer}.attn.hook_result"][0, position, h])
+            vecs.append(cache[f"blocks.{ref.layer}.attn.hook_result"][0, position, ref.head])
         ids.append(nid)
     if not ids:
         return {}
@@ -377,7 +366,7 @@ def annotate_circuit_roles(model: LoadedModel, result: dict[str, Any],
     subj = list((result.get("subject") or {}).get("positions") or [])
     thresholds.check()
     layers = _population_layers(model, in_heads, thresholds) if in_heads else []
-    mlp_layers = [int(MLP_ID.match(m).group(1)) for m in in_mlps]
+    mlp_layers = [parse_node_id(m).layer for m in in_mlps]
     cache = _layer_cache(model, tokens, layers, mlp_layers) if in_heads or in_mlps else {}
     heads = classify_heads(model, tokens, subj, int(result["target_id"]), in_heads, thresholds,
                            attribution=scores, cache=cache) if in_heads else {}

@@ -204,21 +204,10 @@ def _decode_cache(model: LoadedModel, ids: set[int]) -> dict[int, str]:
 
 def parse_node(model: LoadedModel, node: str) -> tuple[str, int, int | None]:
     """'a3.h7' -> ('head', 3, 7); 'm5' -> ('mlp', 5, None); validated against the model's shape."""
-    arch = model.arch
-    try:
-        if node.startswith("a") and ".h" in node:
-            layer_s, head_s = node[1:].split(".h", 1)
-            layer, head = int(layer_s), int(head_s)
-            if 0 <= layer < arch.n_layers and 0 <= head < arch.n_heads:
-                return "head", layer, head
-        elif node.startswith("m"):
-            layer = int(node[1:])
-            if 0 <= layer < arch.n_layers:
-                return "mlp", layer, None
-    except ValueError:
-        pass
-    raise BadRequest(f"node {node!r} is not a head (a<layer>.h<head>) or MLP (m<layer>) of this model "
-                     f"({arch.n_layers} layers, {arch.n_heads} heads)")
+    from kcircuits.circuits.graph import parse_node_id
+
+    ref = parse_node_id(node, model.arch.n_layers, model.arch.n_heads)
+    return ref.kind, ref.layer, ref.head
 
 
 def project_node(model: LoadedModel, tokens: torch.Tensor, node: str, position: int = -1, k: int = 10) -> dict:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from kcircuits.circuits.graph import head_id
 from kcircuits.lm.loader import LoadedModel
 
 MOVER_PATTERN = "mover after ROME"
@@ -248,7 +249,7 @@ def head_output_diff(model: LoadedModel, pre: HeadState, post: HeadState, target
                 delta[layer, head] > 0)
             attends = float(post.subject_attention[layer, head]) >= thresholds.subject_attention
             rows.append({
-                "node": f"a{layer}.h{head}", "layer": layer, "head": head,
+                "node": head_id(layer, head), "layer": layer, "head": head,
                 "change": float(delta[layer, head]), "pre_norm": float(pre_norm[layer, head]),
                 "rel_change": float(rel[layer, head]), "changed": changed,
                 "dla": {name: {"pre": float(pre.dla[name][layer, head]), "post": float(post.dla[name][layer, head]),

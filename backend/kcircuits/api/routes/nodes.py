@@ -10,16 +10,12 @@ from pydantic import BaseModel, Field
 from kcircuits.api.deps import StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int, model_key
+from kcircuits.circuits.graph import ANY_NODE_PATTERN, NODE_PATTERN
 from kcircuits.services import capabilities
 from kcircuits.services.executor import WorkerExecutor
 from kcircuits.services.specs import NodeDetailSpec, ProjectSpec
 
 router = APIRouter(prefix="/api", tags=["nodes"])
-#: A node id in the canonical form results use (no leading zeros: "a0.h00" would not match the
-#: keys of a head's scores): head "a<layer>.h<head>" or MLP "m<layer>".
-NODE_ID = r"^(a(0|[1-9][0-9]{0,5})\.h(0|[1-9][0-9]{0,5})|m(0|[1-9][0-9]{0,5}))$"
-#: The detail panel also shows the graph's two ends.
-DETAIL_NODE_ID = NODE_ID[:-2] + "|input|logits)$"
 
 
 class ProjectIn(BaseModel):
@@ -27,7 +23,7 @@ class ProjectIn(BaseModel):
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
-    node: str = Field(..., max_length=50, pattern=NODE_ID)
+    node: str = Field(..., max_length=50, pattern=NODE_PATTERN)
     position: Int = ProjectSpec.position
     k: Int = ProjectSpec.k
     session: str | None = Field(None, max_length=100)
@@ -38,7 +34,7 @@ class DetailIn(BaseModel):
 
     model: str | None = Field(None, max_length=200)
     prompt: str = Field(..., max_length=100_000)
-    node: str = Field(..., max_length=50, pattern=DETAIL_NODE_ID)
+    node: str = Field(..., max_length=50, pattern=ANY_NODE_PATTERN)
     target: str | None = Field(None, min_length=1, max_length=200)
     subject: str | None = Field(None, max_length=500)
     k: Int = NodeDetailSpec.k
