@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.routes.results import HexIdConvertor  # noqa: F401 - registers the "hexid" path convertor
 from kcircuits.api.validation import WIRE, Int, model_key
 from kcircuits.errors import NotFound
 from kcircuits.services import capabilities
@@ -95,13 +96,13 @@ class MaskComponentsIn(BaseModel):
     circuit_id: ResultId
 
 
-@router.get("/{mask_id}", responses=ERROR_RESPONSES, response_model=MaskOut)
+@router.get("/{mask_id:hexid}", responses=ERROR_RESPONSES, response_model=MaskOut)
 def get_mask(mask_id: str, store: StoreDep) -> dict:
     """A stored mask: curves, final density and faithfulness, composition, per-unit densities, timing, packed bits."""
     return capabilities.stored_mask(store, mask_id)
 
 
-@router.get("/edits/{edit_id}", responses=ERROR_RESPONSES, response_model=MaskEditOut)
+@router.get("/edits/{edit_id:hexid}", responses=ERROR_RESPONSES, response_model=MaskEditOut)
 def get_mask_edit(edit_id: str, store: StoreDep) -> dict:
     """A stored four-way mask edit."""
     from kcircuits.store.ids import is_valid_id
