@@ -37,7 +37,7 @@ def test_train_job_streams_curves_and_stores_an_unpackable_mask(client, tiny_lla
     assert [p["curve"]["loss"] for p in progress] == result["curves"]["loss"]
     assert [p["curve"]["faithfulness_kl"] for p in progress] == result["curves"]["faithfulness_kl"]
     assert progress[-1]["progress"] == 1.0 and 0 < progress[0]["progress"] < 1
-    stored = client.get(f"/api/masks/{result['id']}").json()
+    stored = client.get(f"/api/masks/stored/{result['id']}").json()
     assert stored["bits"] == result["bits"] and stored["kind"] == "mask"
     lay = M.layout(tiny_llama.bridge)
     mask = M.unpack_mask(stored["bits"], stored["n_gates"])
@@ -141,7 +141,7 @@ def test_overlap_diagonal_is_one_and_random_masks_sit_at_their_density(client):
     assert same.status_code == 422 and "each mask once" in same.json()["error"]["message"]
     missing = client.post("/api/masks/overlap", json={"mask_ids": [a["id"], "f" * 64]})
     assert missing.status_code == 404 and "mask_ids[1]" in missing.json()["error"]["message"]
-    assert client.get(f"/api/masks/{'f' * 64}").status_code == 404
+    assert client.get(f"/api/masks/stored/{'f' * 64}").status_code == 404
 
 
 def test_components_marked_by_the_edge_circuit(client):

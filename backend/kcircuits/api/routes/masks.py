@@ -96,7 +96,7 @@ class MaskComponentsIn(BaseModel):
     circuit_id: ResultId
 
 
-@router.get("/{mask_id:hexid}", responses=ERROR_RESPONSES, response_model=MaskOut)
+@router.get("/stored/{mask_id:hexid}", responses=ERROR_RESPONSES, response_model=MaskOut)
 def get_mask(mask_id: str, store: StoreDep) -> dict:
     """A stored mask: curves, final density and faithfulness, composition, per-unit densities, timing, packed bits."""
     return capabilities.stored_mask(store, mask_id)
