@@ -128,3 +128,17 @@ def test_cli_imports_nothing_from_the_api_but_serve():
                     and id(node) not in allowed:
                 offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_mask_defaults_and_bounds_agree():
+    from kcircuits.api.routes.masks import MaskEditIn, MaskTrainIn
+
+    for name in ("n", "density", "steps", "lr", "lam", "loss", "seed", "eval_every"):
+        assert MaskTrainIn.model_fields[name].default == _cli_param(["mask", "train"], name).default \
+            == getattr(specs.MaskTrainSpec, name), name
+    assert _api_bound(MaskTrainIn, "steps", "le") == _cli_param(["mask", "train"], "steps").max == specs.MASK_STEPS_MAX
+    assert _api_bound(MaskTrainIn, "n", "le") == _cli_param(["mask", "train"], "n").max == specs.MASK_TASK_N_MAX
+    for name in ("steps", "lr", "seed"):
+        assert MaskEditIn.model_fields[name].default == _cli_param(["mask", "edit"], name).default \
+            == getattr(specs.MaskEditSpec, name), name
+    assert _api_bound(MaskEditIn, "steps", "le") == _cli_param(["mask", "edit"], "steps").max

@@ -26,7 +26,7 @@ from kcircuits.services.checks import PROMPT_FIELDS
 log = logging.getLogger(__name__)
 
 #: Route modules under kcircuits.api.routes, each with a ``router``.
-ROUTE_MODULES = ["health", "models", "lens", "nodes", "jobs", "results", "edits", "circuits", "relations", "neurons"]
+ROUTE_MODULES = ["health", "models", "lens", "nodes", "jobs", "results", "edits", "circuits", "relations", "neurons", "masks"]
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
        "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 

@@ -486,3 +486,45 @@ def mask_record(result: dict[str, Any], model) -> dict[str, Any]:
             "density": density(result["mask"], lay)}
     body["id"] = hashlib.sha256(repr(sorted((k, str(v)) for k, v in body.items())).encode()).hexdigest()[:20]
     return body
+
+
+# -- helpers of the service layer -----------------------------------------------------------------
+def component_rows(densities: dict[str, float]) -> list[dict[str, Any]]:
+    """:func:`component_density`'s ``{"a0.h1": d, "a0.kv0": d, "m0": d}`` as rows
+    ``{id, kind: head|kv|mlp, layer, density}`` in layer order (heads, kv groups, then the MLP)."""
+    import re
+
+    rows = []
+    for key, value in densities.items():
+        m = re.fullmatch(r"a(\d+)\.(h|kv)(\d+)|m(\d+)", key)
+        if not m:
+            continue
+        if m.group(4) is not None:
+            rows.append({"id": key, "kind": "mlp", "layer": int(m.group(4)), "density": value, "_o": (2, 0)})
+        else:
+            kind = "head" if m.group(2) == "h" else "kv"
+            rows.append({"id": key, "kind": kind, "layer": int(m.group(1)), "density": value,
+                         "_o": (0 if kind == "head" else 1, int(m.group(3)))})
+    rows.sort(key=lambda r: (r["layer"], *r.pop("_o")))
+    return rows
+
+
+def changed_gates(params: dict[str, torch.Tensor], base: dict[str, torch.Tensor], lay: BlockLayout) -> torch.Tensor:
+    """Bool [n_gates]: the blocks whose parameters differ between ``params`` and ``base``."""
+    parts = []
+    for name, shape in zip(lay.names, lay.shapes, strict=True):
+        diff = (params[name].detach() - base[name].detach()).abs()
+        parts.append((diff.reshape(shape[0], -1).amax(1) if len(shape) >= 2 else diff).cpu() > 0)
+    return torch.cat(parts)
+
+
+def forward_backward_s(model, task: Task) -> float:
+    """Seconds of one plain forward+backward of the model on the task (cross-entropy to the task
+    targets, gradients of every parameter): the unit a training step is compared with."""
+    params = {n: p.detach().requires_grad_(True) for n, p in model.bridge.named_parameters()}
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        loss = sum(F.cross_entropy(run_with(model, params, ids)[:, -1].float(), tgt, reduction="sum")
+                   for ids, tgt in task.batches) / len(task.prompts)
+        loss.backward()
+    return time.perf_counter() - t0

@@ -14,7 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Explore knowledge circuits in transformer language models.")
 
 #: Modules under kcircuits.cli that add commands to ``app``.
-COMMAND_MODULES = ["core", "store", "relation", "edit", "circuits", "neurons"]
+COMMAND_MODULES = ["core", "store", "relation", "edit", "circuits", "neurons", "masks"]
 
 
 def _register_all() -> None:

@@ -15,6 +15,10 @@ from kcircuits.services.specs import (
     AcdcSpec,
     CircuitSpec,
     LensSpec,
+    MaskComponentsSpec,
+    MaskEditSpec,
+    MaskOverlapSpec,
+    MaskTrainSpec,
     NeuronEditSpec,
     NeuronsCompareSpec,
     NeuronsSpec,
@@ -23,7 +27,15 @@ from kcircuits.services.specs import (
     RelationSpec,
     SweepSpec,
 )
-from kcircuits.services.wire import HeadRoleOut, RolesOut, TopTokenOut
+from kcircuits.services.wire import (
+    HeadRoleOut,
+    MaskComponentsOut,
+    MaskEditOut,
+    MaskOut,
+    MaskOverlapOut,
+    RolesOut,
+    TopTokenOut,
+)
 
 if TYPE_CHECKING:
     from kcircuits.lm.loader import LoadedModel
@@ -327,3 +339,207 @@ def to_spec(cls: type, data: Any) -> Any:
 
     dumped = data.model_dump() if hasattr(data, "model_dump") else dict(data)
     return cls(**{f.name: dumped[f.name] for f in fields(cls) if f.name in dumped})
+
+
+# -- parameter masks (circuits/masks.py; METHODS 7) -------------------------------------------------
+MASK_EDIT_VARIANTS = ("inside", "complement", "random", "full")
+
+
+def stored_mask(store: Any, mask_id: str, field: str = "mask_id") -> dict:
+    """The stored mask record ``mask_id`` (kind ``mask``); NotFound when unknown or another kind."""
+    from kcircuits.errors import NotFound
+    from kcircuits.store.ids import is_valid_id
+
+    record = store.get(mask_id) if store is not None and is_valid_id(mask_id) else None
+    if record is None or record.get("kind") != "mask":
+        raise NotFound(f"{field}: no stored mask with id {mask_id[:80]!r}")
+    return record
+
+
+def mask_model(store: Any, mask_id: str) -> str:
+    """The model a stored mask was trained on (the default model of requests that use it)."""
+    return stored_mask(store, mask_id)["model"]
+
+
+def _mask_on(model: Any, record: dict) -> tuple[Any, Any]:
+    """(layout, bool mask [n_gates]) of a stored mask on ``model``; BadRequest when the mask
+    belongs to another model or parameter layout."""
+    from kcircuits.circuits import masks as M
+    from kcircuits.errors import BadRequest
+
+    if record["model"] != model.spec.id:
+        raise BadRequest(f"mask {record['id'][:12]} was trained on {record['model']!r}, not {model.spec.id!r}")
+    lay = M.layout(model.bridge)
+    if record["layout"] != lay.fingerprint() or record["n_gates"] != lay.n_gates:
+        raise BadRequest(f"mask {record['id'][:12]} has another parameter layout than {model.spec.id!r}")
+    return lay, M.unpack_mask(record["bits"], lay.n_gates)
+
+
+def _checkpoint_path(settings: Any, store: Any, request: dict, revision: str) -> Any:
+    """Where a mask run's checkpoint lives: the data dir, keyed by the request's content id (the
+    same spec after a crash resumes from it)."""
+    from kcircuits.store import ids
+
+    key = store.content_id("mask", request, revision) if store is not None else \
+        ids.hash_key({"kind": "mask", "request": request, "revision": revision})
+    folder = settings.data_dir / "mask-checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{key}.pt"
+
+
+def train_mask_result(model: Any, spec: MaskTrainSpec, steps: Steps, checkpoint: Any = None) -> dict:
+    """Runs with the model: the task, the trained mask (progress events carry each evaluation's
+    loss, expected density and faithfulness KL; cancel between steps), its faithfulness, module
+    composition, per-head / per-MLP densities and timing, as a :class:`MaskOut` record."""
+    from kcircuits.circuits import masks as M
+
+    M.check_family(model)
+    if spec.relation is not None:
+        task = M.relation_task(model, spec.relation, n=spec.n)
+    else:
+        task = M.syntax_task(model, spec.phenomenon, n=spec.n)
+
+    def progress(done: int, total: int, point: dict) -> None:
+        steps.progress(done, total, f"step {done}/{total}: loss {point['loss']:.4g}, density {point['density']:.3f}",
+                       curve=point)
+
+    def cancel() -> bool:
+        steps.cancel()  # raises Cancelled once the job's flag is set
+        return False
+
+    trained = M.train_mask(model, task, spec.params(), progress=progress, cancel=cancel,
+                           checkpoint=str(checkpoint) if checkpoint else None, eval_every=spec.eval_every)
+    lay, mask = trained["layout"], trained["mask"]
+    record = M.mask_record(trained, model)
+    record.pop("id", None)  # the store's content id is the mask's id
+    fb = M.forward_backward_s(model, task)
+    resumed = spec.steps - trained["steps_run"]
+    return MaskOut.model_validate({
+        **record, "kind": "mask", "n_params": lay.n_params,
+        "task": {"name": task.name, "kind": "relation" if spec.relation is not None else "syntax",
+                 "relation": spec.relation, "phenomenon": spec.phenomenon, "prompts": task.prompts,
+                 "targets": task.targets},
+        "faithfulness": M.evaluate_mask(model, task, mask, lay),
+        "components": M.component_rows(M.component_density(mask, lay, model)),
+        "timing": {"train_s": trained["train_s"], "step_s": trained["step_s"], "steps_run": trained["steps_run"],
+                   "resumed_from_step": resumed, "forward_backward_s": fb,
+                   "step_over_forward_backward": trained["step_s"] / fb if fb > 0 else None},
+    }).model_dump()
+
+
+def mask_train(spec: MaskTrainSpec, executor: Executor, store: Any) -> dict:
+    """Train a parameter mask of a relation or syntax task (kind ``mask``); resumable: a checkpoint
+    in the data dir keyed by the request's content id, removed once the mask is done."""
+    settings = executor.settings
+    spec.check(settings)
+    request = spec.request(settings)
+
+    def compute(model: Any, steps: Steps) -> dict:
+        checkpoint = _checkpoint_path(settings, store, request, model.revision)
+        result = train_mask_result(model, spec, steps, checkpoint)
+        checkpoint.unlink(missing_ok=True)
+        return result
+
+    return executor.stored(store, "mask", request, lambda: executor.run(compute))
+
+
+def _locality_prompts(spec: MaskEditSpec, record: dict) -> list[str]:
+    """The edit's locality prompts: as given, else the mask's task prompts (other facts of the
+    relation, other pairs) and fixed unrelated prompts, the edited prompt left out."""
+    from kcircuits.editing.evaluate import UNRELATED
+    from kcircuits.services.specs import MASK_LOCALITY_MAX
+
+    if spec.locality_prompts is not None:
+        return list(spec.locality_prompts)
+    prompts = [p for p in dict.fromkeys([*record["task"]["prompts"], *UNRELATED]) if p != spec.prompt]
+    return prompts[:MASK_LOCALITY_MAX]
+
+
+def mask_edit(spec: MaskEditSpec, executor: Executor, store: Any) -> dict:
+    """Circuit-aware editing (kind ``mask_edit``): fine-tune the fact inside the stored mask, in its
+    complement, in a random mask of the same density and in the whole model (same steps and lr);
+    post-edit NLL of the new target and locality of each."""
+    import torch
+
+    from kcircuits.circuits import masks as M
+
+    settings = executor.settings
+    spec.check(settings)
+    record = stored_mask(store, spec.mask_id)
+    locality = _locality_prompts(spec, record)
+
+    def compute(model: Any, steps: Steps) -> dict:
+        lay, mask = _mask_on(model, record)
+        for i, text in enumerate([spec.prompt, *locality]):
+            check_tokens(model.tokenize(text).shape[1], settings, "prompt" if i == 0 else f"locality_prompts[{i - 1}]")
+        base = dict(model.bridge.named_parameters())
+        sets = {"inside": mask, "complement": ~mask,
+                "random": M.random_mask(lay, M.density(mask, lay), seed=spec.seed), "full": None}
+        rows = []
+        for i, variant in enumerate(MASK_EDIT_VARIANTS):
+            steps.progress(i, len(MASK_EDIT_VARIANTS), f"fine-tuning {variant}")
+            chosen = sets[variant]
+            res = M.edit_under_mask(model, spec.prompt, spec.target, chosen, lay, steps=spec.steps, lr=spec.lr,
+                                    check=[(p, "") for p in locality])
+            changed = M.changed_gates(res.pop("params"), base, lay)
+            outside = changed & ~chosen if chosen is not None else torch.zeros_like(changed)
+            rows.append({"variant": variant, "density": res["density"], "nll_pre": res["nll_pre"],
+                         "nll_post": res["nll_post"], "locality": res["locality"], "losses": res["losses"],
+                         "changed_blocks": int(changed.sum()), "changed_outside": int(outside.sum())})
+        steps.progress(len(MASK_EDIT_VARIANTS), len(MASK_EDIT_VARIANTS), "done")
+        return MaskEditOut.model_validate({
+            "kind": "mask_edit", "model": model.spec.id, "mask_id": spec.mask_id, "prompt": spec.prompt,
+            "target": spec.target, "steps": spec.steps, "lr": spec.lr, "seed": spec.seed,
+            "locality_prompts": locality, "rows": rows}).model_dump()
+
+    return executor.stored(store, "mask_edit", spec.request(settings), lambda: executor.run(compute))
+
+
+def mask_overlap(spec: MaskOverlapSpec, executor: Executor, store: Any) -> dict:
+    """The overlap matrix of stored masks (same model and layout) beside random masks of the same
+    densities; computed, not stored (cheap)."""
+    from kcircuits.circuits import masks as M
+
+    settings = executor.settings
+    spec.check(settings)
+    records = [stored_mask(store, mid, f"mask_ids[{i}]") for i, mid in enumerate(spec.mask_ids)]
+
+    def compute(model: Any, _: Steps) -> dict:
+        pairs = [_mask_on(model, r) for r in records]
+        lay = pairs[0][0]
+        masks = {r["id"]: m for r, (_, m) in zip(records, pairs, strict=True)}
+        densities = [M.density(m, lay) for m in masks.values()]
+        randoms = {f"random{i}": M.random_mask(lay, d, seed=spec.seed + i) for i, d in enumerate(densities)}
+        return MaskOverlapOut.model_validate({
+            "model": model.spec.id, "mask_ids": list(masks), "labels": [r["task"]["name"] for r in records],
+            "densities": densities, "matrix": M.overlap_matrix(masks, lay)["matrix"],
+            "random_matrix": M.overlap_matrix(randoms, lay)["matrix"], "seed": spec.seed}).model_dump()
+
+    return executor.run(compute)
+
+
+def mask_components(spec: MaskComponentsSpec, store: Any) -> dict:
+    """A stored mask's per-head / per-MLP densities, each marked in or out of a stored edge
+    circuit (its in-circuit head and MLP nodes), with mean densities inside and outside."""
+    from kcircuits.errors import BadRequest
+
+    record = stored_mask(store, spec.mask_id)
+    circuit = stored_circuit(store, spec.circuit_id)
+    if not isinstance(circuit.get("nodes"), list):
+        raise BadRequest(f"circuit_id: result {spec.circuit_id[:12]} is not an edge circuit")
+    if circuit.get("model") != record["model"]:
+        raise BadRequest(f"circuit_id: the circuit is of {circuit.get('model')!r}, the mask of {record['model']!r}")
+    nodes = {n["id"] for n in circuit["nodes"] if n.get("in_circuit") and n.get("kind") in ("head", "mlp")}
+    components = [{**c, "in_circuit": c["id"] in nodes if c["kind"] in ("head", "mlp") else None}
+                  for c in record["components"]]
+    summary = {}
+    for kind in ("head", "mlp"):
+        inside = [c["density"] for c in components if c["kind"] == kind and c["in_circuit"]]
+        outside = [c["density"] for c in components if c["kind"] == kind and not c["in_circuit"]]
+        summary[kind] = {"n_in_circuit": len(inside), "n_outside": len(outside),
+                         "mean_density_in_circuit": sum(inside) / len(inside) if inside else None,
+                         "mean_density_outside": sum(outside) / len(outside) if outside else None}
+    return MaskComponentsOut.model_validate({
+        "mask_id": spec.mask_id, "circuit_id": spec.circuit_id, "model": record["model"],
+        "mask_density": record["density"], "circuit_nodes": sorted(nodes), "components": components,
+        "summary": summary}).model_dump()

@@ -26,7 +26,7 @@ ProgressFn = Callable[[int, int, str], None]
 class Steps(Protocol):
     """A run's callbacks, called by the science between batches."""
 
-    def progress(self, done: int, total: int, message: str = "") -> None: ...
+    def progress(self, done: int, total: int, message: str = "", **data: Any) -> None: ...
     def cancel(self) -> None: ...
 
 
@@ -41,7 +41,7 @@ class Executor(Protocol):
 
 
 class _NoSteps:
-    def progress(self, done: int, total: int, message: str = "") -> None:
+    def progress(self, done: int, total: int, message: str = "", **data: Any) -> None:
         pass
 
     def cancel(self) -> None:
@@ -54,7 +54,7 @@ class InlineSteps:
     def __init__(self, report: ProgressFn | None = None):
         self.report = report
 
-    def progress(self, done: int, total: int, message: str = "") -> None:
+    def progress(self, done: int, total: int, message: str = "", **data: Any) -> None:
         if self.report is not None:
             self.report(done, total, message)
 
@@ -89,9 +89,10 @@ class JobSteps:
         self.worker.yield_to_interactive()
         self.ctx.check_cancel()
 
-    def progress(self, done: int, total: int, message: str = "") -> None:
+    def progress(self, done: int, total: int, message: str = "", **data: Any) -> None:
+        """``data``: JSON-able extras carried by the progress event (e.g. a training step's loss)."""
         self.worker.yield_to_interactive()
-        self.ctx.progress(done / total if total else 0.0, message, done=done, total=total)
+        self.ctx.progress(done / total if total else 0.0, message, done=done, total=total, **data)
 
 
 class WorkerExecutor:

@@ -354,3 +354,130 @@ class NeuronEditSpec:
 
     def request(self, settings: Settings) -> dict[str, Any]:
         return _request(self, settings)
+
+
+#: Mask training: steps per run, prompts per task, evaluation interval (engine: MaskParams.check).
+MASK_STEPS_MAX = 20_000
+MASK_TASK_N_MIN, MASK_TASK_N_MAX = 1, 64
+MASK_EDIT_STEPS_MAX = 200
+#: Masks compared in one overlap request.
+MASK_OVERLAP_MAX = 16
+MASK_LOSSES = ("kl", "ce")
+#: Locality prompts of one mask edit.
+MASK_LOCALITY_MAX = 32
+
+
+def check_mask_family(model_id: str, settings: Settings) -> None:
+    """Parameter masks run on Llama-family models (registry facts; the engine checks again)."""
+    from kcircuits.lm.registry import get_spec
+
+    family = get_spec(model_id, settings).arch.family
+    if family != "llama":
+        raise BadRequest(f"model {model_id!r}: parameter masks support Llama-family models (SmolLM2), "
+                         f"not the {family!r} family")
+
+
+@dataclass(frozen=True)
+class MaskTrainSpec:
+    """A parameter-level mask (Ge, Rudzicz, Zhu; METHODS 7) of one task at a target density: the
+    task is an LRE ``relation`` or a syntax ``phenomenon`` (exactly one), ``n`` of its prompts."""
+
+    model: str | None = None
+    relation: str | None = None
+    phenomenon: str | None = None
+    n: int = 16
+    density: float = 0.05
+    steps: int = 200
+    lr: float = 0.1
+    lam: float = 10.0
+    loss: str = "kl"
+    seed: int = 0
+    eval_every: int = 10
+
+    def check(self, settings: Settings) -> None:
+        if (self.relation is None) == (self.phenomenon is None):
+            raise BadRequest("give exactly one task: relation (LRE) or phenomenon (syntax)")
+        check_relation_name(self.relation)
+        if self.phenomenon is not None:
+            from kcircuits.circuits.neurons import syntax_items
+
+            known = sorted({it.get("phenomenon") for it in syntax_items()})
+            if self.phenomenon not in known:
+                raise BadRequest(f"phenomenon: unknown {self.phenomenon[:80]!r}; known: {known}")
+        if not MASK_TASK_N_MIN <= self.n <= MASK_TASK_N_MAX:
+            raise BadRequest(f"n must be between {MASK_TASK_N_MIN} and {MASK_TASK_N_MAX}")
+        if not 0.0 < self.density < 1.0:
+            raise BadRequest("density (the target share of parameters) must lie in (0, 1)")
+        if not 1 <= self.steps <= MASK_STEPS_MAX:
+            raise BadRequest(f"steps must be between 1 and {MASK_STEPS_MAX}")
+        if not 1 <= self.eval_every <= self.steps:
+            raise BadRequest("eval_every must be between 1 and steps")
+        self.params().check()
+        check_mask_family(_model(self, settings), settings)
+
+    def params(self):
+        """The engine's :class:`~kcircuits.circuits.masks.MaskParams`."""
+        from kcircuits.circuits.masks import MaskParams
+
+        return MaskParams(target=self.density, steps=self.steps, lr=self.lr, lam=self.lam, loss=self.loss,
+                          seed=self.seed)
+
+    def request(self, settings: Settings) -> dict[str, Any]:
+        return _request(self, settings, method="mask")
+
+
+@dataclass(frozen=True)
+class MaskEditSpec:
+    """Fine-tune ``prompt`` -> ``target`` four ways: inside the stored mask ``mask_id``, in its
+    complement, in a random mask of the same density (``seed``), and in the whole model; the same
+    ``steps`` and ``lr`` for all. Locality: top-1 unchanged on ``locality_prompts`` (default: the
+    mask's task prompts and fixed unrelated prompts)."""
+
+    mask_id: str
+    prompt: str
+    target: str
+    model: str | None = None
+    steps: int = 10
+    lr: float = 1e-3
+    seed: int = 0
+    locality_prompts: list[str] | None = None
+
+    def check(self, settings: Settings) -> None:
+        check_prompts(self, settings)
+        if not self.target or not self.target.strip():
+            raise BadRequest("target is empty")
+        if not 1 <= self.steps <= MASK_EDIT_STEPS_MAX:
+            raise BadRequest(f"steps must be between 1 and {MASK_EDIT_STEPS_MAX}")
+        if not 0 < self.lr <= 1:
+            raise BadRequest("lr must lie in (0, 1]")
+        if self.locality_prompts is not None and len(self.locality_prompts) > MASK_LOCALITY_MAX:
+            raise BadRequest(f"at most {MASK_LOCALITY_MAX} locality_prompts")
+        check_mask_family(_model(self, settings), settings)
+
+    def request(self, settings: Settings) -> dict[str, Any]:
+        return _request(self, settings, method="mask-edit")
+
+
+@dataclass(frozen=True)
+class MaskOverlapSpec:
+    """The overlap matrix |Ci ∩ Cj| / |Ci| of stored masks (same model and layout), beside random
+    masks of the same densities (``seed``)."""
+
+    mask_ids: list[str]
+    model: str | None = None
+    seed: int = 0
+
+    def check(self, settings: Settings) -> None:
+        if not 2 <= len(self.mask_ids) <= MASK_OVERLAP_MAX:
+            raise BadRequest(f"mask_ids: give between 2 and {MASK_OVERLAP_MAX} masks")
+        if len(set(self.mask_ids)) != len(self.mask_ids):
+            raise BadRequest("mask_ids: each mask once")
+        check_mask_family(_model(self, settings), settings)
+
+
+@dataclass(frozen=True)
+class MaskComponentsSpec:
+    """A stored mask's per-head / per-MLP densities marked by a stored edge circuit's nodes."""
+
+    mask_id: str
+    circuit_id: str

@@ -1,8 +1,10 @@
 """Slow work as jobs: POST /api/jobs (202 + id), GET status, SSE events, DELETE cancels.
 
 Kinds: ``acdc`` (exact ACDC as the paper ran it), ``relation`` (LRE relation run, Table 1 row),
-``sweep`` (circuit size vs faithfulness and Hit@10), ``neurons`` (knowledge neurons of a fact) and
-``neurons-compare`` (KN localisation on facts vs syntax; see routes/neurons.py). Each kind has a pydantic params model; the
+``sweep`` (circuit size vs faithfulness and Hit@10), ``neurons`` (knowledge neurons of a fact),
+``neurons-compare`` (KN localisation on facts vs syntax; see routes/neurons.py), ``mask-train``
+(a parameter mask of a task, resumable) and ``mask-edit`` (four-way circuit-aware editing; see
+routes/masks.py). Each kind has a pydantic params model; the
 body runs its model work through the worker at background priority.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Request
@@ -19,6 +21,7 @@ from pydantic import BaseModel, Field, create_model
 
 from kcircuits.api.deps import JobsDep, StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
+from kcircuits.api.routes.masks import MaskEditIn, MaskTrainIn
 from kcircuits.api.routes.neurons import CompareIn, NeuronsIn
 from kcircuits.api.validation import WIRE, Int, bounded_int, model_key
 from kcircuits.api.wire import JobListOut, JobOut
@@ -38,6 +41,8 @@ from kcircuits.services.specs import (
     RELATION_N_MIN,
     SWEEP_METHODS,
     AcdcSpec,
+    MaskEditSpec,
+    MaskTrainSpec,
     NeuronsCompareSpec,
     NeuronsSpec,
     RelationSpec,
@@ -110,11 +115,14 @@ def _job_in(kind: str, params: type[BaseModel]) -> type[BaseModel]:
 
 @dataclass(frozen=True)
 class JobKind:
-    """A job kind: its wire params, its spec and the service that runs it."""
+    """A job kind: its wire params, its spec and the service that runs it; ``model_of(spec, store)``
+    names the model when the params leave it out and the default is not the server's (a mask edit
+    runs on its mask's model)."""
 
     params: type[BaseModel]
     spec: type
     service: Callable[[Any, Any, Any], dict]  # (spec, executor, store) -> result
+    model_of: Callable[[Any, Any], str] | None = None
 
 
 KINDS: dict[str, JobKind] = {
@@ -123,6 +131,9 @@ KINDS: dict[str, JobKind] = {
     "sweep": JobKind(SweepParams, SweepSpec, capabilities.sweep),
     "neurons": JobKind(NeuronsIn, NeuronsSpec, capabilities.neurons),
     "neurons-compare": JobKind(CompareIn, NeuronsCompareSpec, capabilities.neurons_compare),
+    "mask-train": JobKind(MaskTrainIn, MaskTrainSpec, capabilities.mask_train),
+    "mask-edit": JobKind(MaskEditIn, MaskEditSpec, capabilities.mask_edit,
+                         model_of=lambda spec, store: capabilities.mask_model(store, spec.mask_id)),
 }
 #: POST /api/jobs: ``kind`` picks the params model (documented per kind in the schema).
 JobIn = Annotated[Union[tuple(_job_in(name, kind.params) for name, kind in KINDS.items())],  # noqa: UP007
@@ -141,8 +152,10 @@ def create_job(body: JobIn, request: Request, jobs: JobsDep, store: StoreDep) ->
     kind, params = KINDS[body.kind], body.params
     worker = request.app.state.worker
     spec = capabilities.to_spec(kind.spec, params)
+    if kind.model_of is not None and spec.model is None:
+        spec = replace(spec, model=kind.model_of(spec, store))
     check_prompts(spec, worker.settings)
-    key = model_key(request, params.model, params.session)
+    key = model_key(request, spec.model, getattr(params, "session", None))
     spec.check(worker.settings)  # up front: a bad request now, not a failed job later
     job = jobs.create(body.kind, job_body(kind, spec, worker, key, store), params=params.model_dump())
     return job.public(with_result=False)
