@@ -25,9 +25,9 @@ Fixed rules:
   Locality prompts: the relation's held-out facts.
 - random masks: ``random_mask(layout, density, seed=1000 + relation index)``.
 
-Default run (about 25 minutes on one thread of a shared 2-core machine):
+Default run (924 s wall on one thread of a shared 2-core machine):
 
-    PYTHONPATH=backend python bench/masks.py --out bench/results/masks.json
+    PYTHONPATH=backend /work/main/.venv/bin/python bench/masks.py --out bench/results/masks.json
 
 Smoke run: ``--steps 2 --n-train 4 --n-heldout 4 --n-edit 1 --edit-steps 1 --n-relations 2``.
 """
@@ -212,7 +212,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="mask training steps")
     parser.add_argument("--lr", type=float, default=0.5, help="Adam lr on the gate logits")
     parser.add_argument("--lam", type=float, default=10.0)
+    parser.add_argument("--init", type=float, default=3.0, help="initial gate logit (3.0: about 5%% of gates closed per sample)")
     parser.add_argument("--loss", default="kl", choices=["kl", "ce"])
+    parser.add_argument("--eval-every", type=int, default=0, help="curve point every N steps (0: only at the end)")
     parser.add_argument("--n-edit", type=int, default=2, help="edited facts per relation")
     parser.add_argument("--edit-steps", type=int, default=5)
     parser.add_argument("--edit-lr", type=float, default=1e-3)
@@ -247,15 +249,17 @@ def main() -> None:
         batch_info = batch_info or (len(task.prompts), len(task.batches))
         log.info("%s: forward+backward %.2f s on %d prompts", rel.name, fb, len(task.prompts))
         for d in densities:
-            params = M.MaskParams(target=d, steps=args.steps, lr=args.lr, lam=args.lam, loss=args.loss)
+            params = M.MaskParams(target=d, steps=args.steps, lr=args.lr, lam=args.lam, init=args.init,
+                                  loss=args.loss)
             t0 = time.perf_counter()
-            res = M.train_mask(model, task, params, eval_every=args.steps)
+            res = M.train_mask(model, task, params, eval_every=args.eval_every or args.steps)
             wall = time.perf_counter() - t0
             mask = res["mask"]
             t1 = time.perf_counter()
             ev_train = M.evaluate_mask(model, task, mask, lay, full_train)
             eval_s = time.perf_counter() - t1
-            step_s = max(0.0, res["train_s"] - eval_s) / res["steps_run"]
+            n_evals = len(res["curves"]["step"])
+            step_s = max(0.0, res["train_s"] - n_evals * eval_s) / res["steps_run"]
             step_times.append(step_s)
             if abs(d - 0.05) < 1e-9:
                 walls.append(wall)
