@@ -276,7 +276,7 @@ def main() -> None:
                      rel.name, d, M.density(mask, lay), ev_train["kl"], ev_train["top1_agreement"],
                      faith["heldout"]["mask"]["kl"], faith["heldout"]["mask"]["top1_agreement"], wall, step_s)
             masks.append({"relation": rel.name, "density": d, "achieved_density": M.density(mask, lay),
-                          "curves": res["curves"], "wall_s": wall, "train_s": res["train_s"], "step_s": step_s,
+                          "curves": res["curves"], "nonfinite_grad_steps": res.get("nonfinite_grad_steps"), "wall_s": wall, "train_s": res["train_s"], "step_s": step_s,
                           "faithfulness": faith, "composition": M.composition(mask, lay),
                           "random_composition": M.composition(rand, lay)})
         # circuit-aware editing
