@@ -25,7 +25,7 @@ Fixed rules:
   Locality prompts: the relation's held-out facts.
 - random masks: ``random_mask(layout, density, seed=1000 + relation index)``.
 
-Default run (924 s wall on one thread of a shared 2-core machine):
+Default run (1525 s wall with the machine loaded, 924 s before on one thread of a shared 2-core machine):
 
     PYTHONPATH=backend /work/main/.venv/bin/python bench/masks.py --out bench/results/masks.json
 
