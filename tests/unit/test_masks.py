@@ -175,3 +175,35 @@ def test_gpt2_is_refused(tiny_gpt2):
     task = M.make_task(tiny_gpt2, "t", ["The capital of France is"], [" Paris"])
     with pytest.raises(BadRequest):
         M.train_mask(tiny_gpt2, task, M.MaskParams(steps=1))
+
+
+class _NanGrad(torch.autograd.Function):
+    """Identity forward, NaN gradient backward (what the bridge's attention backward can return when
+    a prompt's first position is masked to an all-zero residual)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
+
+
+def test_a_nan_gradient_step_does_not_poison_the_gates(tiny_llama, monkeypatch):
+    task = M.make_task(tiny_llama, "t", ["The capital of France is", "The Eiffel Tower is in"], [" Paris", " Paris"])
+    real, calls = M.run_with, {"n": 0}
+
+    def run_with(model, params, tokens):
+        out = real(model, params, tokens)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return _NanGrad.apply(out)
+        return out
+    monkeypatch.setattr(M, "run_with", run_with)
+    res = M.train_mask(tiny_llama, task, M.MaskParams(target=0.25, steps=6, lr=0.2), eval_every=3)
+    assert bool(torch.isfinite(res["log_alpha"]).all())
+    assert res["nonfinite_grad_steps"] == 1
+    assert all(v == v for v in res["curves"]["loss"] + res["curves"]["density"])  # no NaN
+    assert float(res["log_alpha"].std()) > 0  # the later, finite steps still trained the gates

@@ -303,6 +303,7 @@ def train_mask(model, task: Task, params: MaskParams = MaskParams(), *, progress
             torch.set_rng_state(state["rng"])
     full = full_logprobs(model, task)
     t0 = time.perf_counter()
+    nonfinite_steps = 0
     for step in range(start, params.steps):
         if cancel:
             cancel()  # its Cancelled propagates; the checkpoint (if any) is up to date
@@ -315,6 +316,11 @@ def train_mask(model, task: Task, params: MaskParams = MaskParams(), *, progress
             dens = expected_density(log_alpha, weights)
             loss = faith + params.lam * F.relu(dens - params.target)
             loss.backward()
+        if not bool(torch.isfinite(log_alpha.grad).all()):
+            # a NaN/inf gradient (the bridge's attention backward yields NaN when a prompt's first position
+            # is masked to an all-zero residual) would poison Adam's moments and every gate for good
+            log_alpha.grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            nonfinite_steps += 1
         opt.step()
         done = step + 1
         if done % eval_every == 0 or done == params.steps:
@@ -333,7 +339,7 @@ def train_mask(model, task: Task, params: MaskParams = MaskParams(), *, progress
     mask = final_mask(log_alpha.detach(), weights, params.target).cpu()
     return {"task": task.name, "params": asdict(params), "mask": mask, "layout": lay, "curves": curves,
             "log_alpha": log_alpha.detach().cpu(),
-            "steps_run": params.steps - start, "train_s": train_s,
+            "steps_run": params.steps - start, "train_s": train_s, "nonfinite_grad_steps": nonfinite_steps,
             "step_s": train_s / max(1, params.steps - start)}
 
 
