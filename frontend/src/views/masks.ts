@@ -135,6 +135,8 @@ export class MasksView {
   /** Labels of masks seen in this page (trained or opened): the results list carries no task. */
   private labels = new Map<string, string>();
   private loaded = false;
+  private drawing = false;
+  private redraw = false;
 
   constructor(private client: Client, private getModel: () => string | undefined, private getCircuitId: () => string | null = () => null) {
     this.jobs = new JobRunner(client, (m, e) => setStatus(this.status, m, e), { cancel: "mask-cancel", progress: "mask-progress" });
@@ -176,7 +178,7 @@ export class MasksView {
       const p = name === "progress" ? eventPoint(ev) : null;
       if (p) {
         this.points = mergeCurve(this.points, p);
-        void this.drawCurves();
+        this.scheduleCurves();
       }
     };
     this.trainBtn.addEventListener("click", () => void this.train());
@@ -236,6 +238,22 @@ export class MasksView {
     }
   }
 
+  /** Redraw the curves, coalescing events that arrive while a draw is under way (the latest points win). */
+  private scheduleCurves(): void {
+    if (this.drawing) {
+      this.redraw = true;
+      return;
+    }
+    this.drawing = true;
+    void this.drawCurves().finally(() => {
+      this.drawing = false;
+      if (this.redraw) {
+        this.redraw = false;
+        this.scheduleCurves();
+      }
+    });
+  }
+
   /** Loss, expected density (with the target) and faithfulness KL per step. */
   private async drawCurves(): Promise<void> {
     const pts = this.points;
@@ -249,7 +267,8 @@ export class MasksView {
       { x, y: pts.map((p) => p.density), type: "scatter", mode: "lines+markers", name: "E[density]", xaxis: "x2", yaxis: "y2" },
       { x: span, y: [this.target, this.target], type: "scatter", mode: "lines", name: "target", line: { dash: "dot", color: "#6b7280" }, xaxis: "x2", yaxis: "y2" },
       { x, y: pts.map((p) => p.faithfulness_kl), type: "scatter", mode: "lines+markers", name: "KL (hard mask)", xaxis: "x3", yaxis: "y3" },
-    ] as never, { ...BASE_LAYOUT, height: 260, grid: { rows: 1, columns: 3, pattern: "independent" },
+    ] as never, { ...BASE_LAYOUT, height: 280, grid: { rows: 1, columns: 3, pattern: "independent" },
+      margin: { l: 48, r: 12, t: 48, b: 40 }, legend: { orientation: "h", y: 1.22 },
       xaxis: { title: { text: "step" } }, xaxis2: { title: { text: "step" } }, xaxis3: { title: { text: "step" } },
       yaxis: { title: { text: "loss" } }, yaxis2: { title: { text: "density" }, rangemode: "tozero" }, yaxis3: { title: { text: "KL" }, rangemode: "tozero" },
     } as never, PLOT_CONFIG as never);
@@ -399,7 +418,7 @@ export class MasksView {
       z: matrix, x: labels.map(escapePlotly), y: labels.map(escapePlotly), type: "heatmap", zmin: 0, zmax: 1, colorscale: "Viridis",
       text: overlapText(matrix), texttemplate: "%{text}", hovertemplate: "|C%{y} ∩ C%{x}| / |C%{y}| = %{text}<extra></extra>",
     }] as never, { ...BASE_LAYOUT, height: 320, showlegend: false, title: { text: title },
-      margin: { l: 160, r: 12, t: 36, b: 100 }, yaxis: { autorange: "reversed" } } as never, PLOT_CONFIG as never);
+      margin: { l: 60, r: 12, t: 36, b: 60 }, xaxis: { automargin: true }, yaxis: { autorange: "reversed", automargin: true } } as never, PLOT_CONFIG as never);
     await draw(masks, out.matrix, "masks");
     await draw(random, out.random_matrix, `random masks, same densities (seed ${out.seed}+i)`);
   }
