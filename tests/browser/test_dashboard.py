@@ -600,6 +600,7 @@ def test_masks_tab_trains_edits_overlaps_and_marks_the_circuit(page, server):
     rows = [r.locator("td").all_text_contents() for r in page.locator("[data-testid=mask-edit-table] tbody tr").all()]
     assert [r[0] for r in rows] == ["inside", "complement", "random", "full"]
     assert all(r[7] == "0" for r in rows) and len({r[2] for r in rows}) == 1  # nothing moved outside; same NLL before
+    edit_href = page.get_attribute("[data-testid=mask-edit-permalink]", "href")
 
     # a second mask, then the overlap of both
     second = _train_mask(page, "0.05", seed=1)
@@ -640,3 +641,7 @@ def test_masks_tab_trains_edits_overlaps_and_marks_the_circuit(page, server):
     page.goto(href)  # the stored mask's permalink shows its composition
     page.wait_for_selector("[data-testid=mask-composition] .main-svg")
     assert page.get_attribute("[data-testid=mask-out]", "data-mask-id") == second
+    page.goto(edit_href)  # the stored edit's permalink shows its table and the first mask
+    page.wait_for_selector("[data-testid=mask-edit-table] tbody tr")
+    assert [r.locator("td").all_text_contents() for r in page.locator("[data-testid=mask-edit-table] tbody tr").all()] == rows
+    page.wait_for_selector(f"[data-testid=mask-out][data-mask-id='{first}']")

@@ -409,14 +409,15 @@ export class MasksView {
 
   async showOverlap(out: MaskOverlapResult): Promise<void> {
     clear(this.overlapOut);
-    const labels = out.labels.map((l, i) => `${i + 1}. ${l} (${pct(out.densities[i])})`);
+    const short = out.labels.map((_, i) => `C${i + 1}`);
+    const labels = out.labels.map((l, i) => escapePlotly(`C${i + 1}: ${l} (${pct(out.densities[i])}, ${out.mask_ids[i].slice(0, 8)})`));
     const masks = h("div", { class: "mask-heatmap", "data-testid": "mask-overlap", "data-matrix": JSON.stringify(out.matrix) });
     const random = h("div", { class: "mask-heatmap", "data-testid": "mask-overlap-random", "data-matrix": JSON.stringify(out.random_matrix) });
     this.overlapOut.append(h("div", { class: "mask-heatmaps" }, masks, random));
     const P = await plotly();
     const draw = (el: HTMLElement, matrix: (number | null)[][], title: string) => P.react(el, [{
-      z: matrix, x: labels.map(escapePlotly), y: labels.map(escapePlotly), type: "heatmap", zmin: 0, zmax: 1, colorscale: "Viridis",
-      text: overlapText(matrix), texttemplate: "%{text}", hovertemplate: "|C%{y} ∩ C%{x}| / |C%{y}| = %{text}<extra></extra>",
+      z: matrix, x: short, y: labels, type: "heatmap", zmin: 0, zmax: 1, colorscale: "Viridis",
+      text: overlapText(matrix), texttemplate: "%{text}", hovertemplate: "row %{y}<br>column %{x}: |Ci ∩ Cj| / |Ci| = %{text}<extra></extra>",
     }] as never, { ...BASE_LAYOUT, height: 320, showlegend: false, title: { text: title },
       margin: { l: 60, r: 12, t: 36, b: 60 }, xaxis: { automargin: true }, yaxis: { autorange: "reversed", automargin: true } } as never, PLOT_CONFIG as never);
     await draw(masks, out.matrix, "masks");
