@@ -52,7 +52,7 @@ describe("masks view helpers", () => {
     await c.mask("x/y");
     await c.maskComponents({ mask_id: "m", circuit_id: "c" });
     const calls = f.mock.calls as unknown as [string, RequestInit][];
-    expect(calls.map(([u, i]) => [u, i.method])).toEqual([["/api/masks/overlap", "POST"], ["/api/masks/x%2Fy", "GET"], ["/api/masks/components", "POST"]]);
+    expect(calls.map(([u, i]) => [u, i.method])).toEqual([["/api/masks/overlap", "POST"], ["/api/masks/stored/x%2Fy", "GET"], ["/api/masks/components", "POST"]]);
     expect(JSON.parse(String(calls[0][1].body))).toEqual({ mask_ids: ["a", "b"] });
   });
 });

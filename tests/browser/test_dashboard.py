@@ -579,7 +579,7 @@ def test_masks_tab_trains_edits_overlaps_and_marks_the_circuit(page, server):
     assert steps == list(range(1, len(steps) + 1)) and page.locator("[data-testid=mask-permalink]").count() == 0
 
     first = _train_mask(page, "0.25", seed=0)
-    status, mask = http(server, "GET", f"/api/masks/{first}")
+    status, mask = http(server, "GET", f"/api/masks/stored/{first}")
     assert status == 200 and mask["model"] == "tiny-llama" and mask["params"]["target"] == 0.25
     assert page.evaluate("() => JSON.parse(document.querySelector('[data-testid=mask-curves]').dataset.steps)") == mask["curves"]["step"] == [5, 10]
     page.wait_for_selector("[data-testid=mask-composition] .main-svg")

@@ -71,7 +71,7 @@ export class Client {
 
   relations(): Promise<{ items: RelationInfo[] }> { return this.request("GET", "/api/relations"); }
   neuronEdit(body: NeuronEditRequest): Promise<NeuronEditResult> { return this.request("POST", "/api/neurons/edit", body); }
-  mask(id: string): Promise<MaskResult> { return this.request("GET", `/api/masks/${encodeURIComponent(id)}`); }
+  mask(id: string): Promise<MaskResult> { return this.request("GET", `/api/masks/stored/${encodeURIComponent(id)}`); }
   maskEdit(id: string): Promise<MaskEditResult> { return this.request("GET", `/api/masks/edits/${encodeURIComponent(id)}`); }
   maskOverlap(body: MaskOverlapRequest): Promise<MaskOverlapResult> { return this.request("POST", "/api/masks/overlap", body); }
   maskComponents(body: MaskComponentsRequest): Promise<MaskComponentsResult> { return this.request("POST", "/api/masks/components", body); }
