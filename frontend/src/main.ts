@@ -232,7 +232,7 @@ async function storedResultPage(main: HTMLElement, result: StoredResult): Promis
     main.append(view.el);
     if (result.kind === "mask") await view.show(result as unknown as MaskResult);
     else {
-      view.showEdit(result as unknown as MaskEditResult);
+      await view.showEdit(result as unknown as MaskEditResult);
       try { await view.show(await api.mask((result as unknown as MaskEditResult).mask_id)); } catch { /* the edit's mask may be gone */ }
     }
     void view.load();

@@ -600,6 +600,7 @@ def test_masks_tab_trains_edits_overlaps_and_marks_the_circuit(page, server):
     rows = [r.locator("td").all_text_contents() for r in page.locator("[data-testid=mask-edit-table] tbody tr").all()]
     assert [r[0] for r in rows] == ["inside", "complement", "random", "full"]
     assert all(r[7] == "0" for r in rows) and len({r[2] for r in rows}) == 1  # nothing moved outside; same NLL before
+    page.wait_for_selector("[data-testid=mask-edit-losses] .main-svg")
     edit_href = page.get_attribute("[data-testid=mask-edit-permalink]", "href")
 
     # a second mask, then the overlap of both

@@ -338,7 +338,7 @@ export class MasksView {
     try {
       const result = (await this.editJobs.run({ kind: "mask-edit", params: { mask_id: mask.id, prompt: this.editPrompt.value,
         target: this.editTarget.value, steps: num(this.editSteps, 10), lr: num(this.editLr, 1e-3) } })) as MaskEditResult | null;
-      if (result) this.showEdit(result);
+      if (result) await this.showEdit(result);
     } catch (err) {
       setStatus(this.editStatus, errorText(err), true);
     } finally {
@@ -346,7 +346,7 @@ export class MasksView {
     }
   }
 
-  showEdit(out: MaskEditResult): void {
+  showEdit(out: MaskEditResult): Promise<void> {
     clear(this.editOut);
     this.editOut.dataset.rows = String(out.rows.length);
     this.editOut.append(h("p", { "data-testid": "mask-edit-main" }, "edit ", h("span", { class: "mono", text: out.prompt }), " → ",
@@ -355,6 +355,12 @@ export class MasksView {
       out.id ? " · permalink " : "", out.id ? h("a", { href: `/c/${encodeURIComponent(out.id)}`, class: "mono", "data-testid": "mask-edit-permalink", text: out.id.slice(0, 12) }) : ""));
     this.editOut.append(table(["variant", "density", "NLL pre", "NLL post", "Δ NLL", "locality", "changed blocks", "changed outside"],
       editRows(out.rows), "mask-edit-table"));
+    const chart = h("div", { class: "mask-chart", "data-testid": "mask-edit-losses" });
+    this.editOut.append(chart);
+    return plotly().then((P) => P.react(chart, out.rows.map((r) => ({ x: [...r.losses.map((_, i) => i), r.losses.length], y: [...r.losses, r.nll_post], type: "scatter",
+      mode: "lines+markers", name: r.variant })) as never, { ...BASE_LAYOUT, height: 240,
+      xaxis: { title: { text: "updates made" } }, yaxis: { title: { text: "NLL of the new target" } } } as never, PLOT_CONFIG as never))
+      .then(() => undefined);
   }
 
   /** The stored masks as checkboxes (newest first), each with a button to open it. */
