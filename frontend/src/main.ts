@@ -1,7 +1,7 @@
 /** kcircuits dashboard entry: routes (/, /c/{id}, /v/{short}, ?bench=N), prompt bar + live lens, circuit, edit, results. */
 import "./style.css";
 import { api, ApiError } from "./api/client";
-import type { CircuitResult, CompareResult, LensResult, NeuronEditResult, NeuronsResult, RelationRow, SweepResult } from "./api/types";
+import type { CircuitResult, CompareResult, LensResult, MaskEditResult, MaskResult, NeuronEditResult, NeuronsResult, RelationRow, SweepResult } from "./api/types";
 import { GraphCanvas } from "./graph/canvas";
 import { drawCircuit, syntheticCircuit } from "./graph/model";
 import { decodeState, parseRoute, writeStateToUrl } from "./state/url";
@@ -9,6 +9,7 @@ import { clear, debounce, h, showToken } from "./util/dom";
 import { CircuitView } from "./views/circuit";
 import { EditView } from "./views/edit";
 import { LensView, TokenChips } from "./views/lens";
+import { MasksView } from "./views/masks";
 import { NeuronsView } from "./views/neurons";
 import { RelationsView } from "./views/relations";
 import { ResultsList } from "./views/share";
@@ -73,6 +74,8 @@ class Dashboard {
   private results = new ResultsList(api);
   private relations: RelationsView;
   private neurons: NeuronsView;
+  private masks: MasksView;
+  private lastCircuitId: string | null = null;
   private subjectOverride: string | null = null;
   private session: string | null = null;
   private ctrl: AbortController | null = null;
@@ -80,10 +83,11 @@ class Dashboard {
 
   constructor(root: HTMLElement) {
     this.circuitView = new CircuitView(api, () => this.context());
-    this.circuitView.onCircuit = (c) => { hook.circuit = c; hook.graph = this.circuitView.graph; };
+    this.circuitView.onCircuit = (c) => { hook.circuit = c; hook.graph = this.circuitView.graph; this.lastCircuitId = c.id ?? null; };
     this.editView = new EditView(api, () => this.model.value || undefined);
     this.relations = new RelationsView(api, () => this.model.value || undefined);
     this.neurons = new NeuronsView(api, () => this.model.value || undefined);
+    this.masks = new MasksView(api, () => this.model.value || undefined, () => this.lastCircuitId);
     this.editView.onSession = (id) => {
       this.session = id;
       this.useSession.disabled = !id;
@@ -98,11 +102,13 @@ class Dashboard {
         h("div", { class: "row subject-row" }, h("span", { class: "muted", text: "subject (click tokens to adjust):" }), this.chips.el)),
       this.lensView.el, this.circuitView.el);
     const pages: Record<string, HTMLElement> = { Explore: explore, Edit: h("div", { class: "page" }, this.editView.el),
-      Relations: h("div", { class: "page" }, this.relations.el), Neurons: h("div", { class: "page" }, this.neurons.el), Results: h("div", { class: "page" }, this.results.el) };
+      Relations: h("div", { class: "page" }, this.relations.el), Neurons: h("div", { class: "page" }, this.neurons.el),
+      Masks: h("div", { class: "page" }, this.masks.el), Results: h("div", { class: "page" }, this.results.el) };
     const show = (name: string) => {
       for (const [k, el] of Object.entries(pages)) el.hidden = k !== name;
       if (name === "Results") void this.results.load();
       if (name === "Relations") void this.relations.load();
+      if (name === "Masks") void this.masks.load();
       if (name === "Neurons") {
         const ctx = this.context();
         this.neurons.prefill(ctx.prompt, ctx.target);
@@ -110,7 +116,7 @@ class Dashboard {
       }
     };
     root.append(header("Explore", { Explore: () => show("Explore"), Edit: () => show("Edit"),
-      Relations: () => show("Relations"), Neurons: () => show("Neurons"), Results: () => show("Results") }),
+      Relations: () => show("Relations"), Neurons: () => show("Neurons"), Masks: () => show("Masks"), Results: () => show("Results") }),
       ...Object.values(pages));
     show("Explore");
     const sched = debounce(() => void this.runLens(), 300);
@@ -221,6 +227,15 @@ async function storedResultPage(main: HTMLElement, result: StoredResult): Promis
     if (result.kind === "neurons") await view.show(result as unknown as NeuronsResult);
     else if (result.kind === "neurons_compare") await view.showCompare(result as unknown as CompareResult);
     else view.showEdit(result as unknown as NeuronEditResult);
+  } else if (result.kind === "mask" || result.kind === "mask_edit") {
+    const view = new MasksView(api, () => undefined);
+    main.append(view.el);
+    if (result.kind === "mask") await view.show(result as unknown as MaskResult);
+    else {
+      await view.showEdit(result as unknown as MaskEditResult);
+      try { await view.show(await api.mask((result as unknown as MaskEditResult).mask_id)); } catch { /* the edit's mask may be gone */ }
+    }
+    void view.load();
   } else {
     main.append(h("section", { class: "panel" }, h("pre", { class: "mono", text: JSON.stringify(result, null, 2) })));
   }

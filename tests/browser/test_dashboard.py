@@ -538,3 +538,111 @@ def test_nodes_show_their_top_tokens_and_the_replay_reveals_them(page, server):
     # with all paths drawn, the replay's circuit is the drawn one: tokens appear exactly with their layers
     expected = [sum(1 for i in tokens if i in drawn_ids and layer[i] < step) for step in range(n_layers + 1)]
     assert counts == expected and counts[0] == 0 and counts[-1] > 0
+
+
+def _train_mask(page, density: str, seed: int, steps: int = 10, eval_every: int = 5) -> str:
+    """Train a mask from the Masks tab (tiny-llama, country_capital_city); returns its id once it is shown."""
+    page.select_option("[data-testid=mask-density]", density)
+    page.fill("[data-testid=mask-seed]", str(seed))
+    page.fill("[data-testid=mask-steps]", str(steps))
+    page.fill("[data-testid=mask-eval-every]", str(eval_every))
+    page.evaluate("() => { const p = document.querySelector('[data-testid=mask-permalink]'); if (p) p.remove(); }")
+    page.click("[data-testid=mask-train]")
+    page.wait_for_selector("[data-testid=mask-permalink]", timeout=SLOW)
+    return page.get_attribute("[data-testid=mask-out]", "data-mask-id")
+
+
+def test_masks_tab_trains_edits_overlaps_and_marks_the_circuit(page, server):
+    """Masks tab: live curves of a mask-train job and Cancel; a trained mask's curves, composition and per-unit
+    charts match the stored mask; the four-way edit table; the overlap heatmap of two masks (diagonal 1) beside
+    random masks; the mask's heads and MLPs marked by an edge circuit; the mask's permalink."""
+    require_endpoint(server, "POST", "/api/masks/overlap", {"mask_ids": ["0" * 20, "1" * 20]})
+    page.goto("/")
+    page.wait_for_selector("[data-testid=model] option", state="attached")
+    page.click("button[data-tab=Masks]")
+    page.wait_for_selector("[data-testid=mask-model] option[value=tiny-llama]", state="attached")
+    assert "tiny-gpt2" not in page.locator("[data-testid=mask-model] option").all_text_contents()  # Llama family only
+    page.select_option("[data-testid=mask-model]", "tiny-llama")
+    page.wait_for_selector("[data-testid=mask-task] option[value='relation:country_capital_city']", state="attached")
+    page.select_option("[data-testid=mask-task]", "relation:country_capital_city")
+    page.fill("[data-testid=mask-n]", "4")
+    # live curves while a long job runs, then Cancel
+    page.fill("[data-testid=mask-steps]", "5000")
+    page.fill("[data-testid=mask-eval-every]", "1")
+    page.click("[data-testid=mask-train]")
+    page.wait_for_function("() => Number(document.querySelector('[data-testid=mask-curves]').dataset.points) >= 2", timeout=SLOW)
+    page.wait_for_selector("[data-testid=mask-curves] .main-svg")
+    assert page.is_visible("[data-testid=mask-progress]")
+    page.click("[data-testid=mask-cancel]")
+    page.wait_for_selector("section[aria-label='mask training'][data-job-status=cancelled]", timeout=SLOW)
+    steps = page.evaluate("() => JSON.parse(document.querySelector('[data-testid=mask-curves]').dataset.steps)")
+    assert steps == list(range(1, len(steps) + 1)) and page.locator("[data-testid=mask-permalink]").count() == 0
+
+    first = _train_mask(page, "0.25", seed=0)
+    status, mask = http(server, "GET", f"/api/masks/stored/{first}")
+    assert status == 200 and mask["model"] == "tiny-llama" and mask["params"]["target"] == 0.25
+    assert page.evaluate("() => JSON.parse(document.querySelector('[data-testid=mask-curves]').dataset.steps)") == mask["curves"]["step"] == [5, 10]
+    page.wait_for_selector("[data-testid=mask-composition] .main-svg")
+    modules = page.evaluate("() => JSON.parse(document.querySelector('[data-testid=mask-composition]').dataset.modules)")
+    assert {"attention", "mlp", "embedding"} <= set(modules) and all(mask["composition"][m]["n_params"] > 0 for m in modules)
+    shares = page.evaluate("() => JSON.parse(document.querySelector('[data-testid=mask-composition]').dataset.shareOfMask)")
+    assert shares == [mask["composition"][m]["share_of_mask"] for m in modules]
+    assert page.get_attribute("[data-testid=mask-units]", "data-units") == str(sum(c["kind"] != "kv" for c in mask["components"]))
+    summary = page.text_content("[data-testid=mask-summary]")
+    assert f"{100 * mask['density']:.1f}%" in summary and "KL" in summary and "s/step" in summary
+
+    # the four-way edit
+    page.fill("[data-testid=mask-edit-prompt]", "The Eiffel Tower is in")
+    page.fill("[data-testid=mask-edit-target]", " Rome")
+    page.fill("[data-testid=mask-edit-steps]", "2")
+    page.click("[data-testid=mask-edit-run]")
+    page.wait_for_selector("[data-testid=mask-edit-table] tbody tr", timeout=SLOW)
+    rows = [r.locator("td").all_text_contents() for r in page.locator("[data-testid=mask-edit-table] tbody tr").all()]
+    assert [r[0] for r in rows] == ["inside", "complement", "random", "full"]
+    assert all(r[7] == "0" for r in rows) and len({r[2] for r in rows}) == 1  # nothing moved outside; same NLL before
+    page.wait_for_selector("[data-testid=mask-edit-losses] .main-svg")
+    edit_href = page.get_attribute("[data-testid=mask-edit-permalink]", "href")
+
+    # a second mask, then the overlap of both
+    second = _train_mask(page, "0.05", seed=1)
+    assert second != first
+    page.click("[data-testid=mask-refresh]")
+    for mid in (first, second):
+        page.check(f"[data-testid=mask-pick] input[data-mask='{mid}']")
+    page.click("[data-testid=mask-overlap-run]")
+    page.wait_for_selector("[data-testid=mask-overlap] .main-svg", timeout=SLOW)
+    page.wait_for_selector("[data-testid=mask-overlap-random] .main-svg")
+    matrix = page.evaluate("() => JSON.parse(document.querySelector('[data-testid=mask-overlap]').dataset.matrix)")
+    rand = page.evaluate("() => JSON.parse(document.querySelector('[data-testid=mask-overlap-random]').dataset.matrix)")
+    picked = [mid for mid in page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=mask-pick] input[data-mask]:checked')].map(b => b.dataset.mask)")]
+    status, api = http(server, "POST", "/api/masks/overlap", {"mask_ids": picked})
+    assert status == 200 and matrix == api["matrix"] and rand == api["random_matrix"]
+    assert matrix[0][0] == 1.0 and matrix[1][1] == 1.0 and len(matrix) == 2
+    screenshot(page, "masks-overlap", page.locator("[data-testid=mask-overlap-out]"))
+
+    # beside an edge circuit (the second mask is the one shown now)
+    status, circuit = http(server, "POST", "/api/circuits", {"model": "tiny-llama", "prompt": "The capital of France is",
+                                                            "target": " Paris", "method": "eap", "top_n": 12})
+    assert status == 200, circuit
+    page.fill("[data-testid=mask-circuit-id]", circuit["id"])
+    page.click("[data-testid=mask-components-run]")
+    page.wait_for_selector("[data-testid=mask-components-table] tbody tr", timeout=SLOW)
+    status, comp = http(server, "POST", "/api/masks/components", {"mask_id": second, "circuit_id": circuit["id"]})
+    assert status == 200, comp
+    marked = page.evaluate("() => JSON.parse(document.querySelector('[data-testid=mask-components-chart]').dataset.inCircuit)")
+    assert sorted(marked) == sorted(c["id"] for c in comp["components"] if c["in_circuit"])
+    for tr in page.locator("[data-testid=mask-components-table] tbody tr").all():
+        unit, _, _, inside = tr.locator("td").all_text_contents()
+        assert inside == ("yes" if unit in marked else "no")
+    screenshot(page, "masks", page.locator(".masks-view"))
+
+    href = page.get_attribute("[data-testid=mask-permalink] a", "href")
+    assert href == f"/c/{second}"
+    page.goto(href)  # the stored mask's permalink shows its composition
+    page.wait_for_selector("[data-testid=mask-composition] .main-svg")
+    assert page.get_attribute("[data-testid=mask-out]", "data-mask-id") == second
+    page.goto(edit_href)  # the stored edit's permalink shows its table and the first mask
+    page.wait_for_selector("[data-testid=mask-edit-table] tbody tr")
+    assert [r.locator("td").all_text_contents() for r in page.locator("[data-testid=mask-edit-table] tbody tr").all()] == rows
+    page.wait_for_selector(f"[data-testid=mask-out][data-mask-id='{first}']")

@@ -1,7 +1,8 @@
 /** Typed same-origin client for the kcircuits API. Errors surface as ApiError with the server's envelope. */
 import type {
   CircuitRequest, CircuitResult, EditCompare, EditCreated, EditRequest, EditSession, ExportFormat, GraphStats,
-  Job, JobEvent, JobRequest, LensRequest, LensResult, ModelsResponse, InfoResponse, NodeDetail, NodeDetailRequest,
+  Job, JobEvent, JobRequest, LensRequest, LensResult, MaskComponentsRequest, MaskComponentsResult, MaskEditResult, MaskOverlapRequest,
+  MaskOverlapResult, MaskResult, ModelsResponse, InfoResponse, NodeDetail, NodeDetailRequest,
   NeuronEditRequest, NeuronEditResult, ProjectRequest, ProjectResponse, RelationInfo, ResultsList, ResultsQuery,
   StoredView, ViewResponse,
 } from "./types";
@@ -70,6 +71,10 @@ export class Client {
 
   relations(): Promise<{ items: RelationInfo[] }> { return this.request("GET", "/api/relations"); }
   neuronEdit(body: NeuronEditRequest): Promise<NeuronEditResult> { return this.request("POST", "/api/neurons/edit", body); }
+  mask(id: string): Promise<MaskResult> { return this.request("GET", `/api/masks/stored/${encodeURIComponent(id)}`); }
+  maskEdit(id: string): Promise<MaskEditResult> { return this.request("GET", `/api/masks/edits/${encodeURIComponent(id)}`); }
+  maskOverlap(body: MaskOverlapRequest): Promise<MaskOverlapResult> { return this.request("POST", "/api/masks/overlap", body); }
+  maskComponents(body: MaskComponentsRequest): Promise<MaskComponentsResult> { return this.request("POST", "/api/masks/components", body); }
   createJob(body: JobRequest): Promise<Job> { return this.request("POST", "/api/jobs", body); }
   job(id: string): Promise<Job> { return this.request("GET", `/api/jobs/${encodeURIComponent(id)}`); }
   cancelJob(id: string): Promise<Job> { return this.request("DELETE", `/api/jobs/${encodeURIComponent(id)}`); }

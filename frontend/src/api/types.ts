@@ -323,7 +323,7 @@ export interface AcdcParams extends Omit<CircuitRequest, "method"> {
   tau?: number;
 }
 export interface JobRequest {
-  kind: "acdc" | "relation" | "sweep" | "neurons" | "neurons-compare";
+  kind: "acdc" | "relation" | "sweep" | "neurons" | "neurons-compare" | "mask-train" | "mask-edit";
   params: Record<string, unknown>;
 }
 export interface Job {
@@ -707,4 +707,25 @@ export interface CompareResult {
   params: Record<string, unknown>;
   summary: Record<string, LocalisationSummary>;
   rows: { name: string; kind: string; n_neurons: number; target: string; foil: string | null }[];
+}
+
+// ---- parameter masks (Ge, Rudzicz, Zhu) ------------------------------------------------------------
+export type MaskTrainRequest = Schemas["MaskTrainIn"];
+export type MaskEditRequest = Schemas["MaskEditIn"];
+export type MaskOverlapRequest = Schemas["MaskOverlapIn"];
+export type MaskComponentsRequest = Schemas["MaskComponentsIn"];
+export type MaskResult = Schemas["MaskOut"];
+export type MaskCurves = Schemas["MaskCurvesOut"];
+export type ModuleShare = Schemas["ModuleShareOut"];
+export type MaskComponent = Schemas["MaskComponentOut"];
+export type MaskEditResult = Schemas["MaskEditOut"];
+export type MaskEditRow = Schemas["MaskEditRowOut"];
+export type MaskOverlapResult = Schemas["MaskOverlapOut"];
+export type MaskComponentsResult = Schemas["MaskComponentsOut"];
+/** One evaluation of a mask-train job, as its progress events carry it (``curve``). */
+export interface MaskCurvePoint {
+  step: number;
+  loss: number;
+  density: number;
+  faithfulness_kl: number;
 }

@@ -10,6 +10,8 @@ export class JobRunner {
   private jobId: string | null = null;
   /** The element that carries data-job-status / data-job-events (set it once the view is built). */
   host: HTMLElement = h("div");
+  /** Called with every event of the job followed now (after the runner's own bookkeeping). */
+  onEvent: ((name: string, ev: JobEvent) => void) | null = null;
 
   constructor(private client: Client, private setStatus: (msg: string, error?: boolean) => void,
     testids: { cancel: string; progress: string } = { cancel: "cancel-job", progress: "job-progress" }) {
@@ -37,6 +39,7 @@ export class JobRunner {
       this.progress.value = ev.progress ?? 0;
       const detail = ev.total ? ` ${ev.done}/${ev.total}` : "";
       this.setStatus(`${kind} ${name}${detail} ${ev.message ?? ""}`.trim());
+      this.onEvent?.(name, ev);
     });
     try {
       const final = await f.done;
