@@ -403,11 +403,7 @@ def train_mask_result(model: Any, spec: MaskTrainSpec, steps: Steps, checkpoint:
         steps.progress(done, total, f"step {done}/{total}: loss {point['loss']:.4g}, density {point['density']:.3f}",
                        curve=point)
 
-    def cancel() -> bool:
-        steps.cancel()  # raises Cancelled once the job's flag is set
-        return False
-
-    trained = M.train_mask(model, task, spec.params(), progress=progress, cancel=cancel,
+    trained = M.train_mask(model, task, spec.params(), progress=progress, cancel=steps.cancel,
                            checkpoint=str(checkpoint) if checkpoint else None, eval_every=spec.eval_every)
     lay, mask = trained["layout"], trained["mask"]
     record = M.mask_record(trained, model)
