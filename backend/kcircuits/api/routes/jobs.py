@@ -184,7 +184,9 @@ async def _sse(events: AsyncIterator[dict | None]) -> AsyncIterator[str]:
         yield f"event: {event['event']}\ndata: {json.dumps(data)}\n\n"
 
 
-@router.get("/{job_id}/events", responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}})
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={**ERROR_RESPONSES, 200: {
+    "description": "server-sent events (`event: <status|progress>` lines, `data:` a JSON job state)",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
     """Server-sent events: queued, running, progress (done/total), then a terminal event.
     Served on the event loop: an open stream holds no thread."""

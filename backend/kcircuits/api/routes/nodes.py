@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int, model_key
+from kcircuits.api.wire import NodeDetailOut, ProjectOut
 from kcircuits.config import Settings
 from kcircuits.errors import BadRequest, NotFound
 from kcircuits.services.checks import check_prompt, check_tokens, check_top_k
@@ -80,7 +81,7 @@ def node_detail(model, body: DetailIn, settings: Settings, population: list[str]
     }
 
 
-@router.post("/nodes/project", responses=ERROR_RESPONSES)
+@router.post("/nodes/project", responses=ERROR_RESPONSES, response_model=ProjectOut)
 def project(body: ProjectIn, request: Request, settings: SettingsDep, worker: WorkerDep) -> dict:
     """Top tokens one head's or MLP's output promotes and suppresses at a position."""
     from kcircuits.circuits.lens import project_node
@@ -97,7 +98,7 @@ def project(body: ProjectIn, request: Request, settings: SettingsDep, worker: Wo
     return worker.run(key, run)
 
 
-@router.post("/nodes/detail", responses=ERROR_RESPONSES)
+@router.post("/nodes/detail", responses=ERROR_RESPONSES, response_model=NodeDetailOut)
 def detail(body: DetailIn, request: Request, settings: SettingsDep, worker: WorkerDep) -> dict:
     """The node panel's content for a node of the circuit of ``prompt``."""
     check_prompt(body.prompt, settings)
@@ -106,7 +107,7 @@ def detail(body: DetailIn, request: Request, settings: SettingsDep, worker: Work
     return worker.run(key, lambda model: node_detail(model, body, settings))
 
 
-@router.get("/circuits/{circuit_id}/nodes/{node}", responses=ERROR_RESPONSES)
+@router.get("/circuits/{circuit_id}/nodes/{node}", responses=ERROR_RESPONSES, response_model=NodeDetailOut)
 def stored_circuit_node(circuit_id: str, node: str, request: Request, settings: SettingsDep,
                         worker: WorkerDep, store: StoreDep) -> dict:
     """Node detail for a stored circuit (its model, prompt, target and subject)."""
