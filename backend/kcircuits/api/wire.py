@@ -259,8 +259,8 @@ class LensTargetOut(BaseModel):
     id: int
     rank: list[int]
     prob: list[float]
-    subject_rank: list[int]
-    subject_prob: list[float]
+    subject_rank: list[int] | None = Field(description="null without a subject")
+    subject_prob: list[float] | None
 
 
 class LensOut(StoredOut):
@@ -1099,13 +1099,16 @@ class AnyResultOut(RootModel[ResultOut]):
     """One stored result of any kind, with ``id`` and ``provenance``."""
 
 
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "interrupted"]
+
+
 class JobOut(BaseModel):
     """A job's public state; ``result`` only on GET of a live job, ``result_id`` on a stored one."""
 
     id: str
     kind: str
     params: dict[str, Any]
-    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "interrupted"]
+    status: JobStatus
     progress: float
     message: str | None
     error: ErrorOut | None
@@ -1117,3 +1120,41 @@ class JobOut(BaseModel):
 
 class JobListOut(BaseModel):
     items: list[JobOut]
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` substituted (for schemas placed outside components)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) >= {"$ref"} and node["$ref"].startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return {**inline(defs[node["$ref"].rsplit("/", 1)[1]]), **rest}
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
+
+
+class JobEventDataOut(BaseModel):
+    """The JSON of a job event's ``data:`` line: the job's state after the event."""
+
+    seq: int
+    status: JobStatus
+    progress: float
+    message: str | None
+    done: Maybe[int] = Field(None, description="progress events: steps done of ``total``")
+    total: Maybe[int] = None
+    error: Maybe[ErrorOut] = Field(None, description="the failed event: why")
+
+
+class JobEventOut(BaseModel):
+    """One server-sent event of a job's stream: ``event: <name>`` and ``data: <JobEventDataOut JSON>``
+    (keep-alive pings are SSE comments, not events)."""
+
+    event: Literal["queued", "running", "progress", "cancelling", "succeeded", "failed", "cancelled"]
+    data: str = Field(json_schema_extra={
+        "contentMediaType": "application/json",
+        "contentSchema": inline_schema(JobEventDataOut)})

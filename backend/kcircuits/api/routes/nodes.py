@@ -3,7 +3,7 @@ its role scores; an MLP's top tokens. By prompt (POST) or for a stored circuit (
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
@@ -11,7 +11,7 @@ from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int, model_key
 from kcircuits.api.wire import NodeDetailOut, ProjectOut
 from kcircuits.config import Settings
-from kcircuits.errors import BadRequest, NotFound
+from kcircuits.errors import NotFound
 from kcircuits.services.checks import check_prompt, check_tokens, check_top_k
 from kcircuits.store.ids import is_valid_id
 
@@ -108,16 +108,15 @@ def detail(body: DetailIn, request: Request, settings: SettingsDep, worker: Work
 
 
 @router.get("/circuits/{circuit_id}/nodes/{node}", responses=ERROR_RESPONSES, response_model=NodeDetailOut)
-def stored_circuit_node(circuit_id: str, node: str, request: Request, settings: SettingsDep,
-                        worker: WorkerDep, store: StoreDep) -> dict:
+def stored_circuit_node(circuit_id: str, request: Request, settings: SettingsDep,
+                        worker: WorkerDep, store: StoreDep,
+                        node: str = Path(..., max_length=50, pattern=DETAIL_NODE_ID)) -> dict:
     """Node detail for a stored circuit (its model, prompt, target and subject)."""
     if not is_valid_id(circuit_id):
         raise NotFound(f"no circuit with id {circuit_id[:80]!r}")
     circuit = store.get(circuit_id) if store is not None else None
     if circuit is None:
         raise NotFound(f"no circuit with id {circuit_id!r}")
-    if len(node) > 50:
-        raise BadRequest("node id too long")
     subject = (circuit.get("subject") or {}).get("text")
     heads = [n for n in circuit.get("nodes") or [] if n.get("kind") == "head"]
     population = [n["id"] for n in heads if n.get("in_circuit")] or None
