@@ -280,7 +280,7 @@ async function circuitPage(root: HTMLElement, id: string, valid: boolean): Promi
 async function viewRedirect(short: string): Promise<void> {
   try {
     const v = await api.view(short);
-    const qs = new URLSearchParams(v.state).toString();
+    const qs = new URLSearchParams(Object.entries(v.state).map(([k, x]) => [k, String(x)])).toString();
     window.location.replace(`/c/${encodeURIComponent(v.result_id)}${qs ? `?${qs}` : ""}`);
   } catch {
     app.append(header(""), h("section", { class: "panel not-found", "data-testid": "not-found" }, h("h2", { text: "View not found" }), h("p", { text: `No saved view "${short}".` })));

@@ -43,7 +43,8 @@ describe("api client", () => {
     expect(f.mock.calls[3][1]?.method).toBe("DELETE");
   });
   it("follows a job's SSE stream to its terminal event", async () => {
-    const job: Job = { id: "j1", kind: "acdc", status: "cancelled", progress: 0.3 };
+    const job: Job = { id: "j1", kind: "acdc", params: {}, status: "cancelled", progress: 0.3, message: null, error: null,
+      created_at: 0, finished_at: null };
     const c = new Client(mockFetch(200, job));
     class FakeES {
       static last: FakeES;

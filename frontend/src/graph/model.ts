@@ -163,14 +163,22 @@ export function syntheticCircuit(nEdges: number, nLayers = 30, nHeads = 9): Circ
   for (const e of edges) { ids.add(e.source); ids.add(e.target); }
   const roles = ["mover", "relation", "mixture", null] as const;
   return {
-    schema_version: 1, kind: "circuit", model: "synthetic", prompt: "synthetic", target: " x", tokens: ["synthetic"],
-    subject: null, method: "eap", ablation: "patch", metric: "logit_diff", corrupt_prompt: null, params: {},
-    graph: { n_layers: nLayers, n_heads: nHeads, n_kv_heads: nHeads, kv_mode: "ungrouped", total_nodes: ids.size, total_edges: edges.length },
+    schema_version: 1, kind: "circuit", model: "synthetic", revision: "synthetic", prompt: "synthetic", target: " x",
+    target_id: 0, tokens: ["synthetic"], subject: null, method: "eap", ablation: "patch", metric: "logit_diff",
+    corrupt_prompt: null, corrupt_prompts: [], counterfactual: null, params: {},
+    graph: { n_layers: nLayers, n_heads: nHeads, n_kv_heads: nHeads, kv_mode: "ungrouped", total_nodes: ids.size,
+      total_edges: edges.length, input_convention: "embed" },
     nodes: [...ids].map((id, i) => {
       const p = parseNodeId(id)!;
       return { id, kind: p.kind, layer: p.layer, head: p.head, role: p.kind === "head" ? roles[i % 4] : null, score: 0, in_circuit: true };
     }),
     edges,
-    metrics: { edges: edges.length, nodes: ids.size, edge_fraction: 1, node_fraction: 1, faithfulness: null },
+    metrics: { edges: edges.length, nodes: ids.size, edge_fraction: 1, node_fraction: 1, faithfulness: null,
+      faithfulness_undefined: "synthetic", metric_full: null, metric_circuit: null, metric_empty: null,
+      hit_at_10: { full: 0, circuit: 0, random: null }, target_rank: { full: 1, circuit: 1, empty: 1, random: [] },
+      harmful_share: null },
+    random: { edges: [], faithfulness: [] },
+    curve: { points: [], cpr: null, cmd: null, cpr_normalised: null, cmd_normalised: null, faithfulness_undefined: "synthetic" },
+    heads: {}, timings: {},
   };
 }

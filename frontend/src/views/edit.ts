@@ -182,7 +182,7 @@ export class EditView {
       h("h3", { text: "Circuit comparison" }), this.renderCircuits(cmp, s),
       h("h3", { text: "Head outputs (last position)" }), this.renderHeads(cmp, s),
       h("h3", { text: "Replay pre / post" }), replays);
-    if (cmp.circuit.pre && cmp.circuit.post) {
+    if (cmp.circuit?.pre && cmp.circuit.post) {
       const pre = new Replay(cmp.circuit.pre, cmp.lens.pre, "pre-edit");
       const post = new Replay(cmp.circuit.post, cmp.lens.post, "post-edit");
       pre.onStep = (st) => post.setStep(st, false);
@@ -196,6 +196,10 @@ export class EditView {
   private renderCircuits(cmp: EditCompare, s: EditSession): HTMLElement {
     const c = cmp.circuit;
     const el = h("div", { class: "edit-circuits", "data-testid": "edit-circuits" });
+    if (!c) {  // a comparison made without circuits (the CLI's fast default)
+      el.append(h("p", { class: "empty-state", "data-testid": "diff-empty", text: "No circuit diff: this comparison has no circuits" }));
+      return el;
+    }
     const cf = c.counterfactual;
     el.append(h("p", { class: "muted", "data-testid": "edit-counterfactual",
       text: `${cmp.method ?? "?"} on both sides, size ${cmp.top_n ?? "default"}; ` + (cf

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kcircuits.api.deps import SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int, bounded_int, model_key
-from kcircuits.api.wire import GraphStatsOut
+from kcircuits.api.wire import CircuitOut, GraphStatsOut
 from kcircuits.circuits.discover import REFINE_METHOD
 from kcircuits.config import Settings
 from kcircuits.services import capabilities
@@ -106,7 +106,7 @@ def _graph_for(model_id: str, settings: Settings, kv_mode: str = "grouped"):
     return get_graph(get_spec(model_id, settings).arch, kv_mode)
 
 
-@router.post("/circuits", responses=ERROR_RESPONSES)
+@router.post("/circuits", responses=ERROR_RESPONSES, response_model=CircuitOut, response_model_exclude_unset=True)
 def circuits(body: CircuitIn, request: Request, worker: WorkerDep, store: StoreDep) -> dict:
     """Discover a circuit for ``prompt`` -> ``target``: nodes, scored edges, faithfulness, Hit@10."""
     key = model_key(request, body.model, body.session)

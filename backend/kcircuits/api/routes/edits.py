@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from kcircuits.api.deps import JobsDep, SettingsDep, StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int
-from kcircuits.api.wire import EditClosedOut, EditCreatedOut
+from kcircuits.api.wire import EditClosedOut, EditComparisonOut, EditCreatedOut, EditListOut, EditSessionOut
 from kcircuits.circuits.discover import DEFAULT_METHOD, DISCOVERY_METHODS
 from kcircuits.config import Settings
 from kcircuits.editing.compare import CompareThresholds
@@ -97,13 +97,13 @@ def create_edit(body: EditIn, request: Request, settings: SettingsDep, jobs: Job
     return JSONResponse({"session_id": session.session_id, "job_id": job.id}, status_code=202)
 
 
-@router.get("", responses=ERROR_RESPONSES)
+@router.get("", responses=ERROR_RESPONSES, response_model=EditListOut)
 def list_edits(request: Request) -> dict:
     """Open edit sessions, newest first."""
     return {"items": [s.summary() for s in _manager(request).list()]}
 
 
-@router.get("/{session_id}", responses=ERROR_RESPONSES)
+@router.get("/{session_id}", responses=ERROR_RESPONSES, response_model=EditSessionOut)
 def get_edit(session_id: str, request: Request) -> dict:
     """One session: status, evaluation (efficacy, generalisation, locality, prob shift), covariance."""
     return _manager(request).get(session_id).summary()
@@ -121,7 +121,8 @@ COMPARE_METHODS = tuple(m for m in DISCOVERY_METHODS if m != "acdc")
 CompareMethod = Literal[COMPARE_METHODS]  # the schema lists them
 
 
-@router.get("/{session_id}/compare", responses=ERROR_RESPONSES)
+@router.get("/{session_id}/compare", responses=ERROR_RESPONSES, response_model=EditComparisonOut,
+             response_model_exclude_unset=True)
 def compare_edit(session_id: str, request: Request, settings: SettingsDep, worker: WorkerDep, store: StoreDep,
                  method: CompareMethod = Query(DEFAULT_METHOD, description="discovery method of both sides"),
                  top_n: int | None = Query(None, ge=0, le=100_000, description="circuit size of both sides"),

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from kcircuits import __version__
 from kcircuits.api.deps import SettingsDep, WorkerDep
-from kcircuits.api.wire import HealthOut, ReadyOut
+from kcircuits.api.wire import HealthOut, InfoOut, ReadyOut
 from kcircuits.errors import NotReady
 
 router = APIRouter(tags=["health"])
@@ -29,7 +29,7 @@ def readyz(request: Request, settings: SettingsDep) -> dict:
     return {"status": "ready", "model": model_id}
 
 
-@router.get("/info")
+@router.get("/info", response_model=InfoOut)
 def info(request: Request, settings: SettingsDep, worker: WorkerDep) -> dict:
     """Model, device, limits and version: what a client needs to shape requests."""
     import torch

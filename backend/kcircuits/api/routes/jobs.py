@@ -24,7 +24,7 @@ from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.routes.masks import MaskEditIn, MaskTrainIn
 from kcircuits.api.routes.neurons import CompareIn, NeuronsIn
 from kcircuits.api.validation import WIRE, Int, bounded_int, model_key
-from kcircuits.api.wire import JobListOut, JobOut
+from kcircuits.api.wire import JobEventOut, JobListOut, JobOut, inline_schema
 from kcircuits.circuits.discover import DEFAULT_SWEEP_SIZES
 from kcircuits.errors import NotFound, shown
 from kcircuits.jobs import JobContext
@@ -203,7 +203,12 @@ async def _sse(events: AsyncIterator[dict | None]) -> AsyncIterator[str]:
         yield f"event: {event['event']}\ndata: {json.dumps(data)}\n\n"
 
 
-@router.get("/{job_id}/events", responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}})
+#: Each event of the stream, described inline (a ``model`` here would be filed under application/json).
+EVENT_SCHEMA = inline_schema(JobEventOut)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={**ERROR_RESPONSES, 200: {
+    "description": "server-sent events", "content": {"text/event-stream": {"schema": EVENT_SCHEMA}}}})
 async def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
     """Server-sent events: queued, running, progress (done/total), then a terminal event.
     Served on the event loop: an open stream holds no thread."""

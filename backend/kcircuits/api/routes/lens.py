@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from kcircuits.api.deps import StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int, model_key
+from kcircuits.api.wire import LensOut
 from kcircuits.services import capabilities
 from kcircuits.services.executor import WorkerExecutor
 from kcircuits.services.specs import LensSpec
@@ -32,7 +33,7 @@ class LensIn(BaseModel):
                                                   "the live lens leaves this off")
 
 
-@router.post("/lens", responses=ERROR_RESPONSES)
+@router.post("/lens", responses=ERROR_RESPONSES, response_model=LensOut, response_model_exclude_unset=True)
 def lens(body: LensIn, request: Request, worker: WorkerDep, store: StoreDep) -> dict:
     """Logit lens: top-k tokens per layer boundary (L+1 rows) and position, target curves.
     With ``save``, the trace is stored (kind ``lens``) and carries ``id`` and ``provenance``."""

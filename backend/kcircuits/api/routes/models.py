@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from kcircuits.api.deps import SettingsDep
+from kcircuits.api.wire import ModelsOut
 from kcircuits.lm.registry import all_specs
 
 router = APIRouter(prefix="/api", tags=["models"])
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelsOut)
 def list_models(request: Request, settings: SettingsDep) -> dict:
     """Known model ids with architecture facts, and which are loaded."""
     ready = request.app.state.ready_models

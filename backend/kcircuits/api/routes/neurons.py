@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from kcircuits.api.deps import StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int, bounded_int, model_key
+from kcircuits.api.wire import NeuronEditOut, SyntaxPairsOut
 from kcircuits.services import capabilities
 from kcircuits.services.executor import WorkerExecutor
 from kcircuits.services.specs import NEURON_STEPS_MAX, NeuronEditSpec, NeuronsCompareSpec, NeuronsSpec
@@ -81,7 +82,7 @@ class NeuronEditIn(BaseModel):
     session: str | None = Field(None, max_length=100)
 
 
-@router.post("/edit", responses=ERROR_RESPONSES)
+@router.post("/edit", responses=ERROR_RESPONSES, response_model=NeuronEditOut, response_model_exclude_unset=True)
 def edit(body: NeuronEditIn, request: Request, worker: WorkerDep, store: StoreDep) -> dict:
     """Suppress or enhance a neuron set on the fly (forward hooks; weights untouched): the answer's
     probability and rank before and after, the top-1 flip, paraphrases, other facts, unrelated prompts."""
@@ -89,7 +90,7 @@ def edit(body: NeuronEditIn, request: Request, worker: WorkerDep, store: StoreDe
     return capabilities.neuron_edit(capabilities.to_spec(NeuronEditSpec, body), WorkerExecutor(worker, key), store)
 
 
-@router.get("/syntax", responses=ERROR_RESPONSES)
+@router.get("/syntax", responses=ERROR_RESPONSES, response_model=SyntaxPairsOut)
 def syntax_pairs(phenomenon: Literal["det_noun", "subj_verb"] | None = None,
                  limit: int = Query(50, ge=1, le=1000)) -> dict:
     """The committed syntax minimal pairs (bench/make_syntax_pairs.py), optionally of one phenomenon."""

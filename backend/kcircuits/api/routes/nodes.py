@@ -4,12 +4,13 @@ parse -> spec -> :mod:`kcircuits.services.capabilities`."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from kcircuits.api.deps import StoreDep, WorkerDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE, Int, model_key
+from kcircuits.api.wire import NodeDetailOut, ProjectOut
 from kcircuits.circuits.graph import ANY_NODE_PATTERN, NODE_PATTERN
 from kcircuits.services import capabilities
 from kcircuits.services.executor import WorkerExecutor
@@ -41,7 +42,7 @@ class DetailIn(BaseModel):
     session: str | None = Field(None, max_length=100)
 
 
-@router.post("/nodes/project", responses=ERROR_RESPONSES)
+@router.post("/nodes/project", responses=ERROR_RESPONSES, response_model=ProjectOut)
 def project(body: ProjectIn, request: Request, worker: WorkerDep) -> dict:
     """Top tokens one head's or MLP's output promotes and suppresses at a position."""
     spec = capabilities.to_spec(ProjectSpec, body)
@@ -49,7 +50,7 @@ def project(body: ProjectIn, request: Request, worker: WorkerDep) -> dict:
     return capabilities.project(spec, WorkerExecutor(worker, model_key(request, body.model, body.session)))
 
 
-@router.post("/nodes/detail", responses=ERROR_RESPONSES)
+@router.post("/nodes/detail", responses=ERROR_RESPONSES, response_model=NodeDetailOut)
 def detail(body: DetailIn, request: Request, worker: WorkerDep) -> dict:
     """The node panel's content for a node of the circuit of ``prompt``."""
     spec = capabilities.to_spec(NodeDetailSpec, body)
@@ -57,8 +58,9 @@ def detail(body: DetailIn, request: Request, worker: WorkerDep) -> dict:
     return capabilities.node_detail(spec, WorkerExecutor(worker, model_key(request, body.model, body.session)))
 
 
-@router.get("/circuits/{circuit_id}/nodes/{node}", responses=ERROR_RESPONSES)
-def stored_circuit_node(circuit_id: str, node: str, request: Request, worker: WorkerDep, store: StoreDep) -> dict:
+@router.get("/circuits/{circuit_id}/nodes/{node}", responses=ERROR_RESPONSES, response_model=NodeDetailOut)
+def stored_circuit_node(circuit_id: str, request: Request, worker: WorkerDep, store: StoreDep,
+                        node: str = Path(..., max_length=50, pattern=ANY_NODE_PATTERN)) -> dict:
     """Node detail for a stored circuit (its model, prompt, target and subject)."""
     circuit = capabilities.stored_circuit(store, circuit_id)
     key = model_key(request, circuit["model"], (circuit.get("params") or {}).get("session"))

@@ -20,6 +20,15 @@ from starlette.convertors import Convertor, register_url_convertor
 from kcircuits.api.deps import StoreDep
 from kcircuits.api.errors import ERROR_RESPONSES
 from kcircuits.api.validation import WIRE
+from kcircuits.api.wire import (
+    AnyResultOut,
+    CircuitOut,
+    ResultListOut,
+    ResultStatsOut,
+    SavedOut,
+    ViewCreatedOut,
+    ViewOut,
+)
 from kcircuits.errors import NotFound, NotReady
 from kcircuits.export import MEDIA_TYPES, export_circuit
 from kcircuits.store.ids import ID_PATTERN, is_valid_id
@@ -96,7 +105,7 @@ def _load(store: Any, result_id: str, kind: str | None = None) -> dict[str, Any]
     return result
 
 
-@router.get("/api/results", responses=ERROR_RESPONSES)
+@router.get("/api/results", responses=ERROR_RESPONSES, response_model=ResultListOut)
 def list_results(store: StoreDep,
                  model: Annotated[str | None, Query(max_length=200)] = None,
                  method: Annotated[str | None, Query(max_length=32)] = None,
@@ -110,26 +119,26 @@ def list_results(store: StoreDep,
                                 limit=limit, offset=offset)
 
 
-@router.get("/api/results/stats", responses=ERROR_RESPONSES)
+@router.get("/api/results/stats", responses=ERROR_RESPONSES, response_model=ResultStatsOut)
 def result_stats(store: StoreDep) -> dict:
     """Counts: stored results, results computed by this process, store hits since start."""
     store = _store(store)
     return {"total": store.count(), "computed_results": store.computed_results, "cache_hits": store.cache_hits}
 
 
-@router.get("/api/results/{result_id}", responses=ERROR_RESPONSES)
+@router.get("/api/results/{result_id}", responses=ERROR_RESPONSES, response_model=AnyResultOut)
 def get_result(result_id: str, store: StoreDep) -> Response:
     """One stored result (any kind) with ``id`` and ``provenance``."""
     return json_response(_load(store, result_id))
 
 
-@router.get("/api/circuits/{result_id:hexid}", responses=ERROR_RESPONSES)
+@router.get("/api/circuits/{result_id:hexid}", responses=ERROR_RESPONSES, response_model=CircuitOut)
 def get_circuit(result_id: str, store: StoreDep) -> Response:
     """One stored circuit result."""
     return json_response(_load(store, result_id, kind="circuit"))
 
 
-@router.post("/api/results/{result_id}/save", responses=ERROR_RESPONSES)
+@router.post("/api/results/{result_id}/save", responses=ERROR_RESPONSES, response_model=SavedOut)
 def save_result(result_id: str, store: StoreDep, body: Annotated[SaveIn | None, Body()] = None) -> dict:
     """Keep a result in the saved list, optionally with a title."""
     _load(store, result_id)
@@ -137,8 +146,16 @@ def save_result(result_id: str, store: StoreDep, body: Annotated[SaveIn | None, 
     return {"id": saved["id"], "saved": True, "title": saved["title"]}
 
 
-@router.get("/api/results/{result_id}/export", responses={
-    **ERROR_RESPONSES, 200: {"description": "the file", "content": {t: {} for t in MEDIA_TYPES.values()}}})
+#: The export's files: the stored result itself as JSON, text (GraphML, DOT, SVG) or a PNG.
+EXPORT_CONTENT = {media: {"schema": {"$ref": "#/components/schemas/AnyResultOut"} if fmt == "json"
+                          else {"type": "string", "format": "binary" if fmt == "png" else None}}
+                  for fmt, media in MEDIA_TYPES.items()}
+for _content in EXPORT_CONTENT.values():
+    _content["schema"] = {k: v for k, v in _content["schema"].items() if v is not None}
+
+
+@router.get("/api/results/{result_id}/export", response_class=Response, responses={
+    **ERROR_RESPONSES, 200: {"description": "the file (attachment)", "content": EXPORT_CONTENT}})
 def export_result(result_id: str, store: StoreDep,
                   format: Literal["json", "graphml", "dot", "png", "svg"] = "json") -> Response:
     """Download a stored result as JSON, GraphML, DOT (circuits), PNG or SVG (circuits, matplotlib)."""
@@ -148,7 +165,7 @@ def export_result(result_id: str, store: StoreDep,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@router.post("/api/views", responses=ERROR_RESPONSES)
+@router.post("/api/views", responses=ERROR_RESPONSES, response_model=ViewCreatedOut)
 def create_view(body: ViewIn, store: StoreDep) -> dict:
     """Store a long view state server-side: ``{"short", "url": "/v/{short}"}``."""
     _load(store, body.result_id)
@@ -156,7 +173,7 @@ def create_view(body: ViewIn, store: StoreDep) -> dict:
     return {"short": short, "url": f"/v/{short}"}
 
 
-@router.get("/api/views/{short}", responses=ERROR_RESPONSES)
+@router.get("/api/views/{short}", responses=ERROR_RESPONSES, response_model=ViewOut)
 def get_view(short: str, store: StoreDep) -> dict:
     """``{"result_id", "state"}`` of a stored view."""
     view = _store(store).get_view(short)
