@@ -527,7 +527,7 @@ def changed_gates(params: dict[str, torch.Tensor], base: dict[str, torch.Tensor]
 def forward_backward_s(model, task: Task) -> float:
     """Seconds of one plain forward+backward of the model on the task (cross-entropy to the task
     targets, gradients of every parameter): the unit a training step is compared with."""
-    params = {n: p.detach().requires_grad_(True) for n, p in model.bridge.named_parameters()}
+    params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
     t0 = time.perf_counter()
     with torch.enable_grad():
         loss = sum(F.cross_entropy(run_with(model, params, ids)[:, -1].float(), tgt, reduction="sum")
