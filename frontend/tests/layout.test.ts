@@ -1,41 +1,38 @@
 import { describe, expect, it } from "vitest";
-import { GRID, nodeColumn, nodePosition, parseNodeId } from "../src/graph/layout";
+import { GRID, type NodeRef, nodeColumn, nodePosition } from "../src/graph/layout";
+
+/** A node record as the wire carries it (the tests write the refs, nothing parses ids). */
+const head = (layer: number, h: number): NodeRef => ({ kind: "head", layer, head: h });
+const mlp = (layer: number): NodeRef => ({ kind: "mlp", layer, head: null });
+const INPUT: NodeRef = { kind: "input", layer: null, head: null };
+const LOGITS: NodeRef = { kind: "logits", layer: null, head: null };
 
 describe("grid layout", () => {
-  it("parses node ids", () => {
-    expect(parseNodeId("a3.h7")).toEqual({ kind: "head", layer: 3, head: 7 });
-    expect(parseNodeId("m12")).toEqual({ kind: "mlp", layer: 12, head: null });
-    expect(parseNodeId("input")?.kind).toBe("input");
-    expect(parseNodeId("logits")?.kind).toBe("logits");
-    expect(parseNodeId("a3")).toBeNull();
-    expect(parseNodeId("x<script>")).toBeNull();
-  });
-
   it("puts input left, logits right, layer l in column l+1", () => {
     const L = 4, H = 3;
-    expect(nodePosition("input", L, H).x).toBe(0);
-    expect(nodePosition("logits", L, H).x).toBe(5 * GRID.col);
-    expect(nodePosition("a0.h0", L, H)).toEqual({ x: GRID.col, y: 0 });
-    expect(nodePosition("a2.h1", L, H)).toEqual({ x: 3 * GRID.col, y: GRID.row });
-    expect(nodeColumn("a2.h1", L)).toBe(3);
-    expect(nodeColumn("logits", L)).toBe(5);
+    expect(nodePosition(INPUT, L, H).x).toBe(0);
+    expect(nodePosition(LOGITS, L, H).x).toBe(5 * GRID.col);
+    expect(nodePosition(head(0, 0), L, H)).toEqual({ x: GRID.col, y: 0 });
+    expect(nodePosition(head(2, 1), L, H)).toEqual({ x: 3 * GRID.col, y: GRID.row });
+    expect(nodeColumn(head(2, 1), L)).toBe(3);
+    expect(nodeColumn(LOGITS, L)).toBe(5);
   });
 
   it("stacks heads by index with the MLP below every head of its layer", () => {
     const L = 2, H = 5;
-    const heads = Array.from({ length: H }, (_, j) => nodePosition(`a1.h${j}`, L, H));
+    const heads = Array.from({ length: H }, (_, j) => nodePosition(head(1, j), L, H));
     const ys = heads.map((p) => p.y);
     expect(ys).toEqual([...ys].sort((a, b) => a - b));
     expect(new Set(heads.map((p) => p.x)).size).toBe(1);
-    const mlp = nodePosition("m1", L, H);
-    expect(mlp.y).toBeGreaterThan(Math.max(...ys));
-    expect(mlp.x).toBeGreaterThan(heads[0].x);
-    expect(mlp.x).toBeLessThan(nodePosition("a2.h0", L, H).x);
+    const m = nodePosition(mlp(1), L, H);
+    expect(m.y).toBeGreaterThan(Math.max(...ys));
+    expect(m.x).toBeGreaterThan(heads[0].x);
+    expect(m.x).toBeLessThan(nodePosition(head(2, 0), L, H).x);
     // input and logits centred vertically
-    expect(nodePosition("input", L, H).y).toBeCloseTo(mlp.y / 2);
+    expect(nodePosition(INPUT, L, H).y).toBeCloseTo(m.y / 2);
   });
 
   it("is deterministic and independent of the edges (no layout algorithm)", () => {
-    expect(nodePosition("a7.h2", 30, 9)).toEqual(nodePosition("a7.h2", 30, 9));
+    expect(nodePosition(head(7, 2), 30, 9)).toEqual(nodePosition(head(7, 2), 30, 9));
   });
 });

@@ -9,9 +9,20 @@ const edge = (source: string, target: string, score: number, in_circuit = true):
 function circuit(edges: CircuitEdge[]): CircuitResult {
   return syntheticCircuitWith(edges);
 }
+/** Every node record of a 3-layer, 2-head graph, as a result carries them. */
+function graphNodes(nLayers = 3, nHeads = 2): CircuitResult["nodes"] {
+  const rec = (id: string, kind: "input" | "head" | "mlp" | "logits", layer: number | null, head: number | null) =>
+    ({ id, kind, layer, head, role: null, score: 0, in_circuit: false });
+  const out = [rec("input", "input", null, null)];
+  for (let l = 0; l < nLayers; l++) {
+    for (let h = 0; h < nHeads; h++) out.push(rec(`a${l}.h${h}`, "head", l, h));
+    out.push(rec(`m${l}`, "mlp", l, null));
+  }
+  return [...out, rec("logits", "logits", null, null)];
+}
 function syntheticCircuitWith(edges: CircuitEdge[]): CircuitResult {
   const c = syntheticCircuit(1, 3, 2);
-  return { ...c, edges, nodes: [] };
+  return { ...c, edges, nodes: graphNodes() };
 }
 
 describe("circuit drawing", () => {
@@ -47,11 +58,8 @@ describe("circuit drawing", () => {
     const c = circuit([edge("input", "a0.h1", 1), edge("a0.h1", "m1", 1), edge("m1", "m2", 1), edge("m2", "logits", 1),
       edge("input", "m2", 0.5)]);
     const top = (token: string) => ({ token, id: 1, logit: 2 });
-    c.nodes = [
-      { id: "a0.h1", kind: "head", layer: 0, head: 1, role: null, score: 1, in_circuit: true, top_token: top(" the") },
-      { id: "m1", kind: "mlp", layer: 1, head: null, role: null, score: 1, in_circuit: true, top_token: top(" French") },
-      { id: "m2", kind: "mlp", layer: 2, head: null, role: null, score: 1, in_circuit: true, top_token: null },
-    ];
+    const tops: Record<string, ReturnType<typeof top> | null> = { "a0.h1": top(" the"), m1: top(" French"), m2: null };
+    c.nodes = c.nodes.map((n) => (n.id in tops ? { ...n, score: 1, in_circuit: true, top_token: tops[n.id] } : n));
     const d = drawCircuit(c, { mode: "server" });
     expect(Object.fromEntries(d.nodes.map((n) => [n.id, n.token ?? null]))).toEqual(
       { input: null, "a0.h1": " the", m1: " French", m2: null, logits: null });

@@ -42,19 +42,20 @@ describe("dangling-node pruning", () => {
     expect(pruneDangling(r.edges).edges).toEqual(r.edges);
   });
   it("a grouped k/v receiver stays while one head of its group stays", () => {
-    // group size 3: a1.g1<k> feeds a1.h3..a1.h5; its "target" is the group's first head a1.h3
+    // group size 3: a1.g1<k> feeds a1.h3..a1.h5 (the wire's graph.shared_receivers); its "target" is the group's first head
     const kv = { source: "input", target: "a1.h3", receiver: "a1.g1<k>", score: 1 };
+    const shared = { "a1.g1<k>": ["a1.h3", "a1.h4", "a1.h5"] };
     const edges = [kv, e("input", "a1.h4", 1, false, "q"), e("a1.h4", "logits", 1)];
-    const r = pruneDangling(edges, 3);
+    const r = pruneDangling(edges, shared);
     expect(r.edges).toHaveLength(3);
     expect(r.nodes.has("a1.h3")).toBe(false); // only fed through the group: drawn into the head that stays
     expect(r.drawTarget(kv)).toBe("a1.h4");
-    // ungrouped (group size 1) the same receiver feeds only its target, which has no out-edge
-    expect(pruneDangling(edges, 1).edges.map(edgeKey)).toEqual(["input->a1.h4<q>", "a1.h4->logits"]);
+    // without the shared map the same receiver feeds only its target, which has no out-edge
+    expect(pruneDangling(edges, {}).edges.map(edgeKey)).toEqual(["input->a1.h4<q>", "a1.h4->logits"]);
     // when no head of the group stays, the kv edge goes
-    expect(pruneDangling([kv, e("a2.h0", "logits", 1)], 3).edges).toEqual([]);
+    expect(pruneDangling([kv, e("a2.h0", "logits", 1)], shared).edges).toEqual([]);
     // the group feeds a1.h4, so a1.h4 -> logits keeps the kv edge alive
-    expect(pruneDangling([kv, e("a1.h4", "logits", 1)], 3).edges).toHaveLength(2);
+    expect(pruneDangling([kv, e("a1.h4", "logits", 1)], shared).edges).toHaveLength(2);
   });
   it("top-n then prune leaves no dangling node", () => {
     let seed = 7;

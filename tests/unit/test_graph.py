@@ -97,3 +97,11 @@ def test_node_grammar_round_trips_every_node_and_refuses_the_rest():
         parse_node_id("a3.h0", 3, 4)
     with pytest.raises(BadRequest, match="outside the model"):
         parse_node_id("m7", 3, 4)
+
+
+def test_shared_receivers_name_every_head_of_a_kv_group():
+    grouped = get_graph(_arch(2, 6, 2), "grouped")
+    shared = grouped.shared_receivers
+    assert shared["a1.g0<k>"] == ["a1.h0", "a1.h1", "a1.h2"] and shared["a0.g1<v>"] == ["a0.h3", "a0.h4", "a0.h5"]
+    assert len(shared) == 2 * 2 * 2  # layers x groups x (k, v)
+    assert get_graph(_arch(2, 6), "ungrouped").shared_receivers == {}

@@ -364,6 +364,9 @@ class CircuitGraphOut(BaseModel):
     total_nodes: int
     total_edges: int
     input_convention: str
+    shared_receivers: Maybe[dict[str, list[str]]] = Field(
+        None, description="receiver id -> the heads it feeds, for grouped k/v receivers (stored results "
+                          "from before this field lack it)")
 
 
 class CircuitNodeOut(BaseModel):

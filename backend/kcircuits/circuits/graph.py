@@ -255,6 +255,16 @@ class Graph:
         return [rec["node"]]
 
     @cached_property
+    def shared_receivers(self) -> dict[str, list[str]]:
+        """Receiver id -> the ids of the heads it feeds, for receivers that feed several (grouped k/v)."""
+        out = {}
+        for r, rec in enumerate(self.receivers):
+            heads = self.receiver_heads(r)
+            if len(heads) > 1:
+                out[rec["id"]] = [self.node_ids[n] for n in heads]
+        return out
+
+    @cached_property
     def receiver_nodes_matrix(self) -> torch.Tensor:
         """[n_receivers, n_nodes] bool: receiver r feeds node n (several heads for grouped k/v)."""
         m = torch.zeros(self.n_receivers, self.n_nodes, dtype=torch.bool)

@@ -15,6 +15,8 @@ export interface RNode {
   x: number;
   y: number;
   kind: "input" | "head" | "mlp" | "logits" | "group";
+  /** the node's layer (null for input, logits and groups) */
+  layer?: number | null;
   role?: string | null;
   label?: string;
   /** 0..1: the node's score over the largest drawn one (sets its size and label priority). */

@@ -7,7 +7,8 @@ export interface Point {
   x: number;
   y: number;
 }
-export interface ParsedNode {
+/** A node's place in the graph, as the wire's node records carry it ({kind, layer, head}). */
+export interface NodeRef {
   kind: "input" | "head" | "mlp" | "logits";
   layer: number | null;
   head: number | null;
@@ -15,33 +16,16 @@ export interface ParsedNode {
 
 export const GRID = { col: 110, row: 16, mlpDx: 36, mlpGap: 14 } as const;
 
-const HEAD_RE = /^a(\d+)\.h(\d+)$/;
-const MLP_RE = /^m(\d+)$/;
-
-export function parseNodeId(id: string): ParsedNode | null {
-  if (id === "input") return { kind: "input", layer: null, head: null };
-  if (id === "logits") return { kind: "logits", layer: null, head: null };
-  let m = HEAD_RE.exec(id);
-  if (m) return { kind: "head", layer: Number(m[1]), head: Number(m[2]) };
-  m = MLP_RE.exec(id);
-  if (m) return { kind: "mlp", layer: Number(m[1]), head: null };
-  return null;
-}
-
 /** Column of a node: input 0, layer l -> l + 1, logits n_layers + 1 (used for replay ordering too). */
-export function nodeColumn(id: string, nLayers: number): number {
-  const p = parseNodeId(id);
-  if (!p) return 0;
+export function nodeColumn(p: NodeRef, nLayers: number): number {
   if (p.kind === "input") return 0;
   if (p.kind === "logits") return nLayers + 1;
   return (p.layer ?? 0) + 1;
 }
 
-export function nodePosition(id: string, nLayers: number, nHeads: number): Point {
-  const p = parseNodeId(id);
+export function nodePosition(p: NodeRef, nLayers: number, nHeads: number): Point {
   const mlpY = nHeads * GRID.row + GRID.mlpGap;
   const midY = mlpY / 2;
-  if (!p) return { x: 0, y: midY };
   switch (p.kind) {
     case "input":
       return { x: 0, y: midY };

@@ -1,9 +1,9 @@
 /** From a circuit result (+ client selection) to the renderer's nodes and edges at grid positions. */
 import type { CircuitEdge, CircuitResult } from "../api/types";
 import type { DiffStyle, REdge, RNode } from "./canvas";
-import { nodePosition, parseNodeId } from "./layout";
+import { type NodeRef, nodePosition } from "./layout";
 import { collapseRoles, pathUnion, strongestPaths } from "./paths";
-import { applySelection, edgeKey, type Selection } from "./prune";
+import { applySelection, edgeKey, type Selection, type SharedReceivers } from "./prune";
 
 export interface Drawn {
   nodes: RNode[];
@@ -11,11 +11,21 @@ export interface Drawn {
   circuitEdges: CircuitEdge[];
 }
 
-export function renderNode(id: string, nLayers: number, nHeads: number, role: string | null = null,
+export function renderNode(id: string, ref: NodeRef, nLayers: number, nHeads: number, role: string | null = null,
                            importance?: number, token: string | null = null): RNode {
-  const p = nodePosition(id, nLayers, nHeads);
-  const kind = parseNodeId(id)?.kind ?? "head";
-  return { id, x: p.x, y: p.y, kind, role, label: id, importance, token };
+  const p = nodePosition(ref, nLayers, nHeads);
+  return { id, x: p.x, y: p.y, kind: ref.kind, layer: ref.layer, role, label: id, importance, token };
+}
+
+/** Node id -> its place in the graph, read from the results' node records (no id parsing). */
+export function nodeRefs(...results: CircuitResult[]): Map<string, NodeRef> {
+  const out = new Map<string, NodeRef>();
+  for (const c of results) for (const n of c.nodes) out.set(n.id, { kind: n.kind, layer: n.layer ?? null, head: n.head ?? null });
+  return out;
+}
+
+function refOf(refs: Map<string, NodeRef>, id: string): NodeRef {
+  return refs.get(id) ?? { kind: id === "input" ? "input" : "logits", layer: null, head: null };
 }
 
 /** Node id -> its top lens token at the last position (nodes that have one). */
@@ -40,20 +50,20 @@ export function roleMap(c: CircuitResult): Map<string, string | null> {
   return roles;
 }
 
-/** Heads per kv group when k/v receivers are grouped (GQA), else 1. */
-export function groupSize(c: CircuitResult): number {
-  const g = c.graph;
-  return g.kv_mode === "grouped" && g.n_kv_heads > 0 ? Math.max(1, Math.round(g.n_heads / g.n_kv_heads)) : 1;
+/** The heads each grouped k/v receiver feeds (GQA), from the result's graph. */
+export function sharedReceivers(c: CircuitResult): SharedReceivers {
+  return c.graph.shared_receivers ?? {};
 }
 
 export function drawCircuit(c: CircuitResult, sel: Selection): Drawn {
-  const { edges, nodes, drawTarget } = applySelection(c.edges, sel, groupSize(c));
+  const { edges, nodes, drawTarget } = applySelection(c.edges, sel, sharedReceivers(c));
+  const refs = nodeRefs(c);
   const roles = roleMap(c);
   const tokens = tokenMap(c);
   const { n_layers: L, n_heads: H } = c.graph;
   const imp = importanceMap(c, nodes);
   return {
-    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null, imp.get(id), tokens.get(id) ?? null)),
+    nodes: [...nodes].map((id) => renderNode(id, refOf(refs, id), L, H, roles.get(id) ?? null, imp.get(id), tokens.get(id) ?? null)),
     edges: edges.map((e) => ({ key: edgeKey(e), source: e.source, target: drawTarget(e), score: e.score })),
     circuitEdges: edges,
   };
@@ -117,6 +127,7 @@ export function drawDiff(pre: CircuitResult, post: CircuitResult, diff: DiffSpec
   const roles = new Map([...roleMap(pre), ...roleMap(post)]);
   const tokens = new Map([...tokenMap(pre), ...tokenMap(post)]); // the post-edit token where both have one
   const imp = importanceMap(post, new Set([...pre.nodes, ...post.nodes].map((n) => n.id)));
+  const refs = nodeRefs(pre, post);
   const nodes = new Set<string>();
   const edges: REdge[] = [];
   const counts = { added: 0, removed: 0, reweighted: 0, same: 0 };
@@ -128,7 +139,7 @@ export function drawDiff(pre: CircuitResult, post: CircuitResult, diff: DiffSpec
     edges.push({ key: k, source: e.source, target: e.target, score: e.score, diff: d });
   }
   return {
-    nodes: [...nodes].map((id) => renderNode(id, L, H, roles.get(id) ?? null, imp.get(id), tokens.get(id) ?? null)),
+    nodes: [...nodes].map((id) => renderNode(id, refOf(refs, id), L, H, roles.get(id) ?? null, imp.get(id), tokens.get(id) ?? null)),
     edges,
     circuitEdges: [...byKey.values()],
     counts,
@@ -140,7 +151,14 @@ export function syntheticCircuit(nEdges: number, nLayers = 30, nHeads = 9): Circ
   let seed = 12345;
   const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
   const comps: string[][] = [["input"]];
-  for (let l = 0; l < nLayers; l++) comps.push([...Array.from({ length: nHeads }, (_, j) => `a${l}.h${j}`), `m${l}`]);
+  const made = new Map<string, NodeRef>([["input", { kind: "input", layer: null, head: null }],
+    ["logits", { kind: "logits", layer: null, head: null }]]);
+  for (let l = 0; l < nLayers; l++) {
+    const heads = Array.from({ length: nHeads }, (_, j) => `a${l}.h${j}`);
+    heads.forEach((id, j) => made.set(id, { kind: "head", layer: l, head: j }));
+    made.set(`m${l}`, { kind: "mlp", layer: l, head: null });
+    comps.push([...heads, `m${l}`]);
+  }
   comps.push(["logits"]);
   const seen = new Set<string>();
   const edges: CircuitEdge[] = [];
@@ -152,7 +170,7 @@ export function syntheticCircuit(nEdges: number, nLayers = 30, nHeads = 9): Circ
     const src = comps[a][Math.floor(rand() * comps[a].length)];
     const tgt = comps[b][Math.floor(rand() * comps[b].length)];
     if (src === "input" && tgt === "logits") continue;
-    const slot = tgt === "logits" ? "logits" : tgt.startsWith("m") ? "mlp_in" : slots[Math.floor(rand() * 3)];
+    const slot = tgt === "logits" ? "logits" : made.get(tgt)!.kind === "mlp" ? "mlp_in" : slots[Math.floor(rand() * 3)];
     const receiver = slot === "logits" || slot === "mlp_in" ? tgt : `${tgt}<${slot}>`;
     const key = `${src}->${receiver}`;
     if (seen.has(key)) continue;
@@ -169,7 +187,7 @@ export function syntheticCircuit(nEdges: number, nLayers = 30, nHeads = 9): Circ
     graph: { n_layers: nLayers, n_heads: nHeads, n_kv_heads: nHeads, kv_mode: "ungrouped", total_nodes: ids.size,
       total_edges: edges.length, input_convention: "embed" },
     nodes: [...ids].map((id, i) => {
-      const p = parseNodeId(id)!;
+      const p = made.get(id)!;
       return { id, kind: p.kind, layer: p.layer, head: p.head, role: p.kind === "head" ? roles[i % 4] : null, score: 0, in_circuit: true };
     }),
     edges,

@@ -28,14 +28,13 @@ export function selectEdges<E extends ScoredEdge>(edges: readonly E[], sel: Sele
   return edges.filter((_, i) => keep.has(i));
 }
 
-const GROUP_RE = /^a(\d+)\.g(\d+)<[kv]>$/;
+/** Receiver id -> the heads it feeds, for receivers that feed several (the result's graph.shared_receivers). */
+export type SharedReceivers = Readonly<Record<string, readonly string[]>>;
 
-/** Nodes an edge feeds: its target, or every head of the kv group for a grouped k/v receiver ("a3.g1<k>"). */
-export function fedNodes(e: ScoredEdge, groupSize = 1): string[] {
-  const m = groupSize > 1 ? GROUP_RE.exec(e.receiver ?? "") : null;
-  if (!m) return [e.target];
-  const g = Number(m[2]);
-  return Array.from({ length: groupSize }, (_, i) => `a${m[1]}.h${g * groupSize + i}`);
+/** Nodes an edge feeds: its target, or every head of the kv group for a grouped k/v receiver. */
+export function fedNodes(e: ScoredEdge, shared: SharedReceivers = {}): string[] {
+  const heads = e.receiver ? shared[e.receiver] : undefined;
+  return heads && heads.length ? [...heads] : [e.target];
 }
 
 export interface Pruned<E> {
@@ -45,12 +44,12 @@ export interface Pruned<E> {
   drawTarget: (e: E) => string;
 }
 
-function finish<E extends ScoredEdge>(edges: E[], groupSize: number, alive: (n: string) => boolean): Pruned<E> {
+function finish<E extends ScoredEdge>(edges: E[], shared: SharedReceivers, alive: (n: string) => boolean): Pruned<E> {
   const nodes = new Set<string>();
   const target = new Map<E, string>();
   for (const e of edges) {
     nodes.add(e.source);
-    const fed = fedNodes(e, groupSize).filter(alive);
+    const fed = fedNodes(e, shared).filter(alive);
     const t = fed[0] ?? e.target;
     target.set(e, t);
     for (const n of fed.length ? fed : [e.target]) nodes.add(n);
@@ -63,7 +62,7 @@ function finish<E extends ScoredEdge>(edges: E[], groupSize: number, alive: (n: 
  * exempt); an edge stays while its source stays and one of the nodes it feeds stays (a grouped k/v receiver
  * feeds every head of its group, as in the backend).
  */
-export function pruneDangling<E extends ScoredEdge>(edges: readonly E[], groupSize = 1): Pruned<E> {
+export function pruneDangling<E extends ScoredEdge>(edges: readonly E[], shared: SharedReceivers = {}): Pruned<E> {
   let cur = edges.slice();
   let alive: (n: string) => boolean = () => true;
   for (;;) {
@@ -71,17 +70,17 @@ export function pruneDangling<E extends ScoredEdge>(edges: readonly E[], groupSi
     const hasOut = new Set<string>();
     for (const e of cur) {
       hasOut.add(e.source);
-      for (const n of fedNodes(e, groupSize)) hasIn.add(n);
+      for (const n of fedNodes(e, shared)) hasIn.add(n);
     }
     alive = (n: string) => (n === "input" || hasIn.has(n)) && (n === "logits" || hasOut.has(n));
-    const next = cur.filter((e) => alive(e.source) && e.source !== "logits" && fedNodes(e, groupSize).some((n) => n !== "input" && alive(n)));
+    const next = cur.filter((e) => alive(e.source) && e.source !== "logits" && fedNodes(e, shared).some((n) => n !== "input" && alive(n)));
     if (next.length === cur.length) break;
     cur = next;
   }
-  return finish(cur, groupSize, alive);
+  return finish(cur, shared, alive);
 }
 
-export function applySelection<E extends ScoredEdge>(edges: readonly E[], sel: Selection, groupSize = 1): Pruned<E> {
+export function applySelection<E extends ScoredEdge>(edges: readonly E[], sel: Selection, shared: SharedReceivers = {}): Pruned<E> {
   // The server's own selection is already a fixpoint, so pruning it again changes nothing but names its nodes.
-  return pruneDangling(selectEdges(edges, sel), groupSize);
+  return pruneDangling(selectEdges(edges, sel), shared);
 }

@@ -7,7 +7,6 @@
  */
 import type { CircuitResult, LensResult } from "../api/types";
 import { GraphCanvas, type REdge, type RNode } from "../graph/canvas";
-import { parseNodeId } from "../graph/layout";
 import { drawCircuit } from "../graph/model";
 import type { Selection } from "../graph/prune";
 import { clear, h, showToken } from "../util/dom";
@@ -15,18 +14,12 @@ import { clear, h, showToken } from "../util/dom";
 /** The replay frame at ``step``: nodes of layers < step (logits at the last step) with their top tokens, the
  * layer step - 1 marked fresh; edges between revealed nodes. */
 export function revealed(nodes: RNode[], edges: REdge[], step: number, nLayers: number): { nodes: RNode[]; edges: REdge[] } {
-  const layerOf = (id: string): number | null => {
-    const p = parseNodeId(id);
-    if (!p || p.kind === "input") return -1;
-    if (p.kind === "logits") return nLayers;
-    return p.layer ?? 0;
-  };
-  const visible = (id: string) => {
-    const l = layerOf(id)!;
+  const layerOf = (n: RNode): number => (n.kind === "input" ? -1 : n.kind === "logits" ? nLayers : n.layer ?? 0);
+  const visible = (n: RNode) => {
+    const l = layerOf(n);
     return l === nLayers ? step >= nLayers : l < step;
   };
-  const ns = nodes.filter((n) => visible(n.id))
-    .map((n) => ({ ...n, token: n.token ?? null, fresh: layerOf(n.id) === step - 1 }));
+  const ns = nodes.filter(visible).map((n) => ({ ...n, token: n.token ?? null, fresh: layerOf(n) === step - 1 }));
   const keep = new Set(ns.map((n) => n.id));
   return { nodes: ns, edges: edges.filter((e) => keep.has(e.source) && keep.has(e.target)) };
 }
