@@ -82,12 +82,16 @@ def pick_counterfactual(model: LoadedModel, prompt: str, target: str, subject: s
 
 
 # circuits ------------------------------------------------------------------------------------
+def holds(faithfulness: float | None, minimum: float) -> bool:
+    """A defined, finite faithfulness of at least ``minimum``."""
+    return faithfulness is not None and math.isfinite(faithfulness) and faithfulness >= minimum
+
+
 def _grow_top_n(circuit: Mapping[str, Any], minimum: float) -> int | None:
     """The smallest curve size above the circuit's whose faithfulness reaches ``minimum``."""
     edges = circuit["metrics"]["edges"]
     for point in sorted(circuit.get("curve", {}).get("points", []), key=lambda p: p["edges"]):
-        f = point.get("faithfulness")
-        if point["edges"] > edges and f is not None and math.isfinite(f) and f >= minimum:
+        if point["edges"] > edges and holds(point.get("faithfulness"), minimum):
             return int(point["edges"])
     return None
 

@@ -10,7 +10,6 @@ one result (kind ``edit_comparison``) from the two.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +108,7 @@ class EditComparison:
         """The size both sides move to when one is unfaithful at the default size: the smallest size of
         the faithfulness curves (each circuit's, computed once), above the default, at which both
         reach ``min_faithfulness``. None when no move is needed or possible, or the size was given."""
-        from kcircuits.editing.compare import side_status
+        from kcircuits.editing.compare import holds, side_status
 
         a, b = pre["circuit"], post["circuit"]
         if self.top_n is not None or a is None or b is None:
@@ -118,8 +117,8 @@ class EditComparison:
             return None
 
         def faithful(circuit: Mapping[str, Any]) -> dict[int, bool]:
-            return {int(p["size"]): p["faithfulness"] is not None and math.isfinite(p["faithfulness"])
-                    and p["faithfulness"] >= self.thresholds.min_faithfulness for p in circuit["curve"]["points"]}
+            return {int(p["size"]): holds(p["faithfulness"], self.thresholds.min_faithfulness)
+                    for p in circuit["curve"]["points"]}
 
         start = max(int(a["params"]["top_n"] or 0), int(b["params"]["top_n"] or 0))
         fa, fb = faithful(a), faithful(b)

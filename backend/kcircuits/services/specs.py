@@ -95,8 +95,16 @@ class LensSpec:
         return _request(self, settings, exclude=("save",), method="logit_lens")
 
 
+class _PromptAndK:
+    """``check`` of the node specs: a prompt within the limits and ``k`` top tokens."""
+
+    def check(self, settings: Settings) -> None:
+        check_prompt(self.prompt, settings)
+        check_top_k(self.k, settings)
+
+
 @dataclass(frozen=True)
-class ProjectSpec:
+class ProjectSpec(_PromptAndK):
     """What one head's or MLP's output promotes and suppresses at ``position``."""
 
     prompt: str
@@ -106,13 +114,9 @@ class ProjectSpec:
     k: int = 10
     session: str | None = None
 
-    def check(self, settings: Settings) -> None:
-        check_prompt(self.prompt, settings)
-        check_top_k(self.k, settings)
-
 
 @dataclass(frozen=True)
-class NodeDetailSpec:
+class NodeDetailSpec(_PromptAndK):
     """The node panel of ``node`` ("a<l>.h<h>", "m<l>", "input" or "logits") on ``prompt``."""
 
     prompt: str
@@ -122,10 +126,6 @@ class NodeDetailSpec:
     subject: str | None = None
     k: int = 10
     session: str | None = None
-
-    def check(self, settings: Settings) -> None:
-        check_prompt(self.prompt, settings)
-        check_top_k(self.k, settings)
 
 
 def _default_roles() -> dict[str, float]:
