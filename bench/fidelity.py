@@ -17,7 +17,7 @@ It writes everything, per fact too, as JSON (``--json``). The default configurat
 run in under 10 minutes on 2 CPU cores (one fact per relation, the free-form prompts, two worker
 processes); ``--per-relation 3`` runs the whole split.
 
-Usage: python bench/fidelity.py [--configs eap-ig-refine:patch,eap-ig:patch,eap-ig:zero]
+Usage: python bench/fidelity.py [--configs eap-ig-refine:patch,eap-ig:patch,eap-ig-refine:zero]
        [--split bench] [--per-relation 1] [--workers 2] [--json bench/results/fidelity.json]
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FACTS = HERE / "data" / "fidelity_facts.json"
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
-DEFAULT_CONFIGS = "eap-ig-refine:patch,eap-ig:patch,eap:patch,eap-ig:zero"
+DEFAULT_CONFIGS = "eap-ig-refine:patch,eap-ig:patch,eap:patch,eap-ig-refine:zero"
 
 
 def select_facts(split: str, per_relation: int) -> list[dict]:

@@ -197,3 +197,34 @@ def test_eap_ig_mask_completeness_under_patching(planted):
     assert abs(want) > 1.0
     assert errors[40] < errors[8] < errors[1]
     assert errors[40] < 0.02 * abs(want)
+
+
+def test_frozen_norms_restore_completeness_under_zero_ablation(planted):
+    """Under zero ablation the uniform mask path scales every input of a pre-norm receiver, which
+    the norm undoes: the plain path misses almost all of M(empty) - M(full). With the norm scales
+    frozen where the path's upper end runs, the ends stay exact and the scores sum to it, for the
+    full model and for a sub-circuit (``base``: M(empty) - M(base))."""
+    from kcircuits.circuits.attribution import mask_ig_scores
+
+    model = planted.model
+    g = get_graph(model.arch)
+    tokens = model.tokenize(planted.prompt)
+    ablated = ablated_outputs_for(model, tokens, g, "zero")
+    metric = make_metric("match_nll", [model.first_token_id(planted.target)],
+                         clean_logits=model.logits(tokens).detach())
+    base = torch.zeros(g.n_senders, g.n_receivers, dtype=torch.bool)
+    for edge in planted.edge_ids:
+        sender, receiver = edge.split("->")
+        base[g.node_index[sender], g.receiver_index[receiver]] = True
+    base |= g.full_mask() & (torch.rand(base.shape, generator=torch.Generator().manual_seed(0)) < 0.5)
+    with torch.no_grad():
+        runs = {name: float(metric(run_with_edge_ablation(model, tokens, g, mask, ablated)))
+                for name, mask in (("full", g.full_mask()), ("base", base), ("empty", g.empty_mask()))}
+    want_full, want_base = runs["empty"] - runs["full"], runs["empty"] - runs["base"]
+    assert want_full > 5.0 and want_base > 5.0
+    plain = float(mask_ig_scores(model, tokens, g, metric, ablated, 8).sum())
+    frozen = float(mask_ig_scores(model, tokens, g, metric, ablated, 8, freeze_norms=True).sum())
+    frozen_base = mask_ig_scores(model, tokens, g, metric, ablated, 8, base=base, freeze_norms=True)
+    assert abs(plain) < 0.5 * want_full  # the defect this fixes
+    assert frozen == pytest.approx(want_full, rel=0.05)
+    assert float(frozen_base[base].sum()) == pytest.approx(want_base, rel=0.05)

@@ -59,6 +59,20 @@ def test_acdc_under_zero_ablation_keeps_the_planted_head(planted):
     assert res["metrics"]["faithfulness"] == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.parametrize("method", ["eap-ig-refine", "eap-ig-mask"])
+def test_fast_methods_recover_the_planted_circuit_under_zero_ablation(planted, method):
+    """The paper's setting with the fast methods: mask-path attribution with the norm scales
+    floored (a uniformly scaled input is invisible to a pre-norm receiver, so without it the
+    scores miss the planted head) picks exactly the planted head's three edges, and the circuit
+    keeps the answer."""
+    res = compute_circuit(planted.model, planted.prompt, planted.target, method=method, ablation="zero",
+                          top_n=len(planted.edge_ids), random_seeds=1)
+    assert res["metric"] == "match_nll" and res["ablation"] == "zero"
+    assert _in_circuit(res) == set(planted.edge_ids)
+    assert res["metrics"]["faithfulness"] == pytest.approx(1.0, abs=0.05)
+    assert res["metrics"]["hit_at_10"]["circuit"] == 1
+
+
 def test_faithfulness_is_undefined_without_signal(planted):
     """Mean ablation leaves the planted answer in place (the mean keeps the subject's component):
     full and empty agree, so F is undefined, says why, and no area is computed."""

@@ -125,3 +125,33 @@ def test_copy_is_independent_even_after_a_gradient_forward(tiny_gpt2):
         copied.mlp_out_component(0).weight.mul_(3.0)
         assert (copied.logits(tokens) - before).abs().max() > 1e-3
         torch.testing.assert_close(tiny_gpt2.logits(tokens), before, rtol=0, atol=0)
+
+
+def test_norm_scales_sees_every_norm_call_and_edits_them(model):
+    """The provider sees each norm call in forward order (per block: ln1 on the residual, its
+    q/k/v forks, ln2; then ln_final); returning the scale itself changes nothing, doubling every
+    scale changes the logits."""
+    from kcircuits.circuits.graph import get_graph
+    from kcircuits.circuits.patching import run_with_edge_ablation
+
+    tokens = model.tokenize(PROMPT)
+    g = get_graph(model.arch)
+    zero = torch.zeros(1, 1, g.n_senders, model.arch.d_model)
+    seen: list[tuple[int, ...]] = []
+
+    def record(scale):
+        seen.append(tuple(scale.shape))
+        return scale
+
+    with torch.no_grad():
+        plain = run_with_edge_ablation(model, tokens, g, g.full_mask(), zero)
+        with model.norm_scales(record):
+            same = run_with_edge_ablation(model, tokens, g, g.full_mask(), zero)
+        with model.norm_scales(lambda s: 2 * s):
+            doubled = run_with_edge_ablation(model, tokens, g, g.full_mask(), zero)
+    torch.testing.assert_close(same, plain, rtol=1e-4, atol=1e-4)
+    assert (doubled - plain).abs().max() > 1e-3
+    pos = tokens.shape[1]
+    kv = model.arch.n_kv_heads
+    per_block = [(1, pos, 1), (pos * model.arch.n_heads, 1), (pos * kv, 1), (pos * kv, 1), (1, pos, 1)]
+    assert seen == per_block * model.arch.n_layers + [(1, pos, 1)]

@@ -16,6 +16,15 @@ x_alpha = x' + alpha (x - x'), the first-order estimate of M(edge ablated) - M(c
   ~ M(empty circuit) - M(full circuit), the very denominator of faithfulness, whatever the
   ablation (patch, zero, mean). Input interpolation (``eap-ig``) cannot express zero ablation:
   a pre-norm model sees a scaled input almost as the clean one.
+  Nor can the uniform mask path on its own: scaling every input of a pre-norm receiver by alpha
+  changes nothing after the norm, so under zero ablation the path is flat until alpha is near 0
+  and the scores miss almost all of M(empty) - M(full). With ``freeze_norms`` each norm divides
+  by max(its own scale, the scale it has at the path's upper end: the full model, or ``base``).
+  Small inputs are then not scaled back up (the path is linear through the norm there) while
+  large ones are still normalised (a pure frozen scale lets SmolLM2's massive activations grow
+  without bound mid-path: inf, then NaN). The ends are exact: alpha = 1 is the real run, and at
+  alpha = 0 every ablated input is 0 and a norm of 0 is 0 either way; so completeness holds for
+  the real M(empty) - M(base). Used for zero ablation.
 - ``exact``: true patching of every edge alone (one masked run per edge, batched): the oracle.
 
 Gradients are taken w.r.t. activations (parameters stay frozen): the input node's output
@@ -25,6 +34,7 @@ registers a tensor hook whose one einsum scores every upstream edge of that rece
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -48,6 +58,12 @@ METHODS = ("eap", "eap-ig", "eap-ig-mask", "clean-corrupted", "exact")
 ABLATIONS = ("patch", "zero", "mean")
 #: The exact oracle runs one masked forward per edge; refuse larger graphs by default.
 EXACT_MAX_EDGES = 5000
+
+
+def freezes_norms(ablation: str) -> bool:
+    """Whether mask-path attribution freezes the norm scales: under zero ablation (a path of
+    scaled inputs is invisible to pre-norm receivers; :func:`mask_ig_scores`)."""
+    return ablation == "zero"
 
 
 def method_alphas(method: str, ig_steps: int = 5) -> list[float]:
@@ -129,7 +145,8 @@ def gradient_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metr
 
 def mask_ig_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
                    ablated_outputs: torch.Tensor, ig_steps: int = 5, *, base: torch.Tensor | None = None,
-                   alphas: Sequence[float] | None = None, extra_hooks: list[Hook] | None = None) -> torch.Tensor:
+                   alphas: Sequence[float] | None = None, extra_hooks: list[Hook] | None = None,
+                   freeze_norms: bool = False) -> torch.Tensor:
     """``eap-ig-mask`` scores [n_senders, n_receivers] (float32; 0 off the allowed edges).
 
     The path runs from the empty circuit to the circuit ``base`` ([n_s, n_r] bool; default every
@@ -140,6 +157,8 @@ def mask_ig_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metri
     ``base`` sum to ~ M(empty) - M(base). tokens [b, pos]; ablated_outputs [b or 1, pos or 1, n_s, d];
     ``metric`` averages over its batch of m*b rows (step-major). One forward and one backward.
     ``alphas`` replaces the m midpoints (e.g. ``[1.0]``: the plain gradient where ``base`` runs).
+    ``freeze_norms``: every norm divides by at least the scale it has where ``base`` runs (module doc), so
+    the path is not invisible to pre-norm receivers; both ends stay exact.
     """
     check_supported(graph)
     if ig_steps < 1:
@@ -213,10 +232,49 @@ def mask_ig_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metri
 
     hooks = [("blocks.0.hook_resid_pre", input_leaf)] + sender_hooks(graph, store)
     hooks += [(g.hook, make_receiver(g)) for g in graph.receiver_groups]
-    with torch.enable_grad():
+    scales = contextlib.nullcontext()
+    if freeze_norms:
+        frozen = FrozenScales()
+        with torch.no_grad(), model.norm_scales(frozen):
+            if base is None:
+                model.run_with_hooks(tokens, list(extra_hooks or []), True)
+            else:
+                run_with_edge_ablation(model, tokens, graph, base.to(dev).bool(), ablated_outputs, extra_hooks=extra_hooks)
+        frozen.replay(A)
+        scales = model.norm_scales(frozen)
+    with torch.enable_grad(), scales:
         logits = model.run_with_hooks(tokens.repeat(A, 1), hooks + list(extra_hooks or []), _last_only(metric))
         metric(logits).backward()
     return scores
+
+
+class FrozenScales:
+    """A norm-scale provider (:meth:`kcircuits.lm.interface.LMInterface.norm_scales`): records
+    each norm call's own scale during one forward, then, after :meth:`replay`, floors each call's
+    scale at the recorded one (same call order, repeated for ``steps`` copies of the batch,
+    step-major rows): ``max(own, recorded)``."""
+
+    def __init__(self) -> None:
+        self.recorded: list[torch.Tensor] = []
+        self.steps: int | None = None
+        self.calls = 0
+
+    def replay(self, steps: int) -> None:
+        self.steps, self.calls = steps, 0
+
+    def __call__(self, scale: torch.Tensor) -> torch.Tensor:
+        if self.steps is None:
+            self.recorded.append(scale.detach())
+            return scale
+        if self.calls >= len(self.recorded):
+            raise ValueError("more norm calls than in the recorded forward")
+        rec = self.recorded[self.calls]
+        self.calls += 1
+        if scale.numel() != self.steps * rec.numel():
+            raise ValueError(f"norm call {self.calls - 1}: scale {tuple(scale.shape)} does not repeat the "
+                             f"recorded {tuple(rec.shape)} {self.steps} times")
+        floor = rec.repeat(self.steps, *([1] * (rec.dim() - 1))).reshape(scale.shape).to(scale.dtype)
+        return torch.maximum(scale, floor)
 
 
 def exact_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric: Callable[[torch.Tensor], torch.Tensor],
@@ -256,12 +314,15 @@ def exact_scores(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric:
 
 def attribute(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated_outputs: torch.Tensor, method: str,
               *, ig_steps: int = 5, clean_outputs: torch.Tensor | None = None,
-              extra_hooks: list[Hook] | None = None, max_exact_edges: int = EXACT_MAX_EDGES) -> torch.Tensor:
-    """Scores [n_s, n_r] by ``method`` (eap | eap-ig | clean-corrupted | exact)."""
+              extra_hooks: list[Hook] | None = None, max_exact_edges: int = EXACT_MAX_EDGES,
+              freeze_norms: bool = False) -> torch.Tensor:
+    """Scores [n_s, n_r] by ``method`` (eap | eap-ig | eap-ig-mask | clean-corrupted | exact);
+    ``freeze_norms`` applies to ``eap-ig-mask`` (see :func:`mask_ig_scores`)."""
     if method not in METHODS:
         raise BadRequest(f"unknown attribution method {method!r}; choose one of {list(METHODS)}")
     if method == "eap-ig-mask":
-        return mask_ig_scores(model, tokens, graph, metric, ablated_outputs, ig_steps, extra_hooks=extra_hooks)
+        return mask_ig_scores(model, tokens, graph, metric, ablated_outputs, ig_steps, extra_hooks=extra_hooks,
+                              freeze_norms=freeze_norms)
     if method == "exact":
         return exact_scores(model, tokens, graph, metric, ablated_outputs, max_edges=max_exact_edges,
                             per_example=getattr(metric, "per_example", None), extra_hooks=extra_hooks)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kcircuits.circuits.attribution import ABLATIONS, METHODS, ablated_outputs_for, attribute
+from kcircuits.circuits.attribution import ABLATIONS, METHODS, ablated_outputs_for, attribute, freezes_norms
 from kcircuits.circuits.counterfactual import CounterfactualChoice, candidate_for_prompt, find_counterfactuals
 from kcircuits.circuits.evaluate import HIT_K, Normaliser, area_summaries, evaluate_masks, random_circuit
 from kcircuits.circuits.graph import Graph, get_graph
@@ -440,9 +440,10 @@ def compute_circuit(model: LoadedModel, prompt: str, target: str, method: str = 
                          f"with {REFINE_METHOD}")
     report(1, 4, "attributing edges")
     t0 = time.perf_counter()
-    base_method = "eap-ig" if method == REFINE_METHOD else method
+    freeze = freezes_norms(setup.ablation)
+    base_method = ("eap-ig-mask" if freeze else "eap-ig") if method == REFINE_METHOD else method
     scores = attribute(model, setup.tokens, graph, setup.metric, setup.ablated, base_method, ig_steps=ig_steps,
-                       clean_outputs=setup.clean_outputs)
+                       clean_outputs=setup.clean_outputs, freeze_norms=freeze)
     run = _Runner(model, setup)
     ref = _reference(run, setup)
     normaliser = ref.normaliser
@@ -454,7 +455,7 @@ def compute_circuit(model: LoadedModel, prompt: str, target: str, method: str = 
     if method == REFINE_METHOD:
         report(2, 4, "re-attributing inside shrinking circuits")
         ranking = refine_ranking(model, setup.tokens, graph, setup.metric, setup.ablated, scores,
-                                 higher_is_better=setup.metric.higher_is_better, cancel=cancel)
+                                 higher_is_better=setup.metric.higher_is_better, cancel=cancel, freeze_norms=freeze)
         t_attr = time.perf_counter() - t0
         report(3, 4, "calibrating each circuit size by patched runs")
         t1 = time.perf_counter()

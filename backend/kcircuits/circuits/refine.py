@@ -91,10 +91,12 @@ class Ranking:
 
 def refine_ranking(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated: torch.Tensor, scores: torch.Tensor,
                    *, higher_is_better: bool, fractions: Sequence[float] = REFINE_FRACTIONS,
-                   ig_steps: int = REFINE_IG_STEPS, cancel: CancelFn | None = None) -> Ranking:
+                   ig_steps: int = REFINE_IG_STEPS, cancel: CancelFn | None = None,
+                   freeze_norms: bool = False) -> Ranking:
     """Re-attribute inside shrinking circuits (module doc, step 1). tokens [b, pos]; ablated
     [b or 1, pos or 1, n_s, d]; scores [n_s, n_r] from a first pass over the full model.
-    Costs one ``eap-ig-mask`` pass (``ig_steps`` rows per prompt) per fraction after the first."""
+    Costs one ``eap-ig-mask`` pass (``ig_steps`` rows per prompt) per fraction after the first;
+    ``freeze_norms``: those passes freeze the norm scales (zero ablation; see ``mask_ig_scores``)."""
     allowed = graph.allowed(scores.device)
     base = helpfulness(scores, higher_is_better)
     sizes = [max(1, round(f * graph.n_edges)) for f in fractions]
@@ -106,7 +108,8 @@ def refine_ranking(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metri
     for depth, n in enumerate(sizes[1:], start=2):
         if cancel is not None:
             cancel()
-        ctx = helpfulness(mask_ig_scores(model, tokens, graph, metric, ablated, ig_steps, base=circuit),
+        ctx = helpfulness(mask_ig_scores(model, tokens, graph, metric, ablated, ig_steps, base=circuit,
+                                         freeze_norms=freeze_norms),
                           higher_is_better).to(scores.device)
         levels.append(int(circuit.sum()))
         contexts.append(ctx)

@@ -301,6 +301,7 @@ def _refined_relation_circuit(model: LoadedModel, graph, batches: list[_Batch], 
     """eap-ig-refine for a relation: re-attribution inside shrinking circuits and the calibration of
     the ``top_n`` circuit, both on the largest equal-length validation batch (its mean metric).
     ``scores`` [n_s, n_r]: the first pass averaged over every validation fact."""
+    from kcircuits.circuits.attribution import freezes_norms
     from kcircuits.circuits.evaluate import Normaliser, evaluate_masks
     from kcircuits.circuits.refine import calibrated_masks, refine_ranking
 
@@ -312,7 +313,8 @@ def _refined_relation_circuit(model: LoadedModel, graph, batches: list[_Batch], 
                               batch.target_ids)
 
     ranking = refine_ranking(model, batch.tokens, graph, metric_obj, ablated, scores,
-                             higher_is_better=metric_obj.higher_is_better, cancel=cancel)
+                             higher_is_better=metric_obj.higher_is_better, cancel=cancel,
+                             freeze_norms=freezes_norms(ablation))
     if cancel is not None:
         cancel()
     ref, _ = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
@@ -346,7 +348,7 @@ def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str 
     ``progress(done, total, message)``; ``cancel()`` (:data:`kcircuits.errors.CancelFn`) is called
     between steps (a partial row means nothing: its Cancelled propagates).
     """
-    from kcircuits.circuits.attribution import attribute
+    from kcircuits.circuits.attribution import attribute, freezes_norms
     from kcircuits.circuits.discover import default_top_n
     from kcircuits.circuits.evaluate import random_circuit
     from kcircuits.circuits.graph import get_graph
@@ -392,10 +394,12 @@ def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str 
         cancel()
     scores = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
     t_attr = time.perf_counter()
-    base_method = "eap-ig" if method == "eap-ig-refine" else method
+    freeze = freezes_norms(ablation)
+    base_method = ("eap-ig-mask" if freeze else "eap-ig") if method == "eap-ig-refine" else method
     for batch in val_batches:
         ablated, metric_obj = _batch_setup(model, graph, batch, ablation, metric)
-        batch_scores = attribute(model, batch.tokens, graph, metric_obj, ablated, base_method, ig_steps=ig_steps)
+        batch_scores = attribute(model, batch.tokens, graph, metric_obj, ablated, base_method, ig_steps=ig_steps,
+                                 freeze_norms=freeze)
         scores += batch_scores.float() * len(batch.facts)  # the batch's score is a mean over its facts
         tick(len(batch.facts), f"attributing {relation.name}")
     scores /= n_val

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import warnings
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -52,6 +53,33 @@ class LMInterface:
         """``hooks`` stay attached inside the block (for :meth:`run_blocks`), removed after."""
         with self.bridge.hooks(fwd_hooks=list(hooks)):
             yield
+
+    @contextlib.contextmanager
+    def norm_scales(self, provider: Any) -> Iterator[None]:
+        """Inside the block every pre-norm call divides by ``provider(scale)`` instead of its own
+        ``scale`` [..., 1] = sqrt(var + eps) (the variance about the mean for LayerNorm, the mean
+        square for RMSNorm): each block's ln1 (on the residual, then once per q/k/v fork, which is
+        [b * pos * n_heads, d_model]), ln2 and ln_final, in forward order. Weights and biases apply
+        as usual; ``provider`` may return ``scale`` itself."""
+
+        def on_scale(scale: torch.Tensor, hook: Any) -> torch.Tensor:
+            out = provider(scale)
+            return out.clone() if out is scale else out  # a new tensor: the bridge applies edited scales
+
+        # the q/k/v forks call ln1's HF module itself (the bridge's ln1, whose scale is always edited
+        # here, no longer does): its forward is replaced on the instance for the block
+        forks = [block.ln1.original_component for block in self.bridge.blocks]
+        for raw in forks:
+            raw.forward = _ScaledNorm(raw, provider, self.norm_kind)
+        names = [f"blocks.{layer}.{ln}.hook_scale" for layer in range(self.arch.n_layers) for ln in ("ln1", "ln2")]
+        try:
+            with warnings.catch_warnings(), self.bridge.hooks(fwd_hooks=[(n, on_scale) for n in names + ["ln_final.hook_scale"]]):
+                # the bridge warns on every edited scale that it rebuilds the norm's output itself
+                warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
+                yield
+        finally:
+            for raw in forks:
+                del raw.forward
 
     @property
     def block_input_names(self) -> tuple[str, ...]:
@@ -157,3 +185,23 @@ class LMInterface:
         for param in bridge.parameters():
             param.requires_grad_(False)
         return dataclasses.replace(self, bridge=bridge, revision=revision, extras=dict(self.extras))
+
+
+class _ScaledNorm:
+    """An HF LayerNorm / RMSNorm ``module`` called with the scale ``provider`` gives (see
+    :meth:`LMInterface.norm_scales`): x [N, d] -> [N, d]."""
+
+    def __init__(self, module: torch.nn.Module, provider: Any, kind: str):
+        self.module, self.provider, self.kind = module, provider, kind
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        xf = x.float()
+        if self.kind == "layernorm":
+            xf = xf - xf.mean(-1, keepdim=True)
+        eps = float(getattr(m, "variance_epsilon", getattr(m, "eps", 1e-5)))
+        scale = self.provider((xf.pow(2).mean(-1, keepdim=True) + eps).sqrt())
+        out = xf / scale * m.weight.float()
+        if getattr(m, "bias", None) is not None:
+            out = out + m.bias.float()
+        return out.to(x.dtype)
