@@ -20,7 +20,9 @@ difference at 1% and barely more at 10%. Two steps fix most of it:
    any does); where it crosses 1 between two shares, three shares
    in between are tried as well. Sizes go up in order, and the circuit chosen at the
    previous size, grown by the ranking to this size, is one more candidate (so a larger circuit
-   does not lose what made a smaller one faithful). The chosen share is recorded per size.
+   does not lose what made a smaller one faithful), and so is that circuit unchanged: a size is a
+   budget, and the circuit of size n is the best one found with at most n edges (its edge count
+   says how many it has). The chosen share is recorded per size.
 
 "Helpful" is oriented by the metric: an edge helps when ablating it lowers a higher-is-better
 metric (score < 0) or raises a loss (score > 0). Masks are [n_senders, n_receivers] bool.
@@ -186,19 +188,23 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
         masks = [mixed_mask(graph, ranking, sizes[i], share) for i, share in finer]
         for (i, share), mask, v, hit in zip(finer, masks, *_run(evaluate, masks), strict=True):
             rows[i].append((share, mask, v, hit))
-    chosen_masks, chosen_shares, chosen_values, chosen_faith = [], [], [], []
+    chosen_masks, chosen_shares, chosen_values, chosen_faith, chosen_hits = [], [], [], [], []
     for i, n in enumerate(sizes):
         if i and chosen_faith[-1] is not None and n > int(chosen_masks[-1].sum()):
             # the smaller chosen circuit grown by the ranking: keeps what made it faithful
             grown = grow_mask(graph, ranking, chosen_masks[-1], n)
             (grown_value,), (grown_hit,) = _run(evaluate, [grown])
             rows[i].append((chosen_shares[-1], grown, grown_value, grown_hit))
+            # and as it is: a budget of n edges holds the best circuit of at most n (more edges can
+            # hurt, above all under zero ablation, where every added edge feeds its receiver)
+            rows[i].append((chosen_shares[-1], chosen_masks[-1], chosen_values[-1], chosen_hits[-1]))
         faiths = [faith(v, m_full, m_empty) for _, _, v, _ in rows[i]]
         defined = [k for k, f in enumerate(faiths) if f is not None]
         j = min(defined, key=lambda k: (not rows[i][k][3], abs(faiths[k] - 1.0))) if defined else 0
-        share, mask, value, _ = rows[i][j]
+        share, mask, value, hit = rows[i][j]
         f = faiths[j]
         share, value = float(share), float(value)
+        chosen_hits.append(hit)
         chosen_masks.append(mask)
         chosen_shares.append(share)
         chosen_values.append(value)
