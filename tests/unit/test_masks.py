@@ -25,7 +25,7 @@ def planted_lookup(seed: int = 0) -> dict:
     attention output is zero (o_proj = 0) and every down_proj is zero but the planted neurons'.
     Subject token t_i's embedding row is ``8 * e_i`` (other rows ~0); neuron i of layer 1 reads
     dim i (gate and up rows ``e_i``) and writes dim 8 + i (down_proj[8 + i, i]); the unembedding
-    row of answer a_i is ``6 * e_{8+i}`` (other rows ~0). So the answer needs the neuron: the
+    row of answer a_i is ``2.4 * e_{8+i}`` (other rows ~0). So the answer needs the neuron: the
     embedding alone gives a_i no logit.
     Known blocks (gated): gate and up rows 0..3 and down rows 8..11 of layer 1, entries 0..3 of its
     post-attention norm, final-norm entries 8..11. Irrelevant: every attention block, layer 0's
@@ -57,7 +57,7 @@ def planted_lookup(seed: int = 0) -> dict:
             emb[s] = 0.0
             emb[s, i] = 8.0
             head[a] = 0.0
-            head[a, 8 + i] = 6.0
+            head[a, 8 + i] = 2.4  # answer logit ~12: confident, not saturated (p = 1.0 in fp32 has no gradient)
             params[gate][i] = 0.0
             params[gate][i, i] = 1.0
             params[up][i] = 0.0
@@ -108,12 +108,12 @@ def test_planted_model_answers_through_known_blocks(lookup):
     assert M.evaluate_mask(model, task, drop, lay)["accuracy"] < 0.5
 
 
-def test_low_density_mask_keeps_known_blocks_and_drops_the_rest(lookup):
-    """Trained from the (default) Taylor warm start. From the uniform start (warm_start "none") the
-    density penalty closes some planted down rows with the rest: 80 steps keep 17 of the 20."""
+@pytest.mark.parametrize("warm_start", ["none", "taylor"])
+def test_low_density_mask_keeps_known_blocks_and_drops_the_rest(lookup, warm_start):
     model, task = lookup["model"], lookup["task"]
     lay = M.layout(model.bridge)
-    res = M.train_mask(model, task, M.MaskParams(target=lookup["target"], steps=80, lr=0.2, loss="ce"))
+    res = M.train_mask(model, task, M.MaskParams(target=lookup["target"], steps=80, lr=0.2, loss="ce",
+                                                 warm_start=warm_start))
     mask, la = res["mask"], res["log_alpha"]
     assert M.density(mask, lay) <= lookup["target"] + 0.5 / lay.n_params  # final_mask rounds to half a parameter
     assert bool(mask[lookup["known"]].all())
@@ -133,14 +133,15 @@ def test_warm_start_opens_the_planted_blocks_before_any_step(lookup):
     importance = M.taylor_importance(model, task, lay, M.full_logprobs(model, task))
     per_param = importance / w
     assert float(per_param[lookup["known"]].min()) > float(per_param[lookup["irrelevant"]].max())
-    keep = M.taylor_prune(model, task, lay, M.full_logprobs(model, task), lookup["target"], rounds=4)
+    exact = float(w[lookup["known"]].sum() / w.sum())  # room for the planted blocks only
+    keep = M.taylor_prune(model, task, lay, M.full_logprobs(model, task), exact, rounds=4)
     init = M.warm_start_log_alpha(keep, w, 3.0)
     assert bool((init[lookup["known"]] == 3.0).all())
-    assert bool((init[lookup["irrelevant"]] < 0).all())
-    assert 0.9 * M.density(keep, lay) < float(M.expected_density(init, w)) <= M.density(keep, lay)  # penalty off
-    opened = init > 0
-    assert M.density(opened, lay) <= lookup["target"] + 0.5 / lay.n_params
-    assert M.evaluate_mask(model, task, opened, lay)["accuracy"] == 1.0
+    assert bool((init[lookup["irrelevant"]] < 0).all()) and int((init > 0).sum()) == len(lookup["known"])
+    assert 0.9 * exact < float(M.expected_density(init, w)) <= exact  # the density penalty starts off
+    assert M.evaluate_mask(model, task, init > 0, lay)["accuracy"] == 1.0
+    # at the test's target (20% room to spare) the planted blocks are open too
+    assert bool(M.taylor_prune(model, task, lay, M.full_logprobs(model, task), lookup["target"], 4)[lookup["known"]].all())
 
 
 def test_the_embedding_is_never_gated_and_density_counts_gated_parameters(lookup):
@@ -201,12 +202,15 @@ def test_edit_changes_no_parameter_outside_the_mask(tiny_llama):
 
 
 def test_overlap_self_is_one_and_random_about_density(tiny_llama):
+    """Random masks overlap at their density on average (the tiny model's ~1,900 gated rows make
+    one pair's overlap vary by about 0.015, so the mean over 8 pairs is compared)."""
     lay = M.layout(tiny_llama.bridge)
     for d in (0.05, 0.25, 0.5):
-        a, b = M.random_mask(lay, d, seed=0), M.random_mask(lay, d, seed=1)
+        a = M.random_mask(lay, d, seed=0)
         assert M.overlap(a, a, lay) == 1.0
-        assert M.overlap(a, b, lay) == pytest.approx(d, abs=0.03)
-        assert M.density(a, lay) == pytest.approx(d, abs=1e-3)
+        pairs = [M.overlap(M.random_mask(lay, d, seed=2 * k), M.random_mask(lay, d, seed=2 * k + 1), lay) for k in range(8)]
+        assert sum(pairs) / len(pairs) == pytest.approx(d, abs=0.015)
+        assert M.density(a, lay) == pytest.approx(d, abs=2e-3)
     assert M.overlap(torch.zeros(lay.n_gates, dtype=torch.bool), a, lay) is None
 
 
@@ -260,7 +264,10 @@ class _NanGrad(torch.autograd.Function):
         return torch.full_like(grad, float("nan"))
 
 
-def test_a_nan_gradient_step_does_not_poison_the_gates(tiny_llama, monkeypatch):
+@pytest.mark.parametrize("warm_start", ["none", "taylor"])
+def test_a_nan_gradient_step_does_not_poison_the_gates(tiny_llama, monkeypatch, warm_start):
+    """The first backward gets NaN: with warm_start "none" that is training step 1 (counted and
+    skipped), with "taylor" the warm start's first pruning round (its NaN scores count 0)."""
     task = M.make_task(tiny_llama, "t", ["The capital of France is", "The Eiffel Tower is in"], [" Paris", " Paris"])
     real, calls = M.run_with, {"n": 0}
 
@@ -272,8 +279,9 @@ def test_a_nan_gradient_step_does_not_poison_the_gates(tiny_llama, monkeypatch):
                 return _NanGrad.apply(out)
         return out
     monkeypatch.setattr(M, "run_with", run_with)
-    res = M.train_mask(tiny_llama, task, M.MaskParams(target=0.25, steps=6, lr=0.2), eval_every=3)
+    res = M.train_mask(tiny_llama, task, M.MaskParams(target=0.25, steps=6, lr=0.2, warm_start=warm_start),
+                       eval_every=3)
     assert bool(torch.isfinite(res["log_alpha"]).all())
-    assert res["nonfinite_grad_steps"] == 1
+    assert res["nonfinite_grad_steps"] == (1 if warm_start == "none" else 0)
     assert all(v == v for v in res["curves"]["loss"] + res["curves"]["density"])  # no NaN
     assert float(res["log_alpha"].std()) > 0  # the later, finite steps still trained the gates
