@@ -144,6 +144,14 @@ def test_warm_start_opens_the_planted_blocks_before_any_step(lookup):
     assert bool(M.taylor_prune(model, task, lay, M.full_logprobs(model, task), lookup["target"], 4)[lookup["known"]].all())
 
 
+def test_prune_rounds_cut_about_the_rate_per_round():
+    for target in (0.05, 0.15, 0.5, 0.9):
+        for rate in (0.1, 0.16, 0.5):
+            n = M.prune_rounds(target, rate)
+            per_round = 1 - target ** (1 / n)  # the share each geometric round cuts
+            assert per_round <= rate + 1e-12 and (n == 1 or 1 - target ** (1 / (n - 1)) > rate)
+
+
 def test_the_embedding_is_never_gated_and_density_counts_gated_parameters(lookup):
     model = lookup["model"]
     lay = M.layout(model.bridge)

@@ -85,7 +85,7 @@ class MaskParamsOut(BaseModel):
     loss: Literal["kl", "ce"]
     seed: int
     warm_start: Literal["taylor", "none"] = "none"
-    warm_rounds: int | None = None
+    warm_rate: float | None = None
 
 
 class MaskCurvesOut(BaseModel):
