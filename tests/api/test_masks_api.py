@@ -47,7 +47,9 @@ def test_train_job_streams_curves_and_stores_an_unpackable_mask(client, tiny_lla
     assert task.prompts == stored["task"]["prompts"]
     assert M.evaluate_mask(tiny_llama, task, mask, lay)["kl"] == pytest.approx(stored["faithfulness"]["kl"], rel=1e-4)
     shares = stored["composition"]
-    assert sum(v["share_of_mask"] for v in shares.values()) == pytest.approx(1.0)
+    assert sum(v["share_of_mask"] for v in shares.values() if not v["always_kept"]) == pytest.approx(1.0)
+    assert shares["embedding"]["always_kept"] and shares["embedding"]["share_inside"] == 1.0
+    assert stored["n_params"] == lay.n_params and stored["params"]["warm_start"] == "taylor"
     heads = [c for c in stored["components"] if c["kind"] == "head"]
     assert len(heads) == 2 * 4 and {c["kind"] for c in stored["components"]} == {"head", "kv", "mlp"}
     timing = stored["timing"]

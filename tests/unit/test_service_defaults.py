@@ -133,7 +133,7 @@ def test_cli_imports_nothing_from_the_api_but_serve():
 def test_mask_defaults_and_bounds_agree():
     from kcircuits.api.routes.masks import MaskEditIn, MaskTrainIn
 
-    for name in ("n", "density", "steps", "lr", "lam", "loss", "seed", "eval_every"):
+    for name in ("n", "density", "steps", "lr", "lam", "loss", "seed", "eval_every", "warm_start"):
         assert MaskTrainIn.model_fields[name].default == _cli_param(["mask", "train"], name).default \
             == getattr(specs.MaskTrainSpec, name), name
     assert _api_bound(MaskTrainIn, "steps", "le") == _cli_param(["mask", "train"], "steps").max == specs.MASK_STEPS_MAX

@@ -32,6 +32,8 @@ def train(
     loss: str = typer.Option(MaskTrainSpec.loss, "--loss", help="kl (to the full model) | ce (to its top-1)."),
     seed: int = typer.Option(MaskTrainSpec.seed, "--seed", min=0),
     eval_every: int = typer.Option(MaskTrainSpec.eval_every, "--eval-every", min=1, help="Steps between curve points."),
+    warm_start: str = typer.Option(MaskTrainSpec.warm_start, "--warm-start",
+                                   help="taylor (first-order pruning opens the initial gates) | none (all open)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Learn a hard-concrete mask of the task at the target density; resumes from its checkpoint."""
@@ -39,7 +41,7 @@ def train(
 
     with domain_errors():
         spec = MaskTrainSpec(model=model, relation=relation, phenomenon=phenomenon, n=n, density=density, steps=steps,
-                             lr=lr, lam=lam, loss=loss, seed=seed, eval_every=eval_every)
+                             lr=lr, lam=lam, loss=loss, seed=seed, eval_every=eval_every, warm_start=warm_start)
         result = run_service(capabilities.mask_train, spec, "mask train", load)
     emit(result, as_json, _print_train)
 
@@ -47,7 +49,8 @@ def train(
 def _print_train(result: dict) -> None:
     p, f, t = result["params"], result["faithfulness"], result["timing"]
     typer.echo(f"{result['model']}: mask of {result['task']['name']} ({len(result['task']['prompts'])} prompts), "
-               f"target density {p['target']:.3f}, {p['steps']} steps, loss {p['loss']}, lr {p['lr']}, lam {p['lam']}")
+               f"target density {p['target']:.3f} of the gated parameters, {p['steps']} steps, loss {p['loss']}, "
+               f"lr {p['lr']}, lam {p['lam']}, warm start {p['warm_start']}")
     typer.echo(f"id {result['id']}")
     curves = result["curves"]
     typer.echo(f"{'step':>7} {'loss':>10} {'E[density]':>11} {'KL(mask)':>10}")
@@ -59,7 +62,8 @@ def _print_train(result: dict) -> None:
                f"{f['top1_agreement']:.2f}, accuracy {f['accuracy']:.2f} (full model {f['full_accuracy']:.2f})")
     typer.echo(f"{'module':<10} {'share inside':>12} {'share of mask':>14} {'params':>10}")
     for kind, s in result["composition"].items():
-        typer.echo(f"{kind:<10} {_num(s['share_inside'], 3):>12} {_num(s['share_of_mask'], 3):>14} {s['n_params']:>10}")
+        kept = "  (always kept, not gated)" if s.get("always_kept") else ""
+        typer.echo(f"{kind:<10} {_num(s['share_inside'], 3):>12} {_num(s['share_of_mask'], 3):>14} {s['n_params']:>10}{kept}")
     ratio = t["step_over_forward_backward"]
     resumed = f", resumed from step {t['resumed_from_step']}" if t["resumed_from_step"] else ""
     typer.echo(f"timing: {t['step_s'] * 1000:.1f} ms/step over {t['steps_run']} steps{resumed}; one forward+backward "

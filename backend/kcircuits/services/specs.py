@@ -393,6 +393,7 @@ class MaskTrainSpec:
     loss: str = "kl"
     seed: int = 0
     eval_every: int = 10
+    warm_start: str = "taylor"
 
     def check(self, settings: Settings) -> None:
         if (self.relation is None) == (self.phenomenon is None):
@@ -420,7 +421,7 @@ class MaskTrainSpec:
         from kcircuits.circuits.masks import MaskParams
 
         return MaskParams(target=self.density, steps=self.steps, lr=self.lr, lam=self.lam, loss=self.loss,
-                          seed=self.seed)
+                          seed=self.seed, warm_start=self.warm_start)
 
     def request(self, settings: Settings) -> dict[str, Any]:
         return _request(self, settings, method="mask")

@@ -74,7 +74,8 @@ class MaskTaskOut(BaseModel):
 
 
 class MaskParamsOut(BaseModel):
-    """The engine's training parameters (``target`` is the density target, a share of parameters)."""
+    """The engine's training parameters (``target`` is the density target, a share of the gated
+    parameters; ``warm_start`` "none" in masks stored before the warm start existed)."""
 
     target: float
     steps: int
@@ -83,6 +84,8 @@ class MaskParamsOut(BaseModel):
     init: float
     loss: Literal["kl", "ce"]
     seed: int
+    warm_start: Literal["taylor", "none"] = "none"
+    warm_rate: float | None = None
 
 
 class MaskCurvesOut(BaseModel):
@@ -106,11 +109,14 @@ class MaskFaithfulnessOut(BaseModel):
 
 
 class ModuleShareOut(BaseModel):
-    """One module kind: share of its parameters inside the mask, share of the mask it makes up."""
+    """One module kind: share of its parameters inside the mask, share of the mask it makes up.
+    ``always_kept``: the kind is never gated (the token embedding / unembedding): it is in every
+    mask (share inside 1.0) and counts in no density (share of the mask None)."""
 
     share_inside: float | None
     share_of_mask: float | None
     n_params: int
+    always_kept: bool = False
 
 
 class MaskComponentOut(BaseModel):
@@ -140,7 +146,8 @@ class MaskTimingOut(BaseModel):
 
 class MaskOut(_Stored):
     """A trained mask (kind ``mask``): the bits are the mask packed (numpy ``packbits``, big bit
-    order, base64), one bit per gate in the layout's order (``n_gates``)."""
+    order, base64), one bit per gate in the layout's order (``n_gates``). ``n_params`` and ``density``
+    count the gated parameters only: the token embedding / unembedding is outside every mask."""
 
     kind: Literal["mask"]
     model: str

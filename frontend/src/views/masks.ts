@@ -290,9 +290,9 @@ export class MasksView {
     const f = m.faithfulness, t = m.timing, p = m.params;
     this.out.append(table(["", ""], [
       ["task", `${m.task.name} (${m.task.prompts.length} prompts)`],
-      ["density", `${pct(m.density)} of ${m.n_params.toLocaleString("en")} parameters (target ${pct(p.target)}; ${m.n_gates} gates)`],
+      ["density", `${pct(m.density)} of ${m.n_params.toLocaleString("en")} gated parameters (target ${pct(p.target)}; ${m.n_gates} gates; the embedding is always kept)`],
       ["faithfulness", `KL ${fmt(f.kl)} · top-1 agreement ${pct(f.top1_agreement)} · accuracy ${pct(f.accuracy)} (full model ${pct(f.full_accuracy)})`],
-      ["training", `${p.steps} steps, lr ${p.lr}, λ ${p.lam}, loss ${p.loss}, seed ${p.seed}`],
+      ["training", `${p.steps} steps, lr ${p.lr}, λ ${p.lam}, loss ${p.loss}, seed ${p.seed}, warm start ${p.warm_start ?? "none"}`],
       ["timing", `${fmt(t.train_s, 2)} s for ${t.steps_run} steps${t.resumed_from_step ? ` (resumed from step ${t.resumed_from_step})` : ""} · ${fmt(t.step_s)} s/step = ${fmt(t.step_over_forward_backward, 2)}× a forward+backward (${fmt(t.forward_backward_s)} s)`],
     ], "mask-summary"));
     const comp = h("div", { class: "mask-chart", "data-testid": "mask-composition" });

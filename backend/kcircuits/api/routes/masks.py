@@ -57,6 +57,9 @@ class MaskTrainIn(BaseModel):
     seed: Int = Field(MaskTrainSpec.seed, ge=0, le=SEED_MAX)
     eval_every: Int = Field(MaskTrainSpec.eval_every, ge=1, le=MASK_STEPS_MAX,
                             description="steps between curve points (and checkpoints); at most steps")
+    warm_start: Literal["taylor", "none"] = Field(
+        MaskTrainSpec.warm_start, description="taylor: iterative first-order pruning to the target opens the initial "
+                                              "gates; none: every gate starts open")
 
 
 class MaskEditIn(BaseModel):
