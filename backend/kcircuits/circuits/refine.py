@@ -20,9 +20,10 @@ difference at 1% and barely more at 10%. Two steps fix most of it:
    any does); where it crosses 1 between two shares, three shares
    in between are tried as well. Sizes go up in order, and the circuit chosen at the
    previous size, grown by the ranking to this size, is one more candidate (so a larger circuit
-   does not lose what made a smaller one faithful), and so is that circuit unchanged: a size is a
-   budget, and the circuit of size n is the best one found with at most n edges (its edge count
-   says how many it has). The chosen share is recorded per size.
+   does not lose what made a smaller one faithful). When no circuit of a size holds (target in
+   the top 10 and |F - 1| <= ``CARRY_TOLERANCE``) and the smaller chosen circuit does better, that
+   circuit is kept unchanged: a size is a budget, the best circuit found with at most n edges (its
+   edge count says how many it has). The chosen share is recorded per size.
 
 "Helpful" is oriented by the metric: an edge helps when ablating it lowers a higher-is-better
 metric (score < 0) or raises a loss (score > 0). Masks are [n_senders, n_receivers] bool.
@@ -51,6 +52,9 @@ CALIBRATION_SHARES = (0.0, 0.03, 0.07, 0.12, 0.2, 0.3, 0.45)
 REFINE_IG_STEPS = 2
 #: Where faithfulness crosses 1 between two shares, these fractions of the gap are tried too.
 REFINE_STEPS_BETWEEN = (0.25, 0.5, 0.75)
+#: A circuit of a size "holds" when it keeps the target in the top 10 and |F - 1| is at most this;
+#: when none does, the smaller chosen circuit is kept if it is closer to F = 1 (module doc).
+CARRY_TOLERANCE = 0.2
 
 
 
@@ -195,12 +199,17 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
             grown = grow_mask(graph, ranking, chosen_masks[-1], n)
             (grown_value,), (grown_hit,) = _run(evaluate, [grown])
             rows[i].append((chosen_shares[-1], grown, grown_value, grown_hit))
-            # and as it is: a budget of n edges holds the best circuit of at most n (more edges can
-            # hurt, above all under zero ablation, where every added edge feeds its receiver)
-            rows[i].append((chosen_shares[-1], chosen_masks[-1], chosen_values[-1], chosen_hits[-1]))
         faiths = [faith(v, m_full, m_empty) for _, _, v, _ in rows[i]]
         defined = [k for k, f in enumerate(faiths) if f is not None]
         j = min(defined, key=lambda k: (not rows[i][k][3], abs(faiths[k] - 1.0))) if defined else 0
+        if i and chosen_hits[-1] and chosen_faith[-1] is not None and not (
+                rows[i][j][3] and faiths[j] is not None and abs(faiths[j] - 1.0) <= CARRY_TOLERANCE) and (
+                not rows[i][j][3] or faiths[j] is None or abs(chosen_faith[-1] - 1.0) < abs(faiths[j] - 1.0)):
+            # no circuit of this size holds but the smaller chosen one does: a size is a budget, so
+            # it is kept as it is (more edges can hurt, above all under zero ablation)
+            rows[i].append((chosen_shares[-1], chosen_masks[-1], chosen_values[-1], chosen_hits[-1]))
+            faiths.append(chosen_faith[-1])
+            j = len(rows[i]) - 1
         share, mask, value, hit = rows[i][j]
         f = faiths[j]
         share, value = float(share), float(value)
