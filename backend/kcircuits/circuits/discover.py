@@ -482,6 +482,8 @@ def compute_circuit(model: LoadedModel, prompt: str, target: str, method: str = 
               "kv_mode": kv_mode, "max_edges_returned": max_edges_returned, "random_seeds": random_seeds,
               "counterfactuals": len(setup.corrupt_prompts) if setup.ablation == "patch" else 0,
               "curve_fractions": list(curve_fractions), "masks_run": run.masks_run,
+              "attribution_norms": ("scales floored where each path's upper end runs" if freeze and
+                                    base_method == "eap-ig-mask" else "live"),
               "score_meaning": ("first-order estimate of metric(edge ablated) - metric(clean)" if method != REFINE_METHOD
                                 else "first-order estimate of metric(edge ablated) - metric(circuit), where the "
                                      "requested circuit runs")}
