@@ -153,3 +153,25 @@ def test_flat_logits_rank_the_target_last():
 
     assert vocab_ranks(torch.zeros(2, 50), [3, 7]).tolist() == [50, 50]
     assert vocab_ranks(torch.tensor([[0.0, 2.0, 1.0]]), [2]).tolist() == [2]
+
+
+def test_best_per_size_prefers_a_kept_answer_then_faithfulness_closest_to_one():
+    import torch
+
+    from kcircuits.circuits.refine import Calibrated, best_per_size
+
+    def mask(edges):
+        m = torch.zeros(4, 4, dtype=torch.bool)
+        m.view(-1)[:edges] = True
+        return m
+
+    def cal(faith, hits, edges):
+        n = len(faith)
+        return Calibrated(tuple(range(1, n + 1)), (0.0,) * n, tuple(mask(e) for e in edges), (0.0,) * n,
+                          tuple(faith), tuple(hits))
+
+    a = cal([0.95, 1.30, None, 0.50, 0.95], [True, True, False, False, True], [5, 5, 5, 5, 3])
+    b = cal([1.02, 0.50, 0.99, 0.50, 0.85], [True, False, True, False, True], [5, 5, 5, 5, 6])
+    # 1: both hold at the same size, b closer to 1; 2: only a keeps the answer; 3: b holds;
+    # 4: a tie goes to the first; 5: both hold, b has more edges (nearer the size asked for)
+    assert best_per_size([a, b]) == [1, 0, 1, 0, 1]

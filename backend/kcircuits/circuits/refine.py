@@ -50,6 +50,10 @@ REFINE_FRACTIONS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002)
 #: Shares of harmful edges tried for each circuit size.
 CALIBRATION_SHARES = (0.0, 0.03, 0.07, 0.12, 0.2, 0.3, 0.45)
 REFINE_IG_STEPS = 2
+#: Under zero ablation (norm scales floored) the mask path is rough and which facts a ranking
+#: serves depends on its IG steps: one ranking per step count, and each size keeps the best
+#: calibrated circuit of any (:func:`best_per_size`).
+ZERO_REFINE_IG_STEPS = (2, 5)
 #: Where faithfulness crosses 1 between two shares, these fractions of the gap are tried too.
 REFINE_STEPS_BETWEEN = (0.25, 0.5, 0.75)
 #: A circuit of a size "holds" when it keeps the target in the top 10 and |F - 1| is at most this;
@@ -155,6 +159,24 @@ class Calibrated:
     masks: tuple[torch.Tensor, ...]
     metric_values: tuple[float, ...]
     faithfulness: tuple[float | None, ...]
+    hits: tuple[bool, ...] = ()
+
+
+def best_per_size(calibrations: Sequence[Calibrated]) -> list[int]:
+    """For each size, the index of the calibration (of several rankings, same sizes) whose circuit
+    does best: one that holds (target in the top 10, |F - 1| <= ``CARRY_TOLERANCE``) with the
+    most edges (the nearest the size asked for); else the target kept first, then faithfulness
+    closest to 1 (defined before undefined); ties to the earlier calibration."""
+
+    def key(c: Calibrated, i: int) -> tuple:
+        f = c.faithfulness[i]
+        holds = c.hits[i] and f is not None and abs(f - 1.0) <= CARRY_TOLERANCE
+        if holds:
+            return (0, -int(c.masks[i].sum()), abs(f - 1.0))
+        return (1, not c.hits[i], f is None, abs(f - 1.0) if f is not None else 0.0)
+
+    return [min(range(len(calibrations)), key=lambda k: (key(calibrations[k], i), k))
+            for i in range(len(calibrations[0].sizes))]
 
 
 def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evaluate: Callable[[torch.Tensor], torch.Tensor],
@@ -219,7 +241,7 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
         chosen_values.append(value)
         chosen_faith.append(f)
     return Calibrated(tuple(int(n) for n in sizes), tuple(chosen_shares), tuple(chosen_masks), tuple(chosen_values),
-                      tuple(chosen_faith))
+                      tuple(chosen_faith), tuple(bool(h) for h in chosen_hits))
 
 
 def _run(evaluate: Callable, masks: list[torch.Tensor]) -> tuple[list[float], list[bool]]:
