@@ -33,13 +33,7 @@ from kcircuits.circuits.graph import Graph, get_graph
 from kcircuits.circuits.heads import annotate_circuit_roles
 from kcircuits.circuits.metrics import METRICS, Metric, make_metric
 from kcircuits.circuits.patching import check_supported, sender_outputs
-from kcircuits.circuits.refine import (
-    REFINE_IG_STEPS,
-    ZERO_REFINE_IG_STEPS,
-    best_per_size,
-    calibrated_masks,
-    refine_ranking,
-)
+from kcircuits.circuits.refine import REFINE_IG_STEPS, ZERO_REFINE_IG_STEPS, refine_and_calibrate
 from kcircuits.circuits.select import circuit_nodes, select
 from kcircuits.errors import BadRequest, CancelFn
 from kcircuits.store.ids import SCHEMA_VERSION
@@ -459,23 +453,18 @@ def compute_circuit(model: LoadedModel, prompt: str, target: str, method: str = 
         requested = default_top_n(graph) if top_n is None else top_n
     sizes = sorted(set(curve_sizes(graph, curve_fractions)) | {requested})
     if method == REFINE_METHOD:
-        report(2, 4, "re-attributing inside shrinking circuits")
-        rankings = [refine_ranking(model, setup.tokens, graph, setup.metric, setup.ablated, scores,
-                                   higher_is_better=setup.metric.higher_is_better, cancel=cancel, freeze_norms=freeze,
-                                   ig_steps=steps)
-                    for steps in (ZERO_REFINE_IG_STEPS if freeze else (REFINE_IG_STEPS,))]
-        t_attr = time.perf_counter() - t0
-        report(3, 4, "calibrating each circuit size by patched runs")
+        report(2, 4, "re-attributing inside shrinking circuits and calibrating each size by real runs")
+        t_attr = time.perf_counter() - t0  # the first pass; re-attribution counts with the evaluation
         t1 = time.perf_counter()
-        cals = [calibrated_masks(graph, ranking, sizes, run, normaliser.m_full, normaliser.m_empty,
-                                 faithfulness_of=lambda v, *_: normaliser(v)) for ranking in rankings]
-        pick = best_per_size(cals)
-        masks = [cals[k].masks[i] for i, k in enumerate(pick)]
-        shares = [cals[k].shares[i] for i, k in enumerate(pick)]
-        values = [cals[k].metric_values[i] for i, k in enumerate(pick)]
+        cal, rankings, ig_used = refine_and_calibrate(model, setup.tokens, graph, setup.metric, setup.ablated, scores,
+                                                      sizes, run, normaliser.m_full, normaliser.m_empty,
+                                                      freeze_norms=freeze, faithfulness_of=lambda v, *_: normaliser(v),
+                                                      cancel=cancel)
+        masks, shares, values = list(cal.masks), list(cal.shares), list(cal.metric_values)
         at = sizes.index(requested)
         sign = -1.0 if setup.metric.higher_is_better else 1.0
-        shown = sign * rankings[pick[at]].context_for(requested)  # scores where the requested circuit runs
+        chosen = rankings[(ZERO_REFINE_IG_STEPS if freeze else (REFINE_IG_STEPS,)).index(ig_used[at])]
+        shown = sign * chosen.context_for(requested)  # scores where the requested circuit runs
     else:
         t_attr = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -495,8 +484,7 @@ def compute_circuit(model: LoadedModel, prompt: str, target: str, method: str = 
               "curve_fractions": list(curve_fractions), "masks_run": run.masks_run,
               "attribution_norms": ("scales floored where each path's upper end runs" if freeze and
                                     base_method == "eap-ig-mask" else "live"),
-              "refine_ig_steps": ([ZERO_REFINE_IG_STEPS[k] if freeze else REFINE_IG_STEPS for k in pick]
-                                  if method == REFINE_METHOD else None),
+              "refine_ig_steps": ig_used if method == REFINE_METHOD else None,
               "score_meaning": ("first-order estimate of metric(edge ablated) - metric(clean)" if method != REFINE_METHOD
                                 else "first-order estimate of metric(edge ablated) - metric(circuit), where the "
                                      "requested circuit runs")}

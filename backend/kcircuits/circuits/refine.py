@@ -258,3 +258,26 @@ def grow_mask(graph: Graph, ranking: Ranking, mask: torch.Tensor, n: int) -> tor
     allowed = graph.allowed(ranking.order.device) & ~mask.to(ranking.order.device)
     extra = _top(ranking.order, allowed, max(0, n - int(mask.sum())))
     return prune_dangling(mask.to(extra.device) | extra, graph)
+
+
+def refine_and_calibrate(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated: torch.Tensor,
+                         scores: torch.Tensor, sizes: Sequence[int], evaluate: Callable[[torch.Tensor], torch.Tensor],
+                         m_full: float, m_empty: float, *, freeze_norms: bool,
+                         faithfulness_of: Callable[[float, float, float], float | None] | None = None,
+                         cancel: CancelFn | None = None) -> tuple[Calibrated, list[Ranking], list[int]]:
+    """Both steps of the module doc for every ranking the setting uses (one; under zero ablation,
+    with ``freeze_norms``, one per ``ZERO_REFINE_IG_STEPS``): the merged calibration (per size, the
+    best circuit of any ranking, :func:`best_per_size`), the rankings, and which one each size took."""
+    steps = ZERO_REFINE_IG_STEPS if freeze_norms else (REFINE_IG_STEPS,)
+    rankings = [refine_ranking(model, tokens, graph, metric, ablated, scores, higher_is_better=metric.higher_is_better,
+                               ig_steps=k, cancel=cancel, freeze_norms=freeze_norms) for k in steps]
+    cals = [calibrated_masks(graph, r, sizes, evaluate, m_full, m_empty, faithfulness_of=faithfulness_of)
+            for r in rankings]
+    pick = best_per_size(cals)
+
+    def take(field: str) -> tuple:
+        return tuple(getattr(cals[k], field)[i] for i, k in enumerate(pick))
+
+    merged = Calibrated(tuple(int(n) for n in sizes), take("shares"), take("masks"), take("metric_values"),
+                        take("faithfulness"), take("hits"))
+    return merged, rankings, [steps[k] for k in pick]

@@ -303,7 +303,7 @@ def _refined_relation_circuit(model: LoadedModel, graph, batches: list[_Batch], 
     ``scores`` [n_s, n_r]: the first pass averaged over every validation fact."""
     from kcircuits.circuits.attribution import freezes_norms
     from kcircuits.circuits.evaluate import Normaliser, evaluate_masks
-    from kcircuits.circuits.refine import calibrated_masks, refine_ranking
+    from kcircuits.circuits.refine import refine_and_calibrate
 
     batch = max(batches, key=lambda b: len(b.facts))
     ablated, metric_obj = _batch_setup(model, graph, batch, ablation, metric)
@@ -312,15 +312,11 @@ def _refined_relation_circuit(model: LoadedModel, graph, batches: list[_Batch], 
         return evaluate_masks(model, batch.tokens, graph, masks.to(model.device), ablated, metric_obj,
                               batch.target_ids)
 
-    ranking = refine_ranking(model, batch.tokens, graph, metric_obj, ablated, scores,
-                             higher_is_better=metric_obj.higher_is_better, cancel=cancel,
-                             freeze_norms=freezes_norms(ablation))
-    if cancel is not None:
-        cancel()
     ref, _ = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
     normaliser = Normaliser.of(metric_obj, float(ref[0]), float(ref[1]))
-    cal = calibrated_masks(graph, ranking, [top_n], run, normaliser.m_full, normaliser.m_empty,
-                           faithfulness_of=lambda v, *_: normaliser(v))
+    cal, _, _ = refine_and_calibrate(model, batch.tokens, graph, metric_obj, ablated, scores, [top_n], run,
+                                     normaliser.m_full, normaliser.m_empty, freeze_norms=freezes_norms(ablation),
+                                     faithfulness_of=lambda v, *_: normaliser(v), cancel=cancel)
     return cal.masks[0], {"facts": len(batch.facts), "harmful_share": cal.shares[0],
                           "faithfulness_on_batch": cal.faithfulness[0],
                           "faithfulness_undefined": normaliser.undefined_reason}
