@@ -162,6 +162,11 @@ class Calibrated:
     hits: tuple[bool, ...] = ()
 
 
+def holds(hit: bool, faithfulness: float | None) -> bool:
+    """Whether a calibrated circuit holds: target in the top 10 and |F - 1| <= ``CARRY_TOLERANCE``."""
+    return bool(hit) and faithfulness is not None and abs(faithfulness - 1.0) <= CARRY_TOLERANCE
+
+
 def best_per_size(calibrations: Sequence[Calibrated]) -> list[int]:
     """For each size, the index of the calibration (of several rankings, same sizes) whose circuit
     does best: one that holds (target in the top 10, |F - 1| <= ``CARRY_TOLERANCE``) with the
@@ -170,8 +175,7 @@ def best_per_size(calibrations: Sequence[Calibrated]) -> list[int]:
 
     def key(c: Calibrated, i: int) -> tuple:
         f = c.faithfulness[i]
-        holds = c.hits[i] and f is not None and abs(f - 1.0) <= CARRY_TOLERANCE
-        if holds:
+        if holds(c.hits[i], f):
             return (0, -int(c.masks[i].sum()), abs(f - 1.0))
         return (1, not c.hits[i], f is None, abs(f - 1.0) if f is not None else 0.0)
 
@@ -224,9 +228,9 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
         faiths = [faith(v, m_full, m_empty) for _, _, v, _ in rows[i]]
         defined = [k for k, f in enumerate(faiths) if f is not None]
         j = min(defined, key=lambda k: (not rows[i][k][3], abs(faiths[k] - 1.0))) if defined else 0
-        if i and chosen_hits[-1] and chosen_faith[-1] is not None and not (
-                rows[i][j][3] and faiths[j] is not None and abs(faiths[j] - 1.0) <= CARRY_TOLERANCE) and (
-                not rows[i][j][3] or faiths[j] is None or abs(chosen_faith[-1] - 1.0) < abs(faiths[j] - 1.0)):
+        hit_j, f_j = rows[i][j][3], faiths[j]
+        if i and chosen_hits[-1] and chosen_faith[-1] is not None and not holds(hit_j, f_j) and (
+                not hit_j or f_j is None or abs(chosen_faith[-1] - 1.0) < abs(f_j - 1.0)):
             # no circuit of this size holds but the smaller chosen one does: a size is a budget, so
             # it is kept as it is (more edges can hurt, above all under zero ablation)
             rows[i].append((chosen_shares[-1], chosen_masks[-1], chosen_values[-1], chosen_hits[-1]))
@@ -267,10 +271,13 @@ def refine_and_calibrate(model: LoadedModel, tokens: torch.Tensor, graph: Graph,
                          cancel: CancelFn | None = None) -> tuple[Calibrated, list[Ranking], list[int]]:
     """Both steps of the module doc for every ranking the setting uses (one; under zero ablation,
     with ``freeze_norms``, one per ``ZERO_REFINE_IG_STEPS``): the merged calibration (per size, the
-    best circuit of any ranking, :func:`best_per_size`), the rankings, and which one each size took."""
+    best circuit of any ranking, :func:`best_per_size`), and per size the ranking it took and that
+    ranking's IG steps. ``cancel()`` runs between the re-attributions and before the calibration."""
     steps = ZERO_REFINE_IG_STEPS if freeze_norms else (REFINE_IG_STEPS,)
     rankings = [refine_ranking(model, tokens, graph, metric, ablated, scores, higher_is_better=metric.higher_is_better,
                                ig_steps=k, cancel=cancel, freeze_norms=freeze_norms) for k in steps]
+    if cancel is not None:
+        cancel()
     cals = [calibrated_masks(graph, r, sizes, evaluate, m_full, m_empty, faithfulness_of=faithfulness_of)
             for r in rankings]
     pick = best_per_size(cals)
@@ -280,4 +287,4 @@ def refine_and_calibrate(model: LoadedModel, tokens: torch.Tensor, graph: Graph,
 
     merged = Calibrated(tuple(int(n) for n in sizes), take("shares"), take("masks"), take("metric_values"),
                         take("faithfulness"), take("hits"))
-    return merged, rankings, [steps[k] for k in pick]
+    return merged, [rankings[k] for k in pick], [steps[k] for k in pick]
