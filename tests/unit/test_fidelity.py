@@ -175,3 +175,38 @@ def test_best_per_size_prefers_a_kept_answer_then_faithfulness_closest_to_one():
     # 1: both hold at the same size, b closer to 1; 2: only a keeps the answer; 3: b holds;
     # 4: a tie goes to the first; 5: both hold, b has more edges (nearer the size asked for)
     assert best_per_size([a, b]) == [1, 0, 1, 0, 1]
+
+
+def test_calibration_hit_share_counts_the_share_of_rows_in_the_top_10():
+    """A candidate hits when at least ``hit_share`` of its rows keep the target in the top 10
+    (a relation circuit is held to 0.9 x the full model's Hit@10, not to every fact)."""
+    import torch
+
+    from kcircuits.circuits.refine import _run
+
+    ranks = torch.tensor([[1, 2, 3, 40], [1, 50, 60, 70], [1, 2, 3, 4]])  # [M, rows]
+
+    def evaluate(masks):
+        return torch.zeros(masks.shape[0]), ranks[:masks.shape[0]]
+
+    masks = [torch.zeros(2, 2, dtype=torch.bool)] * 3
+    assert _run(evaluate, masks)[1] == [False, False, True]
+    assert _run(evaluate, masks, 0.75)[1] == [True, False, True]
+    assert _run(evaluate, masks, 0.25)[1] == [True, True, True]
+
+
+@pytest.mark.parametrize("ablation", ["patch", "zero"])
+def test_relation_calibration_runs_on_every_validation_fact(ablation):
+    """The refined relation circuit is calibrated on all validation facts (several prompt
+    lengths, fact-weighted), over the curve's sizes up to top_n, and keeps the planted head."""
+    from kcircuits.circuits.relation import run_relation
+    from kcircuits.circuits.testing import planted_relation_model
+
+    pr = planted_relation_model()
+    row = run_relation(pr.model, pr.relation, n=6, k=10, known_k=1, filter_test=True, ablation=ablation, top_n=3)
+    cal = row["params"]["calibration"]
+    assert cal["facts"] == row["n_validation"] >= 4
+    assert cal["sizes"][-1] == 3 and cal["sizes"] == sorted(cal["sizes"])
+    assert cal["hit_share_required"] == pytest.approx(0.9 * row["validation"]["original"])
+    assert set(row["circuit_edges"]) <= set(pr.edge_ids)
+    assert row["validation"]["circuit"] >= 0.9 * row["validation"]["original"]

@@ -60,6 +60,10 @@ REFINE_STEPS_BETWEEN = (0.25, 0.5, 0.75)
 #: when none does, the smaller chosen circuit is kept if it is closer to F = 1 (module doc).
 CARRY_TOLERANCE = 0.2
 
+#: ``rescore(base [n_s, n_r] bool, ig_steps) -> scores [n_s, n_r]``: the ``eap-ig-mask`` scores of
+#: every edge along the path to the circuit ``base`` (default: over the one batch of ``tokens``;
+#: a relation averages them over all its validation batches).
+Rescore = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def helpfulness(scores: torch.Tensor, higher_is_better: bool) -> torch.Tensor:
@@ -102,11 +106,16 @@ class Ranking:
 def refine_ranking(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated: torch.Tensor, scores: torch.Tensor,
                    *, higher_is_better: bool, fractions: Sequence[float] = REFINE_FRACTIONS,
                    ig_steps: int = REFINE_IG_STEPS, cancel: CancelFn | None = None,
-                   freeze_norms: bool = False) -> Ranking:
+                   freeze_norms: bool = False, rescore: Rescore | None = None) -> Ranking:
     """Re-attribute inside shrinking circuits (module doc, step 1). tokens [b, pos]; ablated
     [b or 1, pos or 1, n_s, d]; scores [n_s, n_r] from a first pass over the full model.
     Costs one ``eap-ig-mask`` pass (``ig_steps`` rows per prompt) per fraction after the first;
-    ``freeze_norms``: those passes freeze the norm scales (zero ablation; see ``mask_ig_scores``)."""
+    ``freeze_norms``: those passes freeze the norm scales (zero ablation; see ``mask_ig_scores``).
+    ``rescore`` replaces those passes (:data:`Rescore`; then ``tokens``, ``metric`` and ``ablated``
+    are not used)."""
+    if rescore is None:
+        def rescore(base: torch.Tensor, steps: int) -> torch.Tensor:
+            return mask_ig_scores(model, tokens, graph, metric, ablated, steps, base=base, freeze_norms=freeze_norms)
     allowed = graph.allowed(scores.device)
     base = helpfulness(scores, higher_is_better)
     sizes = [max(1, round(f * graph.n_edges)) for f in fractions]
@@ -118,9 +127,7 @@ def refine_ranking(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metri
     for depth, n in enumerate(sizes[1:], start=2):
         if cancel is not None:
             cancel()
-        ctx = helpfulness(mask_ig_scores(model, tokens, graph, metric, ablated, ig_steps, base=circuit,
-                                         freeze_norms=freeze_norms),
-                          higher_is_better).to(scores.device)
+        ctx = helpfulness(rescore(circuit, ig_steps), higher_is_better).to(scores.device)
         levels.append(int(circuit.sum()))
         contexts.append(ctx)
         within = torch.where(circuit, _unit(ctx), within)
@@ -185,13 +192,14 @@ def best_per_size(calibrations: Sequence[Calibrated]) -> list[int]:
 
 def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evaluate: Callable[[torch.Tensor], torch.Tensor],
                      m_full: float, m_empty: float, shares: Sequence[float] = CALIBRATION_SHARES,
-                     faithfulness_of: Callable[[float, float, float], float | None] | None = None) -> Calibrated:
+                     faithfulness_of: Callable[[float, float, float], float | None] | None = None,
+                     hit_share: float = 1.0) -> Calibrated:
     """For each size, the candidate (one per harmful share) whose faithfulness is closest to 1.
 
     ``evaluate(masks [M, n_s, n_r]) -> (metric per mask [M], target ranks [M, b])`` runs the
-    circuits (one batch). A candidate that keeps the target in the top ``HIT_K`` on every row is
-    preferred; among those (or among all, when none does), the faithfulness closest to 1;
-    ``m_full`` / ``m_empty``: the metric of the full and the empty circuit. When faithfulness is
+    circuits. A candidate "hits" when it keeps the target in the top ``HIT_K`` on at least
+    ``hit_share`` of the rows (default: every row); hitting candidates are preferred; among those
+    (or among all, when none does), the faithfulness closest to 1; ``m_full`` / ``m_empty``: the metric of the full and the empty circuit. When faithfulness is
     undefined (full and empty agree), the helpful-only candidate is kept.
     """
     from kcircuits.circuits.evaluate import faithfulness as default_faithfulness
@@ -199,7 +207,7 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
     faith = faithfulness_of or default_faithfulness
     shares = sorted(float(x) for x in shares)
     tried = [[(share, mixed_mask(graph, ranking, n, share)) for share in shares] for n in sizes]
-    values, hits = _run(evaluate, [m for row in tried for _, m in row])
+    values, hits = _run(evaluate, [m for row in tried for _, m in row], hit_share)
     per = len(shares)
     rows = [[(share, mask, v, hit) for (share, mask), v, hit in zip(row, values[i * per:(i + 1) * per],
                                                                     hits[i * per:(i + 1) * per], strict=True)]
@@ -216,14 +224,14 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
                 break
     if finer:
         masks = [mixed_mask(graph, ranking, sizes[i], share) for i, share in finer]
-        for (i, share), mask, v, hit in zip(finer, masks, *_run(evaluate, masks), strict=True):
+        for (i, share), mask, v, hit in zip(finer, masks, *_run(evaluate, masks, hit_share), strict=True):
             rows[i].append((share, mask, v, hit))
     chosen_masks, chosen_shares, chosen_values, chosen_faith, chosen_hits = [], [], [], [], []
     for i, n in enumerate(sizes):
         if i and chosen_faith[-1] is not None and n > int(chosen_masks[-1].sum()):
             # the smaller chosen circuit grown by the ranking: keeps what made it faithful
             grown = grow_mask(graph, ranking, chosen_masks[-1], n)
-            (grown_value,), (grown_hit,) = _run(evaluate, [grown])
+            (grown_value,), (grown_hit,) = _run(evaluate, [grown], hit_share)
             rows[i].append((chosen_shares[-1], grown, grown_value, grown_hit))
         faiths = [faith(v, m_full, m_empty) for _, _, v, _ in rows[i]]
         defined = [k for k, f in enumerate(faiths) if f is not None]
@@ -248,12 +256,14 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
                       tuple(chosen_faith), tuple(bool(h) for h in chosen_hits))
 
 
-def _run(evaluate: Callable, masks: list[torch.Tensor]) -> tuple[list[float], list[bool]]:
-    """Metric values and whether every row keeps the target in the top ``HIT_K``, per mask."""
+def _run(evaluate: Callable, masks: list[torch.Tensor], hit_share: float = 1.0) -> tuple[list[float], list[bool]]:
+    """Metric values, and whether at least ``hit_share`` of the rows keep the target in the top
+    ``HIT_K``, per mask."""
     from kcircuits.circuits.evaluate import HIT_K
 
     values, ranks = evaluate(torch.stack(masks))
-    return [float(v) for v in values], [bool((r <= HIT_K).all()) for r in ranks]
+    need = hit_share - 1e-9
+    return [float(v) for v in values], [bool((r <= HIT_K).float().mean() >= need) for r in ranks]
 
 
 def grow_mask(graph: Graph, ranking: Ranking, mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -268,17 +278,21 @@ def refine_and_calibrate(model: LoadedModel, tokens: torch.Tensor, graph: Graph,
                          scores: torch.Tensor, sizes: Sequence[int], evaluate: Callable[[torch.Tensor], torch.Tensor],
                          m_full: float, m_empty: float, *, freeze_norms: bool,
                          faithfulness_of: Callable[[float, float, float], float | None] | None = None,
-                         cancel: CancelFn | None = None) -> tuple[Calibrated, list[Ranking], list[int]]:
+                         cancel: CancelFn | None = None, rescore: Rescore | None = None,
+                         hit_share: float = 1.0) -> tuple[Calibrated, list[Ranking], list[int]]:
     """Both steps of the module doc for every ranking the setting uses (one; under zero ablation,
     with ``freeze_norms``, one per ``ZERO_REFINE_IG_STEPS``): the merged calibration (per size, the
     best circuit of any ranking, :func:`best_per_size`), and per size the ranking it took and that
-    ranking's IG steps. ``cancel()`` runs between the re-attributions and before the calibration."""
+    ranking's IG steps. ``cancel()`` runs between the re-attributions and before the calibration.
+    ``rescore`` (:func:`refine_ranking`) and ``hit_share`` (:func:`calibrated_masks`) serve circuits
+    found on many prompts at once (a relation)."""
     steps = ZERO_REFINE_IG_STEPS if freeze_norms else (REFINE_IG_STEPS,)
     rankings = [refine_ranking(model, tokens, graph, metric, ablated, scores, higher_is_better=metric.higher_is_better,
-                               ig_steps=k, cancel=cancel, freeze_norms=freeze_norms) for k in steps]
+                               ig_steps=k, cancel=cancel, freeze_norms=freeze_norms, rescore=rescore) for k in steps]
     if cancel is not None:
         cancel()
-    cals = [calibrated_masks(graph, r, sizes, evaluate, m_full, m_empty, faithfulness_of=faithfulness_of)
+    cals = [calibrated_masks(graph, r, sizes, evaluate, m_full, m_empty, faithfulness_of=faithfulness_of,
+                             hit_share=hit_share)
             for r in rankings]
     pick = best_per_size(cals)
 
