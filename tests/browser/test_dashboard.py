@@ -49,13 +49,23 @@ def painted_pixels(page, selector: str = "[data-testid=graph] canvas") -> int:
         let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250) n++; return n; }""")
 
 
-def click_node(page, node_id: str) -> None:
-    """Click a drawn node where the canvas shows it (Playwright scrolls the canvas into view first)."""
-    xy = page.evaluate("id => window.__kc.graph.screenOf(id)", node_id)
-    assert xy, f"{node_id} not drawn"
-    page.locator("[data-testid=graph] canvas").first.click(position={"x": xy["x"], "y": xy["y"]})
-    page.wait_for_function("id => document.querySelector('[data-testid=node-panel]').dataset.node === id",
-                           arg=node_id, timeout=SLOW)  # the panel waits for the worker
+def click_node(page, node_id: str, attempts: int = 3) -> None:
+    """Click a drawn node where the canvas shows it (Playwright scrolls the canvas into view first).
+    The layout may still be settling when the first click lands (another node, or none, is hit):
+    the node's position is read again and the click repeated, a few times at most."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        xy = page.evaluate("id => window.__kc.graph.screenOf(id)", node_id)
+        assert xy, f"{node_id} not drawn"
+        page.locator("[data-testid=graph] canvas").first.click(position={"x": xy["x"], "y": xy["y"]})
+        try:
+            page.wait_for_function("id => document.querySelector('[data-testid=node-panel]').dataset.node === id",
+                                   arg=node_id, timeout=SLOW if attempt == attempts - 1 else 20_000)
+            return  # the panel waits for the worker
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
 
 
 def circuits_available(server: str) -> None:
