@@ -199,8 +199,9 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
     ``evaluate(masks [M, n_s, n_r]) -> (metric per mask [M], target ranks [M, b])`` runs the
     circuits. A candidate "hits" when it keeps the target in the top ``HIT_K`` on at least
     ``hit_share`` of the rows (default: every row); hitting candidates are preferred; among those
-    (or among all, when none does), the faithfulness closest to 1; ``m_full`` / ``m_empty``: the metric of the full and the empty circuit. When faithfulness is
-    undefined (full and empty agree), the helpful-only candidate is kept.
+    (or among all, when none does), the faithfulness closest to 1. ``m_full`` / ``m_empty``: the
+    metric of the full and the empty circuit. When faithfulness is undefined (full and empty
+    agree), the helpful-only candidate is kept.
     """
     from kcircuits.circuits.evaluate import faithfulness as default_faithfulness
 
