@@ -1,8 +1,14 @@
 /** Runs a slow job (ACDC, sweep, relation) with SSE progress, a progress bar and a Cancel button.
  * The host element carries data-job-status / data-job-events for tests and styling. */
 import { followJob, type Client } from "../api/client";
-import type { JobEvent, JobRequest } from "../api/types";
+import { TERMINAL, type JobEvent, type JobRequest } from "../api/types";
 import { h } from "../util/dom";
+
+/** The status to show after `incoming` arrives while `current` is shown: a terminal status is final, because
+ * replies race (the cancel request's "cancelling" can arrive after the stream's "cancelled"). */
+export function nextJobStatus(current: string | undefined, incoming: string): string {
+  return TERMINAL.has(current ?? "") ? current as string : incoming;
+}
 
 export class JobRunner {
   readonly cancelBtn: HTMLButtonElement;
@@ -28,14 +34,14 @@ export class JobRunner {
     this.progress.hidden = false;
     this.progress.value = 0;
     this.cancelBtn.hidden = false;
-    this.host.dataset.jobStatus = job.status;
+    this.host.dataset.jobStatus = job.status;  // a new job: the previous one's terminal status is replaced
     this.host.dataset.jobEvents = "0";
     this.setStatus(`${kind} job ${job.id.slice(0, 8)} queued`);
     let n = 0;
     const f = followJob(this.client, job.id, (name: string, ev: JobEvent) => {
       n++;
       this.host.dataset.jobEvents = String(n);
-      this.host.dataset.jobStatus = ev.status ?? name;
+      this.showStatus(ev.status ?? name);
       this.progress.value = ev.progress ?? 0;
       const detail = ev.total ? ` ${ev.done}/${ev.total}` : "";
       this.setStatus(`${kind} ${name}${detail} ${ev.message ?? ""}`.trim());
@@ -43,7 +49,7 @@ export class JobRunner {
     });
     try {
       const final = await f.done;
-      this.host.dataset.jobStatus = final.status;
+      this.showStatus(final.status);
       if (final.status === "succeeded" && final.result) return final.result;
       const msg = typeof final.error === "string" ? final.error : final.error?.message ?? "";
       this.setStatus(`${kind} ${final.status}${msg ? `: ${msg}` : ""}`, final.status === "failed");
@@ -55,12 +61,18 @@ export class JobRunner {
     }
   }
 
+  /** Show the job's status by `nextJobStatus`; false when a terminal status kept its place. */
+  private showStatus(status: string): boolean {
+    const shown = nextJobStatus(this.host.dataset.jobStatus, status);
+    this.host.dataset.jobStatus = shown;
+    return shown === status;
+  }
+
   async cancel(): Promise<void> {
     if (!this.jobId) return;
     try {
       const j = await this.client.cancelJob(this.jobId);
-      this.host.dataset.jobStatus = j.status;
-      this.setStatus(`job ${j.status}`);
+      if (this.showStatus(j.status)) this.setStatus(`job ${j.status}`);
     } catch (err) {
       this.setStatus(String(err), true);
     }
