@@ -27,7 +27,7 @@ def main() -> int:
     from kcircuits.circuits.discover import curve_sizes
     from kcircuits.circuits.evaluate import HIT_K, Normaliser, evaluate_masks
     from kcircuits.circuits.graph import get_graph
-    from kcircuits.circuits.refine import refine_and_calibrate
+    from kcircuits.circuits.refine import batch_rescore, refine_and_calibrate
     from kcircuits.circuits.select import prune_dangling
     from kcircuits.config import Settings
     from kcircuits.lm.loader import load_model
@@ -66,8 +66,10 @@ def main() -> int:
 
             ref, _ = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
             norm = Normaliser.of(metric, float(ref[0]), float(ref[1]))
-            cal, _, _ = refine_and_calibrate(model, one.tokens, graph, metric, ablated, scores, sizes, run, norm.m_full,
-                                             norm.m_empty, freeze_norms=freeze, faithfulness_of=lambda v, *_, norm=norm: norm(v))
+            rescore = batch_rescore(model, one.tokens, graph, metric, ablated, freeze_norms=freeze)
+            cal, _, _ = refine_and_calibrate(graph, scores, sizes, run, rescore, norm.m_full, norm.m_empty,
+                                             higher_is_better=metric.higher_is_better, freeze_norms=freeze,
+                                             faithfulness_of=lambda v, *_, norm=norm: norm(v))
             for k, mask in enumerate(cal.masks):
                 masks_per_size[k].append(mask)
             per_fact.append({"subject": fact.subject, "faithfulness": list(cal.faithfulness), "hit": list(cal.hits)})

@@ -33,7 +33,7 @@ from kcircuits.circuits.graph import Graph, get_graph
 from kcircuits.circuits.heads import annotate_circuit_roles
 from kcircuits.circuits.metrics import METRICS, Metric, make_metric
 from kcircuits.circuits.patching import check_supported, sender_outputs
-from kcircuits.circuits.refine import refine_and_calibrate
+from kcircuits.circuits.refine import batch_rescore, refine_and_calibrate
 from kcircuits.circuits.select import circuit_nodes, select
 from kcircuits.errors import BadRequest, CancelFn
 from kcircuits.store.ids import SCHEMA_VERSION
@@ -456,9 +456,11 @@ def compute_circuit(model: LoadedModel, prompt: str, target: str, method: str = 
         report(2, 4, "re-attributing inside shrinking circuits and calibrating each size by real runs")
         t_attr = time.perf_counter() - t0  # the first pass; re-attribution counts with the evaluation
         t1 = time.perf_counter()
+        rescore = batch_rescore(model, setup.tokens, graph, setup.metric, setup.ablated, freeze_norms=freeze)
         cal, ranking_per_size, ig_used = refine_and_calibrate(
-            model, setup.tokens, graph, setup.metric, setup.ablated, scores, sizes, run, normaliser.m_full,
-            normaliser.m_empty, freeze_norms=freeze, faithfulness_of=lambda v, *_: normaliser(v), cancel=cancel)
+            graph, scores, sizes, run, rescore, normaliser.m_full, normaliser.m_empty,
+            higher_is_better=setup.metric.higher_is_better, freeze_norms=freeze,
+            faithfulness_of=lambda v, *_: normaliser(v), cancel=cancel)
         masks, shares, values = list(cal.masks), list(cal.shares), list(cal.metric_values)
         at = sizes.index(requested)
         sign = -1.0 if setup.metric.higher_is_better else 1.0

@@ -61,8 +61,8 @@ REFINE_STEPS_BETWEEN = (0.25, 0.5, 0.75)
 CARRY_TOLERANCE = 0.2
 
 #: ``rescore(base [n_s, n_r] bool, ig_steps) -> scores [n_s, n_r]``: the ``eap-ig-mask`` scores of
-#: every edge along the path to the circuit ``base`` (default: over the one batch of ``tokens``;
-#: a relation averages them over all its validation batches).
+#: every edge along the path to the circuit ``base`` (one batch: :func:`batch_rescore`; a relation
+#: averages them over all its validation batches).
 Rescore = Callable[[torch.Tensor, int], torch.Tensor]
 
 
@@ -103,19 +103,23 @@ class Ranking:
         return best
 
 
-def refine_ranking(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated: torch.Tensor, scores: torch.Tensor,
-                   *, higher_is_better: bool, fractions: Sequence[float] = REFINE_FRACTIONS,
-                   ig_steps: int = REFINE_IG_STEPS, cancel: CancelFn | None = None,
-                   freeze_norms: bool = False, rescore: Rescore | None = None) -> Ranking:
-    """Re-attribute inside shrinking circuits (module doc, step 1). tokens [b, pos]; ablated
-    [b or 1, pos or 1, n_s, d]; scores [n_s, n_r] from a first pass over the full model.
-    Costs one ``eap-ig-mask`` pass (``ig_steps`` rows per prompt) per fraction after the first;
-    ``freeze_norms``: those passes freeze the norm scales (zero ablation; see ``mask_ig_scores``).
-    ``rescore`` replaces those passes (:data:`Rescore`; then ``tokens``, ``metric`` and ``ablated``
-    are not used)."""
-    if rescore is None:
-        def rescore(base: torch.Tensor, steps: int) -> torch.Tensor:
-            return mask_ig_scores(model, tokens, graph, metric, ablated, steps, base=base, freeze_norms=freeze_norms)
+def batch_rescore(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated: torch.Tensor, *,
+                  freeze_norms: bool) -> Rescore:
+    """The :data:`Rescore` of one batch: ``eap-ig-mask`` over tokens [b, pos] with ablated outputs
+    [b or 1, pos or 1, n_s, d]; ``freeze_norms``: the norm scales frozen (zero ablation, see
+    ``mask_ig_scores``)."""
+    def rescore(base: torch.Tensor, steps: int) -> torch.Tensor:
+        return mask_ig_scores(model, tokens, graph, metric, ablated, steps, base=base, freeze_norms=freeze_norms)
+    return rescore
+
+
+def refine_ranking(graph: Graph, scores: torch.Tensor, rescore: Rescore, *, higher_is_better: bool,
+                   fractions: Sequence[float] = REFINE_FRACTIONS, ig_steps: int = REFINE_IG_STEPS,
+                   cancel: CancelFn | None = None) -> Ranking:
+    """Re-attribute inside shrinking circuits (module doc, step 1). scores [n_s, n_r] from a first
+    pass over the full model; ``rescore`` (:data:`Rescore`, e.g. :func:`batch_rescore`) scores
+    every edge along the path to each circuit, once per fraction after the first, with
+    ``ig_steps`` steps."""
     allowed = graph.allowed(scores.device)
     base = helpfulness(scores, higher_is_better)
     sizes = [max(1, round(f * graph.n_edges)) for f in fractions]
@@ -275,21 +279,20 @@ def grow_mask(graph: Graph, ranking: Ranking, mask: torch.Tensor, n: int) -> tor
     return prune_dangling(mask.to(extra.device) | extra, graph)
 
 
-def refine_and_calibrate(model: LoadedModel, tokens: torch.Tensor, graph: Graph, metric, ablated: torch.Tensor,
-                         scores: torch.Tensor, sizes: Sequence[int], evaluate: Callable[[torch.Tensor], torch.Tensor],
-                         m_full: float, m_empty: float, *, freeze_norms: bool,
+def refine_and_calibrate(graph: Graph, scores: torch.Tensor, sizes: Sequence[int],
+                         evaluate: Callable[[torch.Tensor], torch.Tensor], rescore: Rescore, m_full: float,
+                         m_empty: float, *, higher_is_better: bool, freeze_norms: bool,
                          faithfulness_of: Callable[[float, float, float], float | None] | None = None,
-                         cancel: CancelFn | None = None, rescore: Rescore | None = None,
-                         hit_share: float = 1.0) -> tuple[Calibrated, list[Ranking], list[int]]:
+                         cancel: CancelFn | None = None, hit_share: float = 1.0) -> tuple[Calibrated, list[Ranking], list[int]]:
     """Both steps of the module doc for every ranking the setting uses (one; under zero ablation,
     with ``freeze_norms``, one per ``ZERO_REFINE_IG_STEPS``): the merged calibration (per size, the
     best circuit of any ranking, :func:`best_per_size`), and per size the ranking it took and that
-    ranking's IG steps. ``cancel()`` runs between the re-attributions and before the calibration.
-    ``rescore`` (:func:`refine_ranking`) and ``hit_share`` (:func:`calibrated_masks`) serve circuits
-    found on many prompts at once (a relation)."""
+    ranking's IG steps. ``rescore``: :func:`refine_ranking` (one batch: :func:`batch_rescore`; a
+    relation averages over its validation batches); ``evaluate`` and ``hit_share``:
+    :func:`calibrated_masks`. ``cancel()`` runs between the re-attributions and before the calibration."""
     steps = ZERO_REFINE_IG_STEPS if freeze_norms else (REFINE_IG_STEPS,)
-    rankings = [refine_ranking(model, tokens, graph, metric, ablated, scores, higher_is_better=metric.higher_is_better,
-                               ig_steps=k, cancel=cancel, freeze_norms=freeze_norms, rescore=rescore) for k in steps]
+    rankings = [refine_ranking(graph, scores, rescore, higher_is_better=higher_is_better, ig_steps=k, cancel=cancel)
+                for k in steps]
     if cancel is not None:
         cancel()
     cals = [calibrated_masks(graph, r, sizes, evaluate, m_full, m_empty, faithfulness_of=faithfulness_of,

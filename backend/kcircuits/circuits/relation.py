@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -263,6 +263,7 @@ def _batches(model: LoadedModel, relation: Relation, facts: Sequence[Fact], abla
 
 
 def _batch_setup(model: LoadedModel, graph, batch: _Batch, ablation: str, metric: str):
+    """(ablated outputs [b or 1, pos or 1, n_s, d], metric) of one batch."""
     from kcircuits.circuits.attribution import ablated_outputs_for
     from kcircuits.circuits.metrics import make_metric
 
@@ -277,20 +278,35 @@ def _batch_setup(model: LoadedModel, graph, batch: _Batch, ablation: str, metric
     return ablated, make_metric(metric, batch.target_ids, foil_ids=foil, clean_logits=clean_logits)
 
 
-def _evaluate_split(model: LoadedModel, graph, batches: list[_Batch], mask: torch.Tensor, randoms: list[torch.Tensor],
-                    ablation: str, metric: str, k: int, tick) -> dict[str, Any]:
-    """Hit@k of the full model, the circuit and the random circuits over ``batches``."""
+@dataclass
+class _Prepared:
+    """A batch with its ablated outputs [b or 1, pos or 1, n_s, d] and metric, built once and
+    shared by the attribution, the calibration and the evaluation."""
+
+    batch: _Batch
+    ablated: torch.Tensor
+    metric: Any
+
+
+def _prepare(model: LoadedModel, graph, batches: Iterable[_Batch], ablation: str, metric: str) -> Iterator[_Prepared]:
+    """Each batch prepared, lazily (a split used once need not hold all its ablated outputs)."""
+    for batch in batches:
+        yield _Prepared(batch, *_batch_setup(model, graph, batch, ablation, metric))
+
+
+def _evaluate_split(model: LoadedModel, graph, prepared: Iterable[_Prepared], mask: torch.Tensor,
+                    randoms: list[torch.Tensor], k: int, tick) -> dict[str, Any]:
+    """Hit@k of the full model, the circuit and the random circuits over the prepared batches."""
     from kcircuits.circuits.evaluate import evaluate_masks
 
-    if not batches:
-        return {"n": 0, "original": None, "circuit": None, "random": None}
     masks = torch.stack([graph.full_mask(model.device), mask.to(model.device), *[r.to(model.device) for r in randoms]])
     ranks = []
-    for batch in batches:
-        ablated, metric_obj = _batch_setup(model, graph, batch, ablation, metric)
-        _, r = evaluate_masks(model, batch.tokens, graph, masks, ablated, metric_obj, batch.target_ids)
+    for p in prepared:
+        _, r = evaluate_masks(model, p.batch.tokens, graph, masks, p.ablated, p.metric, p.batch.target_ids)
         ranks.append(r)  # [M, b]
-        tick(len(batch.facts))
+        tick(len(p.batch.facts))
+    if not ranks:
+        return {"n": 0, "original": None, "circuit": None, "random": None}
     hits = (torch.cat(ranks, 1) <= k).float()  # [M, n]
     return {"n": int(hits.shape[1]), "original": float(hits[0].mean()), "circuit": float(hits[1].mean()),
             "random": float(hits[2:].mean()) if randoms else None}
@@ -301,8 +317,8 @@ def _evaluate_split(model: LoadedModel, graph, batches: list[_Batch], mask: torc
 RELATION_HIT_SHARE = 0.9
 
 
-def _refined_relation_circuit(model: LoadedModel, graph, batches: list[_Batch], scores: torch.Tensor, top_n: int, ablation: str,
-                              metric: str, cancel: CancelFn | None) -> tuple[torch.Tensor, dict[str, Any]]:
+def _refined_relation_circuit(model: LoadedModel, graph, prepared: list[_Prepared], scores: torch.Tensor, top_n: int,
+                              ablation: str, cancel: CancelFn | None) -> tuple[torch.Tensor, dict[str, Any]]:
     """eap-ig-refine for a relation, on every validation fact: the re-attributions average the
     ``eap-ig-mask`` scores of all validation batches (weighted by their fact counts) and the
     calibration runs each candidate on all of them (fact-weighted mean metric; a candidate hits
@@ -316,34 +332,32 @@ def _refined_relation_circuit(model: LoadedModel, graph, batches: list[_Batch], 
     from kcircuits.circuits.refine import refine_and_calibrate
 
     freeze = freezes_norms(ablation)
-    setups = [(batch, *_batch_setup(model, graph, batch, ablation, metric)) for batch in batches]
-    n_facts = sum(len(b.facts) for b in batches)
+    n_facts = sum(len(p.batch.facts) for p in prepared)
 
     def rescore(base: torch.Tensor, steps: int) -> torch.Tensor:
         total = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
-        for batch, ablated, metric_obj in setups:
-            total += mask_ig_scores(model, batch.tokens, graph, metric_obj, ablated, steps, base=base,
-                                    freeze_norms=freeze).float().to(total.device) * len(batch.facts)
+        for p in prepared:
+            total += mask_ig_scores(model, p.batch.tokens, graph, p.metric, p.ablated, steps, base=base,
+                                    freeze_norms=freeze).float().to(total.device) * len(p.batch.facts)
         return total / n_facts
 
     def run(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         values, ranks = [], []
-        for batch, ablated, metric_obj in setups:
-            v, r = evaluate_masks(model, batch.tokens, graph, masks.to(model.device), ablated, metric_obj,
-                                  batch.target_ids)
-            values.append(v * len(batch.facts))  # v is the batch mean
+        for p in prepared:
+            v, r = evaluate_masks(model, p.batch.tokens, graph, masks.to(model.device), p.ablated, p.metric,
+                                  p.batch.target_ids)
+            values.append(v * len(p.batch.facts))  # v is the batch mean
             ranks.append(r)
         return torch.stack(values).sum(0) / n_facts, torch.cat(ranks, 1)  # [M], [M, n_facts]
 
     ref, ref_ranks = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
-    first_batch, first_ablated, first_metric = setups[0]
-    normaliser = Normaliser.of(first_metric, float(ref[0]), float(ref[1]))
+    metric = prepared[0].metric  # every batch's metric is of the same kind
+    normaliser = Normaliser.of(metric, float(ref[0]), float(ref[1]))
     hit_share = RELATION_HIT_SHARE * float((ref_ranks[0] <= HIT_K).float().mean())
     sizes = [size for size in curve_sizes(graph) if size < top_n] + [top_n]
-    cal, _, _ = refine_and_calibrate(model, first_batch.tokens, graph, first_metric, first_ablated, scores, sizes, run,
-                                     normaliser.m_full, normaliser.m_empty, freeze_norms=freeze,
-                                     faithfulness_of=lambda v, *_: normaliser(v), cancel=cancel, rescore=rescore,
-                                     hit_share=hit_share)
+    cal, _, _ = refine_and_calibrate(graph, scores, sizes, run, rescore, normaliser.m_full, normaliser.m_empty,
+                                     higher_is_better=metric.higher_is_better, freeze_norms=freeze,
+                                     faithfulness_of=lambda v, *_: normaliser(v), cancel=cancel, hit_share=hit_share)
     return cal.masks[-1], {"facts": n_facts, "sizes": list(cal.sizes), "harmful_share": cal.shares[-1],
                            "hit_share_required": hit_share, "hits_required_share_on_validation": cal.hits[-1],
                            "faithfulness_on_validation": cal.faithfulness[-1],
@@ -422,29 +436,28 @@ def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str 
     t_attr = time.perf_counter()
     freeze = freezes_norms(ablation)
     base_method = ("eap-ig-mask" if freeze else "eap-ig") if method == "eap-ig-refine" else method
-    for batch in val_batches:
-        ablated, metric_obj = _batch_setup(model, graph, batch, ablation, metric)
-        batch_scores = attribute(model, batch.tokens, graph, metric_obj, ablated, base_method, ig_steps=ig_steps,
+    val_prepared = list(_prepare(model, graph, val_batches, ablation, metric))
+    for p in val_prepared:
+        batch_scores = attribute(model, p.batch.tokens, graph, p.metric, p.ablated, base_method, ig_steps=ig_steps,
                                  freeze_norms=freeze)
-        scores += batch_scores.float() * len(batch.facts)  # the batch's score is a mean over its facts
-        tick(len(batch.facts), f"attributing {relation.name}")
+        scores += batch_scores.float() * len(p.batch.facts)  # the batch's score is a mean over its facts
+        tick(len(p.batch.facts), f"attributing {relation.name}")
     scores /= n_val
     top_n = default_top_n(graph) if top_n is None else top_n
     if not 0 < top_n <= graph.n_edges:
         raise BadRequest(f"top_n must lie in 1..{graph.n_edges}")
     calibration = None
     if method == "eap-ig-refine":
-        mask, calibration = _refined_relation_circuit(model, graph, val_batches, scores, top_n, ablation, metric,
-                                                      cancel)
+        mask, calibration = _refined_relation_circuit(model, graph, val_prepared, scores, top_n, ablation, cancel)
     else:
         mask = select(scores, graph, top_n=top_n, greedy=greedy)
     t_attr = time.perf_counter() - t_attr
     n_edges = int(mask.sum())
     randoms = [random_circuit(graph, n_edges, seed, model.device) for seed in range(random_seeds)] if n_edges else []
     t_eval = time.perf_counter()
-    val_hits = _evaluate_split(model, graph, val_batches, mask, randoms, ablation, metric, k,
-                               lambda c: tick(c, "evaluating (validation)"))
-    test_hits = _evaluate_split(model, graph, test_batches, mask, randoms, ablation, metric, k,
+    val_hits = _evaluate_split(model, graph, val_prepared, mask, randoms, k, lambda c: tick(c, "evaluating (validation)"))
+    del val_prepared
+    test_hits = _evaluate_split(model, graph, _prepare(model, graph, test_batches, ablation, metric), mask, randoms, k,
                                 lambda c: tick(c, "evaluating (test)"))
     t_eval = time.perf_counter() - t_eval
     n_nodes = int(circuit_nodes(mask, graph).sum())
