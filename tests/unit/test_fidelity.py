@@ -175,6 +175,10 @@ def test_best_per_size_prefers_a_kept_answer_then_faithfulness_closest_to_one():
     # 1: both hold at the same size, b closer to 1; 2: only a keeps the answer; 3: b holds;
     # 4: a tie goes to the first; 5: both hold, b has more edges (nearer the size asked for)
     assert best_per_size([a, b]) == [1, 0, 1, 0, 1]
+    # neither hits: the one that keeps more rows in the top 10 wins, though b's F is closer to 1
+    c = Calibrated((1,), (0.0,), (mask(5),), (0.0,), (0.40,), (False,), (0.6,))
+    d = Calibrated((1,), (0.0,), (mask(5),), (0.0,), (0.95,), (False,), (0.3,))
+    assert best_per_size([d, c]) == [1]
 
 
 def test_calibration_hit_share_counts_the_share_of_rows_in_the_top_10():
@@ -190,9 +194,30 @@ def test_calibration_hit_share_counts_the_share_of_rows_in_the_top_10():
         return torch.zeros(masks.shape[0]), ranks[:masks.shape[0]]
 
     masks = [torch.zeros(2, 2, dtype=torch.bool)] * 3
-    assert _run(evaluate, masks)[1] == [False, False, True]
-    assert _run(evaluate, masks, 0.75)[1] == [True, False, True]
-    assert _run(evaluate, masks, 0.25)[1] == [True, True, True]
+    assert _run(evaluate, masks)[1] == [0.75, 0.25, 1.0]
+
+
+def test_calibration_without_a_hit_keeps_the_candidate_that_keeps_the_most_rows(monkeypatch):
+    """When no candidate reaches the required share of rows in the top 10, the one keeping the
+    most rows wins over one whose faithfulness is closer to 1; with a hit, faithfulness decides."""
+    import torch
+
+    from kcircuits.circuits import refine
+
+    # candidate mask = its harmful share x 100 bits set, so evaluate can read the share back
+    monkeypatch.setattr(refine, "mixed_mask", lambda graph, ranking, n, share: torch.arange(100).view(10, 10) < round(share * 100))
+
+    def evaluate(masks):
+        harmful = masks.flatten(1).sum(1)  # [M]
+        values = torch.where(harmful == 0, 0.0, 0.5)  # F = 1 - v: only the helpful-only candidate has F = 1
+        ranks = torch.tensor([[1 if row < min(int(h) // 10, 3) else 50 for row in range(4)] for h in harmful])
+        return values, ranks  # rows kept: 0 up to share 0.07, then 1, 2, 3, 3 of 4
+
+    strict = refine.calibrated_masks(None, None, [20], evaluate, m_full=0.0, m_empty=1.0)
+    assert strict.hits == (False,) and strict.kept == (0.75,) and strict.shares == (0.3,)
+    assert strict.faithfulness == (0.5,)
+    half = refine.calibrated_masks(None, None, [20], evaluate, m_full=0.0, m_empty=1.0, hit_share=0.5)
+    assert half.hits == (True,) and half.shares == (0.2,) and half.kept == (0.5,)
 
 
 @pytest.mark.parametrize("ablation", ["patch", "zero"])

@@ -163,7 +163,8 @@ def mixed_mask(graph: Graph, ranking: Ranking, n: int, harmful_share: float) -> 
 @dataclass(frozen=True)
 class Calibrated:
     """The chosen circuit per size: ``masks[i]`` [n_s, n_r] bool for ``sizes[i]`` with its harmful
-    share, metric value and faithfulness (None when undefined)."""
+    share, metric value, faithfulness (None when undefined), whether it hits (:func:`calibrated_masks`)
+    and the share of rows whose target it keeps in the top 10 (``kept``; empty: taken from ``hits``)."""
 
     sizes: tuple[int, ...]
     shares: tuple[float, ...]
@@ -171,6 +172,10 @@ class Calibrated:
     metric_values: tuple[float, ...]
     faithfulness: tuple[float | None, ...]
     hits: tuple[bool, ...] = ()
+    kept: tuple[float, ...] = ()
+
+    def kept_share(self, i: int) -> float:
+        return self.kept[i] if self.kept else float(self.hits[i])
 
 
 def holds(hit: bool, faithfulness: float | None) -> bool:
@@ -181,14 +186,15 @@ def holds(hit: bool, faithfulness: float | None) -> bool:
 def best_per_size(calibrations: Sequence[Calibrated]) -> list[int]:
     """For each size, the index of the calibration (of several rankings, same sizes) whose circuit
     does best: one that holds (target in the top 10, |F - 1| <= ``CARRY_TOLERANCE``) with the
-    most edges (the nearest the size asked for); else the target kept first, then faithfulness
-    closest to 1 (defined before undefined); ties to the earlier calibration."""
+    most edges (the nearest the size asked for); else the target kept first (a hit, then the most
+    rows kept), then faithfulness closest to 1 (defined before undefined); ties to the earlier
+    calibration."""
 
     def key(c: Calibrated, i: int) -> tuple:
         f = c.faithfulness[i]
         if holds(c.hits[i], f):
             return (0, -int(c.masks[i].sum()), abs(f - 1.0))
-        return (1, not c.hits[i], f is None, abs(f - 1.0) if f is not None else 0.0)
+        return (1, not c.hits[i], -c.kept_share(i), f is None, abs(f - 1.0) if f is not None else 0.0)
 
     return [min(range(len(calibrations)), key=lambda k: (key(calibrations[k], i), k))
             for i in range(len(calibrations[0].sizes))]
@@ -202,8 +208,10 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
 
     ``evaluate(masks [M, n_s, n_r]) -> (metric per mask [M], target ranks [M, b])`` runs the
     circuits. A candidate "hits" when it keeps the target in the top ``HIT_K`` on at least
-    ``hit_share`` of the rows (default: every row); hitting candidates are preferred; among those
-    (or among all, when none does), the faithfulness closest to 1. ``m_full`` / ``m_empty``: the
+    ``hit_share`` of the rows (default: every row); hitting candidates are preferred, and among
+    them the faithfulness closest to 1; when none hits, the candidates keeping the most rows, then
+    the faithfulness closest to 1 (with one row, as for one prompt and one counterfactual, that is
+    the faithfulness alone). ``m_full`` / ``m_empty``: the
     metric of the full and the empty circuit. When faithfulness is undefined (full and empty
     agree), the helpful-only candidate is kept.
     """
@@ -212,11 +220,16 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
     faith = faithfulness_of or default_faithfulness
     shares = sorted(float(x) for x in shares)
     tried = [[(share, mixed_mask(graph, ranking, n, share)) for share in shares] for n in sizes]
-    values, hits = _run(evaluate, [m for row in tried for _, m in row], hit_share)
+    values, kept = _run(evaluate, [m for row in tried for _, m in row])
     per = len(shares)
-    rows = [[(share, mask, v, hit) for (share, mask), v, hit in zip(row, values[i * per:(i + 1) * per],
-                                                                    hits[i * per:(i + 1) * per], strict=True)]
+    # a row: (harmful share, mask, metric value, share of rows whose target stays in the top HIT_K)
+    rows = [[(share, mask, v, k) for (share, mask), v, k in zip(row, values[i * per:(i + 1) * per],
+                                                                kept[i * per:(i + 1) * per], strict=True)]
             for i, row in enumerate(tried)]
+
+    def hits(k: float) -> bool:
+        return k >= hit_share - 1e-9
+
     # finer shares where faithfulness crosses 1 between two neighbouring shares (one more batch)
     finer = []
     for i in range(len(sizes)):
@@ -229,46 +242,46 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
                 break
     if finer:
         masks = [mixed_mask(graph, ranking, sizes[i], share) for i, share in finer]
-        for (i, share), mask, v, hit in zip(finer, masks, *_run(evaluate, masks, hit_share), strict=True):
-            rows[i].append((share, mask, v, hit))
-    chosen_masks, chosen_shares, chosen_values, chosen_faith, chosen_hits = [], [], [], [], []
+        for (i, share), mask, v, k in zip(finer, masks, *_run(evaluate, masks), strict=True):
+            rows[i].append((share, mask, v, k))
+    chosen_masks, chosen_shares, chosen_values, chosen_faith, chosen_hits, chosen_kept = [], [], [], [], [], []
     for i, n in enumerate(sizes):
         if i and chosen_faith[-1] is not None and n > int(chosen_masks[-1].sum()):
             # the smaller chosen circuit grown by the ranking: keeps what made it faithful
             grown = grow_mask(graph, ranking, chosen_masks[-1], n)
-            (grown_value,), (grown_hit,) = _run(evaluate, [grown], hit_share)
-            rows[i].append((chosen_shares[-1], grown, grown_value, grown_hit))
+            (grown_value,), (grown_kept,) = _run(evaluate, [grown])
+            rows[i].append((chosen_shares[-1], grown, grown_value, grown_kept))
         faiths = [faith(v, m_full, m_empty) for _, _, v, _ in rows[i]]
         defined = [k for k, f in enumerate(faiths) if f is not None]
-        j = min(defined, key=lambda k: (not rows[i][k][3], abs(faiths[k] - 1.0))) if defined else 0
-        hit_j, f_j = rows[i][j][3], faiths[j]
+        j = min(defined, key=lambda k: (not hits(rows[i][k][3]), 0.0 if hits(rows[i][k][3]) else -rows[i][k][3],
+                                        abs(faiths[k] - 1.0))) if defined else 0
+        hit_j, f_j = hits(rows[i][j][3]), faiths[j]
         if i and chosen_hits[-1] and chosen_faith[-1] is not None and not holds(hit_j, f_j) and (
                 not hit_j or f_j is None or abs(chosen_faith[-1] - 1.0) < abs(f_j - 1.0)):
             # no circuit of this size holds but the smaller chosen one does: a size is a budget, so
             # it is kept as it is (more edges can hurt, above all under zero ablation)
-            rows[i].append((chosen_shares[-1], chosen_masks[-1], chosen_values[-1], chosen_hits[-1]))
+            rows[i].append((chosen_shares[-1], chosen_masks[-1], chosen_values[-1], chosen_kept[-1]))
             faiths.append(chosen_faith[-1])
             j = len(rows[i]) - 1
-        share, mask, value, hit = rows[i][j]
+        share, mask, value, k = rows[i][j]
         f = faiths[j]
         share, value = float(share), float(value)
-        chosen_hits.append(hit)
+        chosen_kept.append(k)
+        chosen_hits.append(hits(k))
         chosen_masks.append(mask)
         chosen_shares.append(share)
         chosen_values.append(value)
         chosen_faith.append(f)
     return Calibrated(tuple(int(n) for n in sizes), tuple(chosen_shares), tuple(chosen_masks), tuple(chosen_values),
-                      tuple(chosen_faith), tuple(bool(h) for h in chosen_hits))
+                      tuple(chosen_faith), tuple(bool(h) for h in chosen_hits), tuple(float(k) for k in chosen_kept))
 
 
-def _run(evaluate: Callable, masks: list[torch.Tensor], hit_share: float = 1.0) -> tuple[list[float], list[bool]]:
-    """Metric values, and whether at least ``hit_share`` of the rows keep the target in the top
-    ``HIT_K``, per mask."""
+def _run(evaluate: Callable, masks: list[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per mask: the metric value and the share of rows that keep the target in the top ``HIT_K``."""
     from kcircuits.circuits.evaluate import HIT_K
 
     values, ranks = evaluate(torch.stack(masks))
-    need = hit_share - 1e-9
-    return [float(v) for v in values], [bool((r <= HIT_K).float().mean() >= need) for r in ranks]
+    return [float(v) for v in values], [float((r <= HIT_K).float().mean()) for r in ranks]
 
 
 def grow_mask(graph: Graph, ranking: Ranking, mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -304,5 +317,5 @@ def refine_and_calibrate(graph: Graph, scores: torch.Tensor, sizes: Sequence[int
         return tuple(getattr(cals[k], field)[i] for i, k in enumerate(pick))
 
     merged = Calibrated(tuple(int(n) for n in sizes), take("shares"), take("masks"), take("metric_values"),
-                        take("faithfulness"), take("hits"))
+                        take("faithfulness"), take("hits"), take("kept"))
     return merged, [rankings[k] for k in pick], [steps[k] for k in pick]

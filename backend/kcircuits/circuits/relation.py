@@ -360,6 +360,7 @@ def _refined_relation_circuit(model: LoadedModel, graph, prepared: list[_Prepare
                                      faithfulness_of=lambda v, *_: normaliser(v), cancel=cancel, hit_share=hit_share)
     return cal.masks[-1], {"facts": n_facts, "sizes": list(cal.sizes), "harmful_share": cal.shares[-1],
                            "hit_share_required": hit_share, "hits_required_share_on_validation": cal.hits[-1],
+                           "validation_share_kept": cal.kept[-1],
                            "faithfulness_on_validation": cal.faithfulness[-1],
                            "faithfulness_per_size": list(cal.faithfulness),
                            "faithfulness_undefined": normaliser.undefined_reason}
