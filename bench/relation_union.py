@@ -1,7 +1,10 @@
 """Can one relation circuit be assembled from its facts' own circuits? On SmolLM2, for one LRE relation
 and one ablation: each known validation fact's refined circuit (eap-ig-refine on that prompt alone, at
 0.1%, 0.2% and 0.5% of the edges) is run on its own fact, then the union of the facts' circuits and the
-circuits of the edges most of them share ("votes") are run on every validation and test fact. Prints
+circuits of the edges most of them share ("votes") are run on every validation and test fact. Then every
+candidate the relation's own calibration chooses from (``run_relation``'s eap-ig-refine: the rankings
+re-attributed on all validation facts, each circuit size up to 1% x each harmful share) is run on both
+splits, to tell a poor choice among the candidates from a candidate set with nothing good in it. Prints
 Hit@10 per circuit and writes JSON. It backs the README's note on zero-ablation relation rows.
 
 Usage: python bench/relation_union.py [--relation country_capital_city] [--ablation zero] [--n 10]
@@ -19,6 +22,40 @@ HERE = Path(__file__).resolve().parent
 FRACTIONS = (0.001, 0.002, 0.005)
 
 
+def calibration_candidates(model, graph, val_batches, ablation: str, hit_at_10, test_batches) -> list[dict]:
+    """Hit@10 on both splits of every (ranking, size, harmful share) candidate of the relation's calibration."""
+    import torch
+
+    from kcircuits.circuits import relation as rel
+    from kcircuits.circuits.attribution import freezes_norms
+    from kcircuits.circuits.discover import curve_sizes, default_top_n
+    from kcircuits.circuits.refine import (
+        CALIBRATION_SHARES,
+        REFINE_IG_STEPS,
+        ZERO_REFINE_IG_STEPS,
+        mixed_mask,
+        refine_ranking,
+    )
+
+    freeze = freezes_norms(ablation)
+    prepared = list(rel._prepare(model, graph, val_batches, ablation, "match_nll"))
+    scores = rel.relation_scores(model, graph, prepared, "eap-ig-mask" if freeze else "eap-ig", 5, freeze)
+    rescore = rel.relation_rescore(model, graph, prepared, freeze)
+    top_n = default_top_n(graph)
+    sizes = [n for n in curve_sizes(graph) if n < top_n] + [top_n]
+    out = []
+    for steps in (ZERO_REFINE_IG_STEPS if freeze else (REFINE_IG_STEPS,)):
+        ranking = refine_ranking(graph, scores, rescore, higher_is_better=prepared[0].metric.higher_is_better,
+                                 ig_steps=steps)
+        labels = [(n, share) for n in sizes for share in CALIBRATION_SHARES]
+        masks = torch.stack([mixed_mask(graph, ranking, n, share) for n, share in labels])
+        for (n, share), mask, v, t in zip(labels, masks, hit_at_10(val_batches, masks), hit_at_10(test_batches, masks),
+                                          strict=True):
+            out.append({"ig_steps": steps, "size": n, "harmful_share": share, "edges": int(mask.sum()),
+                        "validation_hit_at_10": v, "test_hit_at_10": t})
+    return out
+
+
 def main() -> int:
     import torch
 
@@ -27,7 +64,7 @@ def main() -> int:
     from kcircuits.circuits.discover import curve_sizes
     from kcircuits.circuits.evaluate import HIT_K, Normaliser, evaluate_masks
     from kcircuits.circuits.graph import get_graph
-    from kcircuits.circuits.refine import batch_rescore, refine_and_calibrate
+    from kcircuits.circuits.refine import CALIBRATION_SHARES, batch_rescore, refine_and_calibrate
     from kcircuits.circuits.select import prune_dangling
     from kcircuits.config import Settings
     from kcircuits.lm.loader import load_model
@@ -92,6 +129,7 @@ def main() -> int:
         circuits[f"{size} most shared edges"] = prune_dangling(top.view(allowed.shape), graph)
     stacked = torch.stack(list(circuits.values()))
     val_hits, test_hits = hit_at_10(val_batches, stacked), hit_at_10(test_batches, stacked)
+    candidates = calibration_candidates(model, graph, val_batches, args.ablation, hit_at_10, test_batches)
     rows = [{"circuit": name, "edges": int(mask.sum()), "validation_hit_at_10": v, "test_hit_at_10": t}
             for (name, mask), v, t in zip(circuits.items(), val_hits, test_hits, strict=True)]
     own = [sum(f["hit"][k] for f in per_fact) / len(per_fact) for k in range(len(sizes))]
@@ -102,13 +140,25 @@ def main() -> int:
            f"{'circuit':<44}{'edges':>7}{'val Hit@10':>12}{'test Hit@10':>13}"]
     out += [f"{r['circuit']:<44}{r['edges']:>7}{r['validation_hit_at_10']:>12.2f}{r['test_hit_at_10']:>13.2f}"
             for r in rows]
+    out.append(f"the relation calibration's candidates ({len(candidates)}: ranking IG steps x size x harmful share)")
+    out.append(f"{'steps':>5}{'edges':>7}  {'val Hit@10 per share':<40}{'test Hit@10 per share':<40}")
+    for steps, size in sorted({(c["ig_steps"], c["size"]) for c in candidates}):
+        row = [c for c in candidates if c["ig_steps"] == steps and c["size"] == size]
+        val_cells = " ".join(f"{c['validation_hit_at_10']:.1f}" for c in row)
+        test_cells = " ".join(f"{c['test_hit_at_10']:.1f}" for c in row)
+        out.append(f"{steps:>5}{size:>7}  {val_cells:<40}{test_cells:<40}")
+    best = max(candidates, key=lambda c: (c["validation_hit_at_10"], c["test_hit_at_10"]))
+    out.append(f"best on validation: {best['validation_hit_at_10']:.2f} (its test {best['test_hit_at_10']:.2f}; "
+               f"{best['ig_steps']} steps, {best['size']} edges, share {best['harmful_share']:.2f}); shares "
+               + " ".join(f"{x:.2f}" for x in CALIBRATION_SHARES))
     out.append(f"{time.perf_counter() - start:.0f} s")
     sys.stdout.write("\n".join(out) + "\n")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "relation": args.relation,
                                 "ablation": args.ablation, "sizes": sizes, "per_fact": per_fact,
-                                "own_fact_hit_at_10": own, "rows": rows}, indent=1))
+                                "own_fact_hit_at_10": own, "rows": rows,
+                                "calibration_candidates": candidates}, indent=1))
     return 0
 
 

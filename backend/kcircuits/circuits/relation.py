@@ -317,6 +317,56 @@ def _evaluate_split(model: LoadedModel, graph, prepared: Iterable[_Prepared], ma
 RELATION_HIT_SHARE = 0.9
 
 
+def relation_scores(model: LoadedModel, graph, prepared: Sequence[_Prepared], method: str, ig_steps: int,
+                    freeze_norms: bool, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """First-pass attribution scores [n_s, n_r] of ``method`` averaged over the prepared batches'
+    facts; ``on_batch(fact count)`` after each batch."""
+    from kcircuits.circuits.attribution import attribute
+
+    scores = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
+    for p in prepared:
+        batch_scores = attribute(model, p.batch.tokens, graph, p.metric, p.ablated, method, ig_steps=ig_steps,
+                                 freeze_norms=freeze_norms)
+        scores += batch_scores.float() * len(p.batch.facts)  # the batch's score is a mean over its facts
+        if on_batch is not None:
+            on_batch(len(p.batch.facts))
+    return scores / sum(len(p.batch.facts) for p in prepared)
+
+
+def relation_rescore(model: LoadedModel, graph, prepared: Sequence[_Prepared], freeze_norms: bool):
+    """The relation's :data:`kcircuits.circuits.refine.Rescore`: ``eap-ig-mask`` scores [n_s, n_r]
+    averaged over the prepared batches, weighted by their fact counts."""
+    from kcircuits.circuits.attribution import mask_ig_scores
+
+    n_facts = sum(len(p.batch.facts) for p in prepared)
+
+    def rescore(base: torch.Tensor, steps: int) -> torch.Tensor:
+        total = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
+        for p in prepared:
+            total += mask_ig_scores(model, p.batch.tokens, graph, p.metric, p.ablated, steps, base=base,
+                                    freeze_norms=freeze_norms).float().to(total.device) * len(p.batch.facts)
+        return total / n_facts
+    return rescore
+
+
+def relation_runner(model: LoadedModel, graph, prepared: Sequence[_Prepared]):
+    """``run(masks [M, n_s, n_r]) -> (fact-weighted mean metric [M], target ranks [M, n_facts])`` over
+    the prepared batches (the ``evaluate`` of :func:`kcircuits.circuits.refine.calibrated_masks`)."""
+    from kcircuits.circuits.evaluate import evaluate_masks
+
+    n_facts = sum(len(p.batch.facts) for p in prepared)
+
+    def run(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values, ranks = [], []
+        for p in prepared:
+            v, r = evaluate_masks(model, p.batch.tokens, graph, masks.to(model.device), p.ablated, p.metric,
+                                  p.batch.target_ids)
+            values.append(v * len(p.batch.facts))  # v is the batch mean
+            ranks.append(r)
+        return torch.stack(values).sum(0) / n_facts, torch.cat(ranks, 1)
+    return run
+
+
 def _refined_relation_circuit(model: LoadedModel, graph, prepared: list[_Prepared], scores: torch.Tensor, top_n: int,
                               ablation: str, cancel: CancelFn | None) -> tuple[torch.Tensor, dict[str, Any]]:
     """eap-ig-refine for a relation, on every validation fact: the re-attributions average the
@@ -326,30 +376,14 @@ def _refined_relation_circuit(model: LoadedModel, graph, prepared: list[_Prepare
     sizes up to ``top_n`` are calibrated in order, so the carry rule of circuits.refine applies;
     the row's circuit is the one of ``top_n``. ``scores`` [n_s, n_r]: the first pass averaged over
     every validation fact. Returns (mask [n_s, n_r] bool, calibration details)."""
-    from kcircuits.circuits.attribution import freezes_norms, mask_ig_scores
+    from kcircuits.circuits.attribution import freezes_norms
     from kcircuits.circuits.discover import curve_sizes
-    from kcircuits.circuits.evaluate import HIT_K, Normaliser, evaluate_masks
+    from kcircuits.circuits.evaluate import HIT_K, Normaliser
     from kcircuits.circuits.refine import refine_and_calibrate
 
     freeze = freezes_norms(ablation)
     n_facts = sum(len(p.batch.facts) for p in prepared)
-
-    def rescore(base: torch.Tensor, steps: int) -> torch.Tensor:
-        total = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
-        for p in prepared:
-            total += mask_ig_scores(model, p.batch.tokens, graph, p.metric, p.ablated, steps, base=base,
-                                    freeze_norms=freeze).float().to(total.device) * len(p.batch.facts)
-        return total / n_facts
-
-    def run(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values, ranks = [], []
-        for p in prepared:
-            v, r = evaluate_masks(model, p.batch.tokens, graph, masks.to(model.device), p.ablated, p.metric,
-                                  p.batch.target_ids)
-            values.append(v * len(p.batch.facts))  # v is the batch mean
-            ranks.append(r)
-        return torch.stack(values).sum(0) / n_facts, torch.cat(ranks, 1)  # [M], [M, n_facts]
-
+    rescore, run = relation_rescore(model, graph, prepared, freeze), relation_runner(model, graph, prepared)
     ref, ref_ranks = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
     metric = prepared[0].metric  # every batch's metric is of the same kind
     normaliser = Normaliser.of(metric, float(ref[0]), float(ref[1]))
@@ -389,7 +423,7 @@ def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str 
     ``progress(done, total, message)``; ``cancel()`` (:data:`kcircuits.errors.CancelFn`) is called
     between steps (a partial row means nothing: its Cancelled propagates).
     """
-    from kcircuits.circuits.attribution import attribute, freezes_norms
+    from kcircuits.circuits.attribution import freezes_norms
     from kcircuits.circuits.discover import default_top_n
     from kcircuits.circuits.evaluate import random_circuit
     from kcircuits.circuits.graph import get_graph
@@ -433,17 +467,12 @@ def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str 
 
     if cancel is not None:
         cancel()
-    scores = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
     t_attr = time.perf_counter()
     freeze = freezes_norms(ablation)
     base_method = ("eap-ig-mask" if freeze else "eap-ig") if method == "eap-ig-refine" else method
     val_prepared = list(_prepare(model, graph, val_batches, ablation, metric))
-    for p in val_prepared:
-        batch_scores = attribute(model, p.batch.tokens, graph, p.metric, p.ablated, base_method, ig_steps=ig_steps,
-                                 freeze_norms=freeze)
-        scores += batch_scores.float() * len(p.batch.facts)  # the batch's score is a mean over its facts
-        tick(len(p.batch.facts), f"attributing {relation.name}")
-    scores /= n_val
+    scores = relation_scores(model, graph, val_prepared, base_method, ig_steps, freeze,
+                             lambda count: tick(count, f"attributing {relation.name}"))
     top_n = default_top_n(graph) if top_n is None else top_n
     if not 0 < top_n <= graph.n_edges:
         raise BadRequest(f"top_n must lie in 1..{graph.n_edges}")
