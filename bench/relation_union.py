@@ -39,8 +39,9 @@ def calibration_candidates(model, graph, val_batches, ablation: str, hit_at_10, 
 
     freeze = freezes_norms(ablation)
     prepared = list(rel._prepare(model, graph, val_batches, ablation, "match_nll"))
-    scores = rel.relation_scores(model, graph, prepared, "eap-ig-mask" if freeze else "eap-ig", 5, freeze)
-    rescore = rel.relation_rescore(model, graph, prepared, freeze)
+    facts = rel.single_facts(model, graph, prepared, ablation, "match_nll")
+    scores = rel.relation_scores(model, graph, facts, "eap-ig-mask" if freeze else "eap-ig", 5, freeze)
+    rescore = rel.relation_rescore(model, graph, facts, freeze)
     top_n = default_top_n(graph)
     sizes = [n for n in curve_sizes(graph) if n < top_n] + [top_n]
     out = []

@@ -195,6 +195,9 @@ def test_calibration_hit_share_counts_the_share_of_rows_in_the_top_10():
 
     masks = [torch.zeros(2, 2, dtype=torch.bool)] * 3
     assert _run(evaluate, masks)[1] == [0.75, 0.25, 1.0]
+    # 9 of 10 rows is exactly 0.9 (a float32 mean gives 0.89999998 and missed a required 0.9)
+    nine = torch.tensor([[1] * 9 + [50]])
+    assert _run(lambda m: (torch.zeros(1), nine), masks[:1])[1] == [0.9]
 
 
 def test_calibration_without_a_hit_keeps_the_candidate_that_keeps_the_most_rows(monkeypatch):
@@ -235,3 +238,15 @@ def test_relation_calibration_runs_on_every_validation_fact(ablation):
     assert cal["hit_share_required"] == pytest.approx(0.9 * row["validation"]["original"])
     assert set(row["circuit_edges"]) <= set(pr.edge_ids)
     assert row["validation"]["circuit"] >= 0.9 * row["validation"]["original"]
+
+
+def test_relation_scores_scale_each_fact_to_its_own_largest_score():
+    """A relation's ranking averages the facts' scores after scaling each to max |score| = 1, so a
+    fact with a large loss (and large gradients) does not set the ranking alone; all-zero stays 0."""
+    import torch
+
+    from kcircuits.circuits.relation import _fact_scaled_mean
+
+    facts = [torch.tensor([[2.0, -4.0]]), torch.tensor([[100.0, 50.0]]), torch.zeros(1, 2)]
+    # scaled: [0.5, -1], [1, 0.5], [0, 0]
+    assert torch.allclose(_fact_scaled_mean(iter(facts)), torch.tensor([[0.5, -1.0 / 6.0]]))

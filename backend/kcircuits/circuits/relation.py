@@ -317,35 +317,52 @@ def _evaluate_split(model: LoadedModel, graph, prepared: Iterable[_Prepared], ma
 RELATION_HIT_SHARE = 0.9
 
 
-def relation_scores(model: LoadedModel, graph, prepared: Sequence[_Prepared], method: str, ig_steps: int,
-                    freeze_norms: bool, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
-    """First-pass attribution scores [n_s, n_r] of ``method`` averaged over the prepared batches'
-    facts; ``on_batch(fact count)`` after each batch."""
+def single_facts(model: LoadedModel, graph, prepared: Sequence[_Prepared], ablation: str, metric: str) -> list[_Prepared]:
+    """Each fact of the prepared batches as its own prepared batch of one (for per-fact scores)."""
+    singles = []
+    for p in prepared:
+        b = p.batch
+        for i, fact in enumerate(b.facts):
+            corrupt = None if b.corrupt is None else b.corrupt[i:i + 1]
+            singles.append(_Batch([fact], b.tokens[i:i + 1], b.target_ids[i:i + 1], corrupt))
+    return list(_prepare(model, graph, singles, ablation, metric))
+
+
+def _fact_scaled_mean(per_fact: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Mean over facts of scores [n_s, n_r], each fact's divided by its own largest |score| (so the
+    facts the circuit serves worst, with the largest loss and gradients, do not set the ranking alone)."""
+    total, n = None, 0
+    for x in per_fact:
+        x = x.float() / x.float().abs().max().clamp(min=1e-12)
+        total = x if total is None else total + x.to(total.device)
+        n += 1
+    return total / n
+
+
+def relation_scores(model: LoadedModel, graph, facts: Sequence[_Prepared], method: str, ig_steps: int,
+                    freeze_norms: bool, on_fact: Callable[[int], None] | None = None) -> torch.Tensor:
+    """First-pass attribution scores [n_s, n_r] of ``method``: the fact-scaled mean
+    (:func:`_fact_scaled_mean`) over ``facts`` (one-fact batches, :func:`single_facts`);
+    ``on_fact(1)`` after each fact."""
     from kcircuits.circuits.attribution import attribute
 
-    scores = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
-    for p in prepared:
-        batch_scores = attribute(model, p.batch.tokens, graph, p.metric, p.ablated, method, ig_steps=ig_steps,
-                                 freeze_norms=freeze_norms)
-        scores += batch_scores.float() * len(p.batch.facts)  # the batch's score is a mean over its facts
-        if on_batch is not None:
-            on_batch(len(p.batch.facts))
-    return scores / sum(len(p.batch.facts) for p in prepared)
+    def per_fact():
+        for p in facts:
+            yield attribute(model, p.batch.tokens, graph, p.metric, p.ablated, method, ig_steps=ig_steps,
+                            freeze_norms=freeze_norms)
+            if on_fact is not None:
+                on_fact(1)
+    return _fact_scaled_mean(per_fact())
 
 
-def relation_rescore(model: LoadedModel, graph, prepared: Sequence[_Prepared], freeze_norms: bool):
-    """The relation's :data:`kcircuits.circuits.refine.Rescore`: ``eap-ig-mask`` scores [n_s, n_r]
-    averaged over the prepared batches, weighted by their fact counts."""
+def relation_rescore(model: LoadedModel, graph, facts: Sequence[_Prepared], freeze_norms: bool):
+    """The relation's :data:`kcircuits.circuits.refine.Rescore`: ``eap-ig-mask`` scores [n_s, n_r],
+    the fact-scaled mean over ``facts`` (one-fact batches)."""
     from kcircuits.circuits.attribution import mask_ig_scores
 
-    n_facts = sum(len(p.batch.facts) for p in prepared)
-
     def rescore(base: torch.Tensor, steps: int) -> torch.Tensor:
-        total = torch.zeros(graph.n_senders, graph.n_receivers, device=model.device)
-        for p in prepared:
-            total += mask_ig_scores(model, p.batch.tokens, graph, p.metric, p.ablated, steps, base=base,
-                                    freeze_norms=freeze_norms).float().to(total.device) * len(p.batch.facts)
-        return total / n_facts
+        return _fact_scaled_mean(mask_ig_scores(model, p.batch.tokens, graph, p.metric, p.ablated, steps, base=base,
+                                                freeze_norms=freeze_norms) for p in facts)
     return rescore
 
 
@@ -367,11 +384,13 @@ def relation_runner(model: LoadedModel, graph, prepared: Sequence[_Prepared]):
     return run
 
 
-def _refined_relation_circuit(model: LoadedModel, graph, prepared: list[_Prepared], scores: torch.Tensor, top_n: int,
-                              ablation: str, cancel: CancelFn | None) -> tuple[torch.Tensor, dict[str, Any]]:
+def _refined_relation_circuit(model: LoadedModel, graph, prepared: list[_Prepared], facts: list[_Prepared],
+                              scores: torch.Tensor, top_n: int, ablation: str,
+                              cancel: CancelFn | None) -> tuple[torch.Tensor, dict[str, Any]]:
     """eap-ig-refine for a relation, on every validation fact: the re-attributions average the
-    ``eap-ig-mask`` scores of all validation batches (weighted by their fact counts) and the
-    calibration runs each candidate on all of them (fact-weighted mean metric; a candidate hits
+    ``eap-ig-mask`` scores of the validation facts (``facts``: one-fact batches), each fact scaled to
+    its own largest |score| (:func:`_fact_scaled_mean`), and the calibration runs each candidate on
+    all of them (``prepared``: the batches) (fact-weighted mean metric; a candidate hits
     when it keeps ``RELATION_HIT_SHARE`` of the full model's validation Hit@10). The curve's
     sizes up to ``top_n`` are calibrated in order, so the carry rule of circuits.refine applies;
     the row's circuit is the one of ``top_n``. ``scores`` [n_s, n_r]: the first pass averaged over
@@ -383,11 +402,11 @@ def _refined_relation_circuit(model: LoadedModel, graph, prepared: list[_Prepare
 
     freeze = freezes_norms(ablation)
     n_facts = sum(len(p.batch.facts) for p in prepared)
-    rescore, run = relation_rescore(model, graph, prepared, freeze), relation_runner(model, graph, prepared)
+    rescore, run = relation_rescore(model, graph, facts, freeze), relation_runner(model, graph, prepared)
     ref, ref_ranks = run(torch.stack([graph.full_mask(model.device), graph.empty_mask(model.device)]))
     metric = prepared[0].metric  # every batch's metric is of the same kind
     normaliser = Normaliser.of(metric, float(ref[0]), float(ref[1]))
-    hit_share = RELATION_HIT_SHARE * float((ref_ranks[0] <= HIT_K).float().mean())
+    hit_share = RELATION_HIT_SHARE * int((ref_ranks[0] <= HIT_K).sum()) / ref_ranks[0].numel()
     sizes = [size for size in curve_sizes(graph) if size < top_n] + [top_n]
     cal, _, _ = refine_and_calibrate(graph, scores, sizes, run, rescore, normaliser.m_full, normaliser.m_empty,
                                      higher_is_better=metric.higher_is_better, freeze_norms=freeze,
@@ -408,7 +427,8 @@ def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str 
     """One relation circuit and its Hit@k on validation and test facts (paper's Table 1 row).
 
     Discovery: the known validation facts (answer in the model's top-``k``; at most ``n``) are
-    attributed (eap or eap-ig; equal-length prompts batched), the scores averaged over facts, and
+    attributed one by one (eap or eap-ig), the scores averaged over facts with each fact scaled to
+    its own largest |score| (:func:`_fact_scaled_mean`), and
     ONE relation circuit of ``top_n`` edges (default 1% of the graph, pruned of dangling nodes)
     selected: by |score| (eap, eap-ig), or re-attributed and calibrated by patched runs on all
     validation facts (eap-ig-refine, the default; see circuits.refine and
@@ -471,16 +491,19 @@ def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str 
     freeze = freezes_norms(ablation)
     base_method = ("eap-ig-mask" if freeze else "eap-ig") if method == "eap-ig-refine" else method
     val_prepared = list(_prepare(model, graph, val_batches, ablation, metric))
-    scores = relation_scores(model, graph, val_prepared, base_method, ig_steps, freeze,
+    val_facts = single_facts(model, graph, val_prepared, ablation, metric)
+    scores = relation_scores(model, graph, val_facts, base_method, ig_steps, freeze,
                              lambda count: tick(count, f"attributing {relation.name}"))
     top_n = default_top_n(graph) if top_n is None else top_n
     if not 0 < top_n <= graph.n_edges:
         raise BadRequest(f"top_n must lie in 1..{graph.n_edges}")
     calibration = None
     if method == "eap-ig-refine":
-        mask, calibration = _refined_relation_circuit(model, graph, val_prepared, scores, top_n, ablation, cancel)
+        mask, calibration = _refined_relation_circuit(model, graph, val_prepared, val_facts, scores, top_n, ablation,
+                                                      cancel)
     else:
         mask = select(scores, graph, top_n=top_n, greedy=greedy)
+    del val_facts
     t_attr = time.perf_counter() - t_attr
     n_edges = int(mask.sum())
     randoms = [random_circuit(graph, n_edges, seed, model.device) for seed in range(random_seeds)] if n_edges else []
@@ -506,7 +529,8 @@ def run_relation(model: LoadedModel, name: str, n: int | None = 20, method: str 
         "params": {"n": n, "ig_steps": ig_steps if method != "eap" else None, "random_seeds": random_seeds,
                    "validation_fraction": validation_fraction, "greedy": greedy, "kv_mode": kv_mode,
                    "calibration": calibration,
-                   "discovery": ("one circuit per relation: attribution scores averaged over validation facts"
+                   "discovery": ("one circuit per relation: attribution scores averaged over validation facts, each "
+                                 "fact scaled to its largest |score|"
                                  + ("; re-attributed and calibrated on all validation facts (hit: "
                                     f"{RELATION_HIT_SHARE:g} x the full model's Hit@10)"
                                     if method == "eap-ig-refine" else ""))},
