@@ -22,13 +22,14 @@ HERE = Path(__file__).resolve().parent
 FRACTIONS = (0.001, 0.002, 0.005)
 
 
-def calibration_candidates(model, graph, val_batches, ablation: str, hit_at_10, test_batches) -> list[dict]:
+def calibration_candidates(model, graph, val_batches, test_batches, ablation: str) -> list[dict]:
     """Hit@10 on both splits of every (ranking, size, harmful share) candidate of the relation's calibration."""
     import torch
 
     from kcircuits.circuits import relation as rel
     from kcircuits.circuits.attribution import freezes_norms
     from kcircuits.circuits.discover import curve_sizes, default_top_n
+    from kcircuits.circuits.evaluate import HIT_K
     from kcircuits.circuits.refine import (
         CALIBRATION_SHARES,
         REFINE_IG_STEPS,
@@ -39,6 +40,8 @@ def calibration_candidates(model, graph, val_batches, ablation: str, hit_at_10, 
 
     freeze = freezes_norms(ablation)
     prepared = list(rel._prepare(model, graph, val_batches, ablation, "match_nll"))
+    runs = [rel.relation_runner(model, graph, prepared),
+            rel.relation_runner(model, graph, list(rel._prepare(model, graph, test_batches, ablation, "match_nll")))]
     facts = rel.single_facts(model, graph, prepared, ablation, "match_nll")
     scores = rel.relation_scores(model, graph, facts, "eap-ig-mask" if freeze else "eap-ig", 5, freeze)
     rescore = rel.relation_rescore(model, graph, facts, freeze)
@@ -50,8 +53,8 @@ def calibration_candidates(model, graph, val_batches, ablation: str, hit_at_10, 
                                  ig_steps=steps)
         labels = [(n, share) for n in sizes for share in CALIBRATION_SHARES]
         masks = torch.stack([mixed_mask(graph, ranking, n, share) for n, share in labels])
-        for (n, share), mask, v, t in zip(labels, masks, hit_at_10(val_batches, masks), hit_at_10(test_batches, masks),
-                                          strict=True):
+        val_hits, test_hits = ((run(masks)[1] <= HIT_K).float().mean(1).tolist() for run in runs)
+        for (n, share), mask, v, t in zip(labels, masks, val_hits, test_hits, strict=True):
             out.append({"ig_steps": steps, "size": n, "harmful_share": share, "edges": int(mask.sum()),
                         "validation_hit_at_10": v, "test_hit_at_10": t})
     return out
@@ -130,7 +133,7 @@ def main() -> int:
         circuits[f"{size} most shared edges"] = prune_dangling(top.view(allowed.shape), graph)
     stacked = torch.stack(list(circuits.values()))
     val_hits, test_hits = hit_at_10(val_batches, stacked), hit_at_10(test_batches, stacked)
-    candidates = calibration_candidates(model, graph, val_batches, args.ablation, hit_at_10, test_batches)
+    candidates = calibration_candidates(model, graph, val_batches, test_batches, args.ablation)
     rows = [{"circuit": name, "edges": int(mask.sum()), "validation_hit_at_10": v, "test_hit_at_10": t}
             for (name, mask), v, t in zip(circuits.items(), val_hits, test_hits, strict=True)]
     own = [sum(f["hit"][k] for f in per_fact) / len(per_fact) for k in range(len(sizes))]

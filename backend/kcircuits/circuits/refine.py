@@ -244,7 +244,7 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
         masks = [mixed_mask(graph, ranking, sizes[i], share) for i, share in finer]
         for (i, share), mask, v, k in zip(finer, masks, *_run(evaluate, masks), strict=True):
             rows[i].append((share, mask, v, k))
-    chosen_masks, chosen_shares, chosen_values, chosen_faith, chosen_hits, chosen_kept = [], [], [], [], [], []
+    chosen_masks, chosen_shares, chosen_values, chosen_faith, chosen_kept = [], [], [], [], []
     for i, n in enumerate(sizes):
         if i and chosen_faith[-1] is not None and n > int(chosen_masks[-1].sum()):
             # the smaller chosen circuit grown by the ranking: keeps what made it faithful
@@ -256,7 +256,7 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
         j = min(defined, key=lambda k: (not hits(rows[i][k][3]), 0.0 if hits(rows[i][k][3]) else -rows[i][k][3],
                                         abs(faiths[k] - 1.0))) if defined else 0
         hit_j, f_j = hits(rows[i][j][3]), faiths[j]
-        if i and chosen_hits[-1] and chosen_faith[-1] is not None and not holds(hit_j, f_j) and (
+        if i and hits(chosen_kept[-1]) and chosen_faith[-1] is not None and not holds(hit_j, f_j) and (
                 not hit_j or f_j is None or abs(chosen_faith[-1] - 1.0) < abs(f_j - 1.0)):
             # no circuit of this size holds but the smaller chosen one does: a size is a budget, so
             # it is kept as it is (more edges can hurt, above all under zero ablation)
@@ -267,13 +267,12 @@ def calibrated_masks(graph: Graph, ranking: Ranking, sizes: Sequence[int], evalu
         f = faiths[j]
         share, value = float(share), float(value)
         chosen_kept.append(k)
-        chosen_hits.append(hits(k))
         chosen_masks.append(mask)
         chosen_shares.append(share)
         chosen_values.append(value)
         chosen_faith.append(f)
     return Calibrated(tuple(int(n) for n in sizes), tuple(chosen_shares), tuple(chosen_masks), tuple(chosen_values),
-                      tuple(chosen_faith), tuple(bool(h) for h in chosen_hits), tuple(float(k) for k in chosen_kept))
+                      tuple(chosen_faith), tuple(hits(k) for k in chosen_kept), tuple(float(k) for k in chosen_kept))
 
 
 def _run(evaluate: Callable, masks: list[torch.Tensor]) -> tuple[list[float], list[float]]:
